@@ -1,0 +1,214 @@
+"""Prometheus metrics of the gateway, on a registry of their own.
+
+One ``Metrics`` object per running gateway (tests start several in one
+process, so nothing is registered on the global default registry). The
+sans-IO layers never touch Prometheus: they keep plain integer counters
+(``FeedStats``) that a collector reads at scrape time, which costs nothing on
+the per-message path.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+PREFIX = "paxos_gateway"
+
+# Upstream lag can be large (exchange clocks, reconnect replays); publish latency is tiny.
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LATENCY_BUCKETS = (
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
+)  # fmt: skip
+DEPTH_BYTES_BUCKETS = (0, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
+DEPTH_RECORDS_BUCKETS = (0, 1, 4, 16, 64, 256, 1024, 4096, 16384)
+
+
+@dataclass(slots=True)
+class FeedStats:
+    """Counters kept by a sans-IO feed session; exported by ``FeedStatsCollector``."""
+
+    messages: dict[str, int] = field(default_factory=dict)  # by upstream message kind
+    decode_errors: int = 0
+    duplicates_suppressed: int = 0
+    resnapshots: int = 0
+    crossed_books: int = 0
+    error_frames: int = 0
+
+    def count_message(self, kind: str) -> None:
+        self.messages[kind] = self.messages.get(kind, 0) + 1
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        p = PREFIX
+        # -- upstream
+        self.upstream_lag = Histogram(
+            f"{p}_upstream_lag_seconds",
+            "Gateway receive time minus the exchange timestamp, for feeds that carry one.",
+            ["feed"], buckets=LAG_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.upstream_connected = Gauge(
+            f"{p}_upstream_connected",
+            "1 while the feed's upstream WebSocket is open, else 0.",
+            ["feed"], registry=r,
+        )  # fmt: skip
+        self.upstream_reconnects = Counter(
+            f"{p}_upstream_reconnects",
+            "Upstream connections lost or given up, by the reason.",
+            ["feed", "reason"], registry=r,
+        )  # fmt: skip
+        self.upstream_connect_failures = Counter(
+            f"{p}_upstream_connect_failures",
+            "Upstream connection attempts that failed before the handshake completed.",
+            ["feed", "reason"], registry=r,
+        )  # fmt: skip
+        self.upstream_disconnected_seconds = Counter(
+            f"{p}_upstream_disconnected_seconds",
+            "Time the feed spent without an open upstream connection.",
+            ["feed"], registry=r,
+        )  # fmt: skip
+        self.upstream_bytes = Counter(
+            f"{p}_upstream_received_bytes",
+            "Bytes of upstream message payload received.",
+            ["feed"], registry=r,
+        )  # fmt: skip
+        # -- fan-out
+        self.publish_latency = Histogram(
+            f"{p}_publish_latency_seconds",
+            "From the upstream frame's receipt to its records sitting in subscriber buffers.",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.records_published = Counter(
+            f"{p}_records_published",
+            "Sequenced records published, by stream kind.",
+            ["stream_kind"], registry=r,
+        )  # fmt: skip
+        self.sent_bytes = Counter(
+            f"{p}_sent_bytes", "Bytes handed to subscriber sockets.", registry=r
+        )
+        self.deliveries = Counter(
+            f"{p}_deliveries", "Records handed to subscriber buffers.", registry=r
+        )
+        # -- subscribers
+        self.subscribers = Gauge(f"{p}_subscribers", "Connected subscriber WebSockets.", registry=r)
+        self.subscriptions = Gauge(
+            f"{p}_subscriptions",
+            "Active subscriptions, by stream kind.",
+            ["stream_kind"], registry=r,
+        )  # fmt: skip
+        self.subscriber_disconnects = Counter(
+            f"{p}_subscriber_disconnects",
+            "Subscriber connections ended, by the reason.",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        self.conflations = Counter(
+            f"{p}_conflations",
+            "Book backlogs dropped and replaced by a fresh snapshot for a slow subscriber.",
+            registry=r,
+        )
+        self.resumes = Counter(
+            f"{p}_resumes",
+            "Resume requests, by result (served, refused).",
+            ["result"], registry=r,
+        )  # fmt: skip
+        self.request_errors = Counter(
+            f"{p}_request_errors",
+            "Subscriber requests answered with an error, by error code.",
+            ["code"], registry=r,
+        )  # fmt: skip
+        self.rejected_connections = Counter(
+            f"{p}_rejected_connections",
+            "Subscriber connections refused before or at the handshake, by the reason.",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        self.config_errors = Counter(
+            f"{p}_config_errors", "Configuration problems found at start.", registry=r
+        )
+
+    def add_collector(self, collector: Collector) -> None:
+        self.registry.register(collector)
+
+
+class FeedStatsCollector(Collector):
+    """Exports the sans-IO ``FeedStats`` of every feed at scrape time."""
+
+    def __init__(self, feeds: Callable[[], Iterable[tuple[str, FeedStats]]]) -> None:
+        self._feeds = feeds
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        p = PREFIX
+        messages = CounterMetricFamily(
+            f"{p}_upstream_messages",
+            "Upstream messages received, by kind.",
+            labels=["feed", "kind"],
+        )
+        errors = CounterMetricFamily(
+            f"{p}_decode_errors", "Upstream frames that could not be decoded.", labels=["feed"]
+        )
+        dups = CounterMetricFamily(
+            f"{p}_duplicates_suppressed",
+            "Executions dropped because their match_number was already published.",
+            labels=["feed"],
+        )
+        resnaps = CounterMetricFamily(
+            f"{p}_book_resnapshots", "Book snapshots that replaced a book.", labels=["feed"]
+        )
+        crossed = CounterMetricFamily(
+            f"{p}_crossed_books", "Crossed books detected (and repaired).", labels=["feed"]
+        )
+        error_frames = CounterMetricFamily(
+            f"{p}_upstream_error_frames", 'Upstream {"error": ...} frames.', labels=["feed"]
+        )
+        for feed, stats in self._feeds():
+            for kind, n in stats.messages.items():
+                messages.add_metric([feed, kind], n)
+            errors.add_metric([feed], stats.decode_errors)
+            dups.add_metric([feed], stats.duplicates_suppressed)
+            resnaps.add_metric([feed], stats.resnapshots)
+            crossed.add_metric([feed], stats.crossed_books)
+            error_frames.add_metric([feed], stats.error_frames)
+        yield from (messages, errors, dups, resnaps, crossed, error_frames)
+
+
+class GaugeCallbackCollector(Collector):
+    """A labelled gauge whose samples are computed at scrape time."""
+
+    def __init__(
+        self, name: str, doc: str, labels: list[str],
+        samples: Callable[[], Iterable[tuple[list[str], float]]],
+    ) -> None:  # fmt: skip
+        self._name, self._doc, self._labels, self._samples = name, doc, labels, samples
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self._name, self._doc, labels=self._labels)
+        for labels, value in self._samples():
+            family.add_metric(labels, value)
+        yield family
+
+
+class DepthHistogramCollector(Collector):
+    """Histogram over subscribers of how far behind the head each one is."""
+
+    def __init__(
+        self, name: str, doc: str, buckets: tuple[float, ...],
+        values: Callable[[], Iterable[float]],
+    ) -> None:  # fmt: skip
+        self._name, self._doc, self._buckets, self._values = name, doc, buckets, values
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        counts = [0] * (len(self._buckets) + 1)
+        total = 0.0
+        for v in self._values():
+            total += v
+            counts[bisect.bisect_left(self._buckets, v)] += 1
+        bounds = [*(str(float(b)) for b in self._buckets), "+Inf"]
+        cumulative = list(zip(bounds, itertools.accumulate(counts), strict=True))
+        yield HistogramMetricFamily(self._name, self._doc, buckets=cumulative, sum_value=total)
