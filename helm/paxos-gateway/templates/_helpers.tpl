@@ -1,0 +1,183 @@
+{{/* Chart name, overridable. */}}
+{{- define "paxos-gateway.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fully qualified app name (63 characters: DNS label limit). */}}
+{{- define "paxos-gateway.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "paxos-gateway.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "paxos-gateway.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "paxos-gateway.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "paxos-gateway.labels" -}}
+helm.sh/chart: {{ include "paxos-gateway.chart" . }}
+{{ include "paxos-gateway.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: gateway
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "paxos-gateway.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "paxos-gateway.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "paxos-gateway.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s:%s@%s" .Values.image.repository $tag .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- end -}}
+{{- end }}
+
+{{/* Where the ConfigMap is mounted; the Dockerfile's CMD uses the same path. */}}
+{{- define "paxos-gateway.configDir" -}}/etc/paxos-gateway{{- end }}
+
+{{- define "paxos-gateway.serverPort" -}}
+{{- int64 (dig "server" "port" 8765 .Values.config) }}
+{{- end }}
+
+{{- define "paxos-gateway.metricsPort" -}}
+{{- int64 (dig "metrics" "port" 9108 .Values.config) }}
+{{- end }}
+
+{{/* Seconds the gateway may take to drain (gateway default 10 when unset). */}}
+{{- define "paxos-gateway.drainSeconds" -}}
+{{- $drain := dig "shutdown" "drain_timeout" 10.0 .Values.config -}}
+{{- if kindIs "invalid" $drain }}{{ $drain = 10.0 }}{{ end -}}
+{{- int64 (ceil $drain) -}}
+{{- end }}
+
+{{- define "paxos-gateway.terminationGracePeriodSeconds" -}}
+{{- add (int64 .Values.lifecycle.preStopSleepSeconds) (include "paxos-gateway.drainSeconds" . | int64) (int64 .Values.lifecycle.terminationGraceMarginSeconds) -}}
+{{- end }}
+
+{{/*
+One TOML value. Helm decodes every number in values as float64, so the type comes from the
+gateway's config schema (docs/architecture.md), not from the value: an int must be written
+without a fraction (8765, not 8765.0) and a float may carry one.
+Argument: (list type value key).
+*/}}
+{{- define "paxos-gateway.tomlValue" -}}
+{{- $type := index . 0 -}}
+{{- $v := index . 1 -}}
+{{- $key := index . 2 -}}
+{{- if eq $type "string" -}}
+{{- /* A JSON string is a valid TOML basic string (same escapes, \uXXXX included). */ -}}
+{{- toString $v | toJson -}}
+{{- else if eq $type "int" -}}
+{{- if not (or (kindIs "float64" $v) (kindIs "int" $v) (kindIs "int64" $v)) -}}
+{{- fail (printf "config.%s: expected an integer, got %v" $key $v) -}}
+{{- end -}}
+{{- if ne (float64 $v) (floor $v) -}}
+{{- fail (printf "config.%s: expected an integer, got %v" $key $v) -}}
+{{- end -}}
+{{- int64 $v -}}
+{{- else if eq $type "float" -}}
+{{- $s := toString (float64 $v) -}}
+{{- if regexMatch "^-?[0-9]+$" $s }}{{ $s }}.0{{ else }}{{ $s }}{{ end -}}
+{{- else if eq $type "bool" -}}
+{{- ternary "true" "false" (eq (toString $v) "true") -}}
+{{- else -}}
+{{- fail (printf "config.%s: unknown TOML type %s" $key $type) -}}
+{{- end -}}
+{{- end }}
+
+{{/* Types of the keys of every [section] of gateway.toml. */}}
+{{- define "paxos-gateway.configTypes" -}}
+upstream:
+  base_url: string
+  backoff_initial: float
+  backoff_max: float
+  ping_interval: float
+  ping_timeout: float
+  connect_timeout: float
+  connect_interval: float
+  dedup_capacity: int
+  max_message_bytes: int
+server:
+  host: string
+  port: int
+  max_subscribers: int
+  max_subscriptions: int
+  max_request_bytes: int
+  buffer_bytes: int
+  slow_policy: string
+  history: int
+  ping_interval: float
+  ping_timeout: float
+  handshake_timeout: float
+metrics:
+  host: string
+  port: int
+  ready_grace: float
+shutdown:
+  drain_timeout: float
+log:
+  level: string
+  format: string
+feeds:
+  path: string
+  url: string
+  name: string
+  required: bool
+{{- end }}
+
+{{/* The whole gateway.toml. */}}
+{{- define "paxos-gateway.configToml" -}}
+{{- $types := include "paxos-gateway.configTypes" . | fromYaml -}}
+{{- $config := .Values.config -}}
+# Rendered by the {{ .Chart.Name }} chart from .Values.config; edit the values, not this file.
+{{- range $section := list "upstream" "server" "metrics" "shutdown" "log" }}
+{{- $values := index $config $section | default dict }}
+{{- $sectionTypes := index $types $section }}
+
+[{{ $section }}]
+{{- range $key := keys $values | sortAlpha }}
+{{- $v := index $values $key }}
+{{- if not (hasKey $sectionTypes $key) }}
+{{- fail (printf "config.%s.%s: unknown key" $section $key) }}
+{{- end }}
+{{- if not (kindIs "invalid" $v) }}
+{{ $key }} = {{ include "paxos-gateway.tomlValue" (list (index $sectionTypes $key) $v (printf "%s.%s" $section $key)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- range $i, $feed := $config.feeds }}
+
+[[feeds]]
+{{- range $key := keys $feed | sortAlpha }}
+{{- $v := index $feed $key }}
+{{- if not (hasKey $types.feeds $key) }}
+{{- fail (printf "config.feeds[%d].%s: unknown key" $i $key) }}
+{{- end }}
+{{- if not (kindIs "invalid" $v) }}
+{{ $key }} = {{ include "paxos-gateway.tomlValue" (list (index $types.feeds $key) $v (printf "feeds[%d].%s" $i $key)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{ end }}
