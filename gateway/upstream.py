@@ -1,0 +1,652 @@
+"""The upstream I/O edge: one trio task per feed that keeps one Paxos WebSocket alive.
+
+``run_feed`` loops forever: wait for the shared ``ConnectGate`` → connect (TCP, TLS, WebSocket
+handshake, all within ``connect_timeout``) → hand every frame to the feed's sans-IO session and
+publish what it returns → on any end of the connection, publish a status, count it, log it once
+and back off. It only returns by cancellation.
+
+Why it is built the way it is:
+
+* ``session.receive`` and ``publish`` run back to back with no checkpoint in between, so every
+  book the hub can see always matches its stream's head sequence number (architecture
+  invariant). Metrics are updated after ``publish`` to keep them off the latency path.
+* Liveness is judged by WebSocket ping/pong only. An idle market legitimately sends nothing for
+  hours; a silent-but-alive upstream must stay connected, a connection whose pongs stop is dead.
+* TCP and TLS are opened here rather than inside ``trio_websocket.open_websocket_url``: that
+  helper reports a failed TLS handshake (e.g. an unverifiable certificate) as a connect timeout
+  after ``connect_timeout`` seconds; doing the TLS handshake explicitly gives the operator
+  ``tls_error`` and the certificate message at once. TLS is always verified.
+* Shutdown closes the WebSocket with a proper close handshake (code 1000). Trio cancels every
+  task under the cancelled scope at once — including trio-websocket's reader task, without which
+  the close handshake cannot complete — so a connection runs inside a shielded scope with its own
+  timeouts, and a small watcher task turns the outer cancellation into a graceful close that is
+  bounded by ``close_timeout``.
+* Disconnect reasons are a small fixed set (``REASONS``) because they are metric label values.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NoReturn, Protocol
+from urllib.parse import urlsplit
+
+import trio
+from trio_websocket import (
+    CloseReason,
+    ConnectionClosed,
+    ConnectionRejected,
+    WebSocketConnection,
+    wrap_client_stream,
+)
+from wsproto.utilities import LocalProtocolError
+
+from gateway.backoff import DEFAULT_HEALTHY_AFTER, Backoff
+from gateway.config import UpstreamConfig
+from gateway.connect_gate import ConnectGate
+from gateway.feeds import FeedSpec
+from gateway.metrics import Metrics
+from gateway.records import Price, Record, Trade
+
+log = logging.getLogger("gateway.upstream")
+
+# Bounded label values of upstream_reconnects / upstream_connect_failures, and the ``reason``
+# of disconnected status records.
+CLOSED_BY_SERVER = "closed_by_server"  # the server sent a WebSocket close frame
+CONNECTION_LOST = "connection_lost"  # TCP ended without a close frame (reset, EOF, 1006)
+PING_TIMEOUT = "ping_timeout"
+PROTOCOL_ERROR = "protocol_error"  # WebSocket protocol violation or bad handshake
+MESSAGE_TOO_BIG = "message_too_big"  # a frame exceeded max_message_bytes
+CROSSED_BOOK = "crossed_book"  # the session asked for a resync
+ERROR_FRAME = "error_frame"  # Paxos sent {"error": ...}
+CONNECT_TIMEOUT = "connect_timeout"
+CONNECT_REFUSED = "connect_refused"
+DNS_ERROR = "dns_error"
+TLS_ERROR = "tls_error"
+NETWORK_ERROR = "network_error"  # any other OSError while connecting
+HANDSHAKE_REJECTED = "handshake_rejected"  # HTTP status instead of 101 (404, 429, 503, ...)
+INTERNAL_ERROR = "internal_error"  # a bug below us raised; the reconnect re-snapshots
+CANCELLED = "cancelled"  # gateway shutdown; not a failure
+
+REASONS = frozenset(
+    {
+        CLOSED_BY_SERVER, CONNECTION_LOST, PING_TIMEOUT, PROTOCOL_ERROR, MESSAGE_TOO_BIG,
+        CROSSED_BOOK, ERROR_FRAME, CONNECT_TIMEOUT, CONNECT_REFUSED, DNS_ERROR, TLS_ERROR,
+        NETWORK_ERROR, HANDSHAKE_REJECTED, INTERNAL_ERROR, CANCELLED,
+    }
+)  # fmt: skip
+
+DEFAULT_CLOSE_TIMEOUT = 2.0
+# Lets trio-websocket's reader decode a burst of small frames per socket read without a task
+# switch per frame, while bounding buffered memory to a few messages.
+_MESSAGE_QUEUE_SIZE = 8
+_RECEIVE_BUFFER_SIZE = 65536
+
+Publish = Callable[[list[Record], int], None]
+
+
+class UpstreamSession(Protocol):
+    """What ``run_feed`` needs of ``session.FeedSession`` (kept structural for test doubles)."""
+
+    def connected(self, now_ns: int) -> list[Record]: ...
+    def receive(self, payload: bytes | str, now_ns: int) -> list[Record]: ...
+    def disconnected(self, reason: str, now_ns: int) -> list[Record]: ...
+    @property
+    def resync_reason(self) -> str | None: ...
+    @property
+    def upstream_error(self) -> str | None: ...
+
+
+@dataclass(slots=True)
+class FeedState:
+    """Read-only view of one feed's upstream connection, for /readyz and metrics collectors.
+
+    Times ending in ``_at`` / ``_since`` are ``trio.current_time()`` seconds (compare them with
+    ``trio.current_time()``); ``last_message_monotonic_ns`` is ``time.monotonic_ns()`` and can
+    be read outside trio (e.g. by a Prometheus collector running in a thread).
+    """
+
+    feed: str
+    connected: bool = False
+    since: float | None = None  # last state change (start, connect, disconnect)
+    disconnected_since: float | None = None  # None while connected; run start until first up
+    last_message_at: float | None = None
+    last_message_monotonic_ns: int | None = None
+    last_reason: str | None = None  # why the last connection or attempt ended
+    connections: int = 0  # successful handshakes so far
+    failed_attempts: int = 0  # consecutive attempts that did not reach the handshake
+    messages: int = 0  # upstream frames received, all connections
+
+    def down_for(self, now: float) -> float:
+        """Seconds without an open connection at trio time ``now`` (0 while connected)."""
+        if self.connected or self.disconnected_since is None:
+            return 0.0
+        return max(0.0, now - self.disconnected_since)
+
+    def last_message_age(self, now: float) -> float | None:
+        """Seconds since the last upstream frame at trio time ``now``; None if none yet."""
+        return None if self.last_message_at is None else max(0.0, now - self.last_message_at)
+
+
+class _ConnectFailed(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(slots=True)
+class _Ended:
+    """How one connection attempt ended."""
+
+    reason: str
+    detail: str
+    established: bool = False
+    lived: float = 0.0
+    messages: int = 0
+
+
+@dataclass(slots=True)
+class _Conn:
+    stream: trio.abc.Stream | None = None
+    ws: WebSocketConnection | None = None
+    established: bool = False
+    opened_at: float = 0.0
+    messages: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    host: str
+    port: int
+    resource: str
+    host_header: str
+    tls: bool
+
+
+def _target(url: str) -> _Target:
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"{url!r}: not a ws:// or wss:// URL with a host")
+    tls = parts.scheme == "wss"
+    port = parts.port if parts.port is not None else (443 if tls else 80)
+    resource = parts.path or "/"
+    if parts.query:
+        resource += "?" + parts.query
+    host = parts.hostname
+    bracketed = f"[{host}]" if ":" in host else host
+    default_port = 443 if tls else 80
+    host_header = bracketed if port == default_port else f"{bracketed}:{port}"
+    return _Target(host, port, resource, host_header, tls)
+
+
+def verified_tls_context(context: ssl.SSLContext | None = None) -> ssl.SSLContext:
+    """The TLS context for wss upstreams; refuses one that would skip verification."""
+    ctx = context if context is not None else ssl.create_default_context()
+    if ctx.verify_mode != ssl.CERT_REQUIRED or not ctx.check_hostname:
+        raise ValueError("upstream TLS must verify the certificate and the host name")
+    return ctx
+
+
+async def run_feed(
+    feed: FeedSpec,
+    session: UpstreamSession,
+    publish: Publish,
+    settings: UpstreamConfig,
+    metrics: Metrics,
+    *,
+    connect_gate: ConnectGate,
+    rng: random.Random | None = None,
+    state: FeedState | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+    healthy_after: float = DEFAULT_HEALTHY_AFTER,
+    task_status: trio.TaskStatus[FeedState] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Keep ``feed``'s upstream connection alive until cancelled.
+
+    ``publish(records, received_monotonic_ns)`` is called synchronously right after the session
+    produced the records. ``nursery.start(run_feed, ...)`` returns the feed's ``FeedState`` at
+    once (it does not wait for the first connection).
+    """
+    runner = _FeedRunner(
+        feed, session, publish, settings, metrics,
+        connect_gate=connect_gate,
+        backoff=Backoff(
+            settings.backoff_initial, settings.backoff_max,
+            healthy_after=healthy_after, rng=rng,
+        ),
+        state=state if state is not None else FeedState(feed.name),
+        ssl_context=ssl_context,
+        close_timeout=close_timeout,
+    )  # fmt: skip
+    task_status.started(runner.state)
+    await runner.run()
+
+
+class _FeedRunner:
+    def __init__(
+        self,
+        feed: FeedSpec,
+        session: UpstreamSession,
+        publish: Publish,
+        settings: UpstreamConfig,
+        metrics: Metrics,
+        *,
+        connect_gate: ConnectGate,
+        backoff: Backoff,
+        state: FeedState,
+        ssl_context: ssl.SSLContext | None,
+        close_timeout: float,
+    ) -> None:
+        self.feed = feed
+        self.session = session
+        self.publish = publish
+        self.settings = settings
+        self.gate = connect_gate
+        self.backoff = backoff
+        self.state = state
+        self.close_timeout = close_timeout
+        self.target = _target(feed.url)
+        # Built once: loading the CA store on every reconnect costs milliseconds each time.
+        self.ssl_context = verified_tls_context(ssl_context) if self.target.tls else None
+        name = feed.name
+        self._metrics = metrics
+        self._m_connected = metrics.upstream_connected.labels(feed=name)
+        self._m_down_seconds = metrics.upstream_disconnected_seconds.labels(feed=name)
+        self._m_bytes = metrics.upstream_bytes.labels(feed=name)
+        self._m_lag = metrics.upstream_lag.labels(feed=name)
+        self._down_accounted_at = 0.0
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def run(self) -> NoReturn:
+        now = trio.current_time()
+        self.state.connected = False
+        self.state.since = now
+        self.state.disconnected_since = now
+        self._down_accounted_at = now
+        self._m_connected.set(0)
+        try:
+            while True:
+                await self.gate.wait()
+                ended = await self._attempt()
+                if ended.established:
+                    self.backoff.connection_ended(ended.lived, received_data=self._healthy(ended))
+                delay = self.backoff.next_delay()
+                self._report_end(ended, delay)
+                await trio.sleep(delay)
+        finally:
+            self._account_down()
+
+    @staticmethod
+    def _healthy(ended: _Ended) -> bool:
+        # An error frame is a message too, but a connection that only ever says "Not Found"
+        # must keep backing off.
+        return ended.messages > 0 and ended.reason != ERROR_FRAME
+
+    async def _attempt(self) -> _Ended:
+        """One connection from connect to close; on shutdown closes cleanly, then re-raises."""
+        work = trio.CancelScope()
+        finished = False
+
+        async def watch_for_shutdown() -> None:
+            try:
+                await trio.sleep_forever()
+            finally:
+                # Reached by the outer (shutdown) cancellation, or by ours below once the
+                # connection has already finished; only the former must interrupt the work.
+                if not finished:
+                    work.cancel()
+
+        async with trio.open_nursery() as guard:
+            guard.start_soon(watch_for_shutdown)
+            with trio.CancelScope(shield=True):
+                ended = await self._connection(work)
+            finished = True
+            guard.cancel_scope.cancel()
+        return ended
+
+    # -- one connection ---------------------------------------------------------------------
+
+    async def _connection(self, work: trio.CancelScope) -> _Ended:
+        """Runs shielded: every wait in here is bounded by a timeout or by ``work``."""
+        conn = _Conn()
+        ended: _Ended | None = None
+        try:
+            async with trio.open_nursery() as ws_nursery:
+                try:
+                    with work:
+                        try:
+                            with trio.fail_after(self.settings.connect_timeout):
+                                await self._open(conn, ws_nursery)
+                        except trio.TooSlowError:
+                            raise _ConnectFailed(
+                                CONNECT_TIMEOUT,
+                                f"no WebSocket handshake within {self.settings.connect_timeout} s",
+                            ) from None
+                        self._went_up(conn)
+                        ended = await self._serve(conn)
+                    if work.cancelled_caught:
+                        ended = self._ended(conn, CANCELLED, "gateway shutting down")
+                except _ConnectFailed as exc:
+                    ended = _Ended(exc.reason, exc.detail)
+                finally:
+                    await self._close(conn, ended)
+                    ws_nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # trio-websocket's reader task raises ConnectionRejected when the server answers
+            # the upgrade with an HTTP status; it surfaces here from the reader's nursery.
+            rejected, rest = group.split(ConnectionRejected)
+            # trio-websocket's reader raises LocalProtocolError when it tries to send on a
+            # connection that is already closing: a pong for a ping that crossed our close
+            # frame, or a second 1009 close for the next fragment of an oversized message.
+            # The connection was ending anyway: keep the reason it ended for.
+            local, others = group.split(LocalProtocolError)
+            if rejected is not None and rest is None:
+                rejection = _first(rejected)
+                assert isinstance(rejection, ConnectionRejected)
+                ended = _Ended(HANDSHAKE_REJECTED, _describe_rejection(rejection))
+            elif local is not None and others is None:
+                if ended is None:
+                    closed = conn.ws.closed if conn.ws is not None else None
+                    if closed is not None:
+                        reason, detail = _classify_close(closed)
+                    else:
+                        reason, detail = PROTOCOL_ERROR, repr(_first(local))
+                    ended = self._ended(conn, reason, detail)
+            else:
+                _errors, fatal = group.split(Exception)
+                if fatal is not None:
+                    raise
+                # A bug in the session, the hub or trio-websocket must not take the whole
+                # gateway down on one frame: log it loudly and reconnect, which replaces every
+                # book of this feed with a fresh snapshot.
+                log.error(
+                    "feed %s: internal error, reconnecting",
+                    self.feed.name,
+                    exc_info=group,
+                    extra={"feed": self.feed.name, "event": "error", "reason": INTERNAL_ERROR},
+                )
+                ended = self._ended(conn, INTERNAL_ERROR, repr(_first(group)))
+        assert ended is not None
+        if ended.established or ended.reason == CANCELLED:
+            self._went_down(ended)
+        return ended
+
+    async def _open(self, conn: _Conn, ws_nursery: trio.Nursery) -> None:
+        t = self.target
+        try:
+            conn.stream = tcp = await trio.open_tcp_stream(t.host, t.port)
+        except OSError as exc:
+            raise _ConnectFailed(_classify_os_error(exc), _describe_os_error(exc)) from None
+        if self.ssl_context is not None:
+            conn.stream = tls = trio.SSLStream(
+                tcp, self.ssl_context, server_hostname=t.host, https_compatible=True
+            )
+            try:
+                await tls.do_handshake()
+            except trio.BrokenResourceError as exc:
+                detail = f"TLS handshake failed: {exc.__cause__ or exc}"
+                raise _ConnectFailed(TLS_ERROR, detail) from None
+        # A refused upgrade (HTTP 404/503...) is raised by the reader task, see _connection.
+        conn.ws = await wrap_client_stream(
+            ws_nursery, conn.stream, t.host_header, t.resource,
+            message_queue_size=_MESSAGE_QUEUE_SIZE,
+            max_message_size=self.settings.max_message_bytes,
+            receive_buffer_size=_RECEIVE_BUFFER_SIZE,
+        )  # fmt: skip
+        conn.established = True
+        conn.opened_at = trio.current_time()
+
+    async def _serve(self, conn: _Conn) -> _Ended:
+        ws = conn.ws
+        assert ws is not None
+        ended: _Ended | None = None
+        async with trio.open_nursery() as nursery:
+            if self.settings.ping_interval > 0:
+                nursery.start_soon(self._keepalive, conn, ws, nursery.cancel_scope)
+            ended = await self._read_loop(conn, ws)
+            nursery.cancel_scope.cancel()
+        if ended is None:  # only the keepalive cancels this nursery without a result
+            ended = self._ended(
+                conn, PING_TIMEOUT, f"no pong within {self.settings.ping_timeout} s"
+            )
+        return ended
+
+    async def _keepalive(
+        self, conn: _Conn, ws: WebSocketConnection, serving: trio.CancelScope
+    ) -> None:
+        while True:
+            await trio.sleep(self.settings.ping_interval)
+            with trio.move_on_after(self.settings.ping_timeout) as waited:
+                try:
+                    await ws.ping()
+                except ConnectionClosed:
+                    return  # the read loop sees the close and reports it
+            if waited.cancelled_caught:
+                serving.cancel()
+                return
+
+    async def _read_loop(self, conn: _Conn, ws: WebSocketConnection) -> _Ended:
+        session = self.session
+        publish = self.publish
+        state = self.state
+        while True:
+            try:
+                message = await ws.get_message()
+            except ConnectionClosed as exc:
+                reason, detail = _classify_close(exc.reason)
+                return self._ended(conn, reason, detail)
+            received_mono = time.monotonic_ns()
+            now_ns = time.time_ns()
+            records = session.receive(message, now_ns)
+            if records:
+                publish(records, received_mono)
+            # -- no checkpoint above this line since get_message returned --
+            conn.messages += 1
+            state.messages += 1
+            state.last_message_at = trio.current_time()
+            state.last_message_monotonic_ns = received_mono
+            if isinstance(message, str):
+                self._m_bytes.inc(len(message) if message.isascii() else len(message.encode()))
+            else:
+                self._m_bytes.inc(len(message))
+            for record in records:
+                if isinstance(record, Trade | Price):
+                    self._m_lag.observe((record.receive_time - record.exchange_time) / 1e9)
+            resync = session.resync_reason
+            if resync is not None:
+                return self._ended(conn, CROSSED_BOOK, f"resync requested: {resync}")
+            error = session.upstream_error
+            if error is not None:
+                return self._ended(conn, ERROR_FRAME, f"upstream error frame: {error}")
+
+    def _ended(self, conn: _Conn, reason: str, detail: str) -> _Ended:
+        lived = trio.current_time() - conn.opened_at if conn.established else 0.0
+        return _Ended(reason, detail, conn.established, lived, conn.messages)
+
+    async def _close(self, conn: _Conn, ended: _Ended | None) -> None:
+        """Close the WebSocket (gracefully when the peer is alive) and always the transport."""
+        ws = conn.ws
+        try:
+            if ws is not None and ws.closed is None:
+                if ended is not None and ended.reason != PING_TIMEOUT:
+                    # Our side ends an alive connection: resync, error frame or shutdown.
+                    with trio.move_on_after(self.close_timeout):
+                        await ws.aclose(1000, _close_text(ended.reason))
+                else:
+                    # The peer stopped answering (or something unexpected raised): a close
+                    # handshake would only wait out the timeout.
+                    await trio.aclose_forcefully(ws)
+        finally:
+            # trio-websocket leaves the transport open in some paths (e.g. after closing with
+            # 1009 for an oversized message); the socket is ours, so release it here, even
+            # when the close above was interrupted.
+            if conn.stream is not None:
+                await trio.aclose_forcefully(conn.stream)
+
+    # -- state, metrics, logs ---------------------------------------------------------------
+
+    def _went_up(self, conn: _Conn) -> None:
+        now = trio.current_time()
+        state = self.state
+        down_for = state.down_for(now)
+        attempts = state.failed_attempts
+        self._account_down()
+        state.connected = True
+        state.since = now
+        state.disconnected_since = None
+        state.connections += 1
+        state.failed_attempts = 0
+        self._m_connected.set(1)
+        records = self.session.connected(time.time_ns())
+        if records:
+            self.publish(records, time.monotonic_ns())
+        log.info(
+            "feed %s: connected to %s (down %.1f s, %d failed attempts before)",
+            self.feed.name, self.feed.url, down_for, attempts,
+            extra={"feed": self.feed.name, "event": "connected", "reason": None},
+        )  # fmt: skip
+
+    def _went_down(self, ended: _Ended) -> None:
+        now = trio.current_time()
+        state = self.state
+        if state.connected:
+            state.connected = False
+            state.since = now
+            state.disconnected_since = now
+            self._down_accounted_at = now
+            self._m_connected.set(0)
+            records = self.session.disconnected(ended.reason, time.time_ns())
+            if records:
+                try:
+                    self.publish(records, time.monotonic_ns())
+                except Exception:
+                    # Nothing to repair by reconnecting here; the feed itself must go on.
+                    log.exception(
+                        "feed %s: publishing the disconnected status failed",
+                        self.feed.name,
+                        extra={"feed": self.feed.name, "event": "error", "reason": INTERNAL_ERROR},
+                    )
+        state.last_reason = ended.reason
+        if ended.reason == CANCELLED:
+            log.info(
+                "feed %s: upstream closed for shutdown",
+                self.feed.name,
+                extra={"feed": self.feed.name, "event": "disconnected", "reason": CANCELLED},
+            )
+
+    def _report_end(self, ended: _Ended, delay: float) -> None:
+        """Count and log an attempt that ended for any reason but shutdown."""
+        name = self.feed.name
+        self.state.last_reason = ended.reason
+        if ended.established:
+            self._metrics.upstream_reconnects.labels(feed=name, reason=ended.reason).inc()
+            level = logging.INFO if ended.reason == CROSSED_BOOK else logging.WARNING
+            log.log(
+                level,
+                "feed %s: disconnected (%s: %s) after %.1f s and %d messages; "
+                "reconnecting in %.2f s",
+                name, ended.reason, ended.detail, ended.lived, ended.messages, delay,
+                extra={"feed": name, "event": "disconnected", "reason": ended.reason},
+            )  # fmt: skip
+        else:
+            self.state.failed_attempts += 1
+            self._account_down()
+            self._metrics.upstream_connect_failures.labels(feed=name, reason=ended.reason).inc()
+            log.warning(
+                "feed %s: connecting to %s failed (%s: %s), attempt %d; retrying in %.2f s",
+                name, self.feed.url, ended.reason, ended.detail,
+                self.state.failed_attempts, delay,
+                extra={"feed": name, "event": "connect_failed", "reason": ended.reason},
+            )  # fmt: skip
+
+    def _account_down(self) -> None:
+        """Add the disconnected time since the last call to the counter.
+
+        Called at every attempt boundary, not only on reconnect, so the counter's rate shows
+        an outage while it lasts.
+        """
+        if self.state.connected:
+            return
+        now = trio.current_time()
+        if now > self._down_accounted_at:
+            self._m_down_seconds.inc(now - self._down_accounted_at)
+        self._down_accounted_at = now
+
+
+# -- classification ---------------------------------------------------------------------------
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and everything it wraps (trio raises OSError from an ExceptionGroup of tries)."""
+    seen: list[BaseException] = []
+    todo = [exc]
+    while todo and len(seen) < 32:
+        e = todo.pop()
+        if any(e is s for s in seen):
+            continue
+        seen.append(e)
+        if isinstance(e, BaseExceptionGroup):
+            todo.extend(e.exceptions)
+        if e.__cause__ is not None:
+            todo.append(e.__cause__)
+    return seen
+
+
+def _classify_os_error(exc: OSError) -> str:
+    causes = _causes(exc)
+    if any(isinstance(e, socket.gaierror) for e in causes):
+        return DNS_ERROR
+    if any(isinstance(e, ssl.SSLError) for e in causes):
+        return TLS_ERROR
+    if any(isinstance(e, ConnectionRefusedError) for e in causes):
+        return CONNECT_REFUSED
+    return NETWORK_ERROR
+
+
+def _describe_os_error(exc: OSError) -> str:
+    leaves = [e for e in _causes(exc) if not isinstance(e, BaseExceptionGroup)]
+    innermost = leaves[-1] if leaves else exc
+    return str(exc) if innermost is exc else f"{exc} ({innermost})"
+
+
+def _describe_rejection(exc: ConnectionRejected) -> str:
+    body = (exc.body or b"")[:200].decode("utf-8", "replace").strip()
+    return f"server answered HTTP {exc.status_code}" + (f": {body}" if body else "")
+
+
+def _classify_close(reason: CloseReason | None) -> tuple[str, str]:
+    if reason is None:
+        return CONNECTION_LOST, "connection closed"
+    text = f"close code {reason.code} ({reason.name})" + (
+        f": {reason.reason}" if reason.reason else ""
+    )
+    if reason.code == 1009:
+        return MESSAGE_TOO_BIG, text
+    if reason.code in (1002, 1003, 1007):
+        return PROTOCOL_ERROR, text
+    if reason.code in (1005, 1006):
+        return CONNECTION_LOST, text
+    return CLOSED_BY_SERVER, text
+
+
+def _close_text(reason: str) -> str:
+    return {
+        CROSSED_BOOK: "resync",
+        ERROR_FRAME: "upstream error",
+        CANCELLED: "gateway shutting down",
+    }.get(reason, reason)
