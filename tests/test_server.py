@@ -327,7 +327,7 @@ async def test_slow_subscriber_is_disconnected_while_others_keep_pace() -> None:
                 # reading subscriber can follow; the other one reads nothing at all.
                 for _ in range(300):
                     feed.publish(feed.snapshot(levels=400, reason="reconnect"), feed.update())
-                    while fast_sub.queued_bytes > 32 * 1024:  # noqa: ASYNC110 - hub state, no event
+                    while fast_sub.queued_bytes > 32 * 1024:
                         await trio.sleep(0.001)
                 # Announced before it is published, so the reader cannot have passed it.
                 final["seq"] = feed.seqs["book.BTCUSD"] + 1
@@ -339,7 +339,7 @@ async def test_slow_subscriber_is_disconnected_while_others_keep_pace() -> None:
             assert hub.stats.slow_disconnects == 1
             # The stuck one is dropped after close_timeout although it never reads.
             with trio.fail_after(5):
-                while server.subscriber_count:  # noqa: ASYNC110 - polled state, no event
+                while server.subscriber_count:
                     await trio.sleep(0.01)
             raw.close()
             assert (
@@ -505,7 +505,7 @@ async def test_dead_subscriber_is_pinged_and_removed(mock_clock: trio.testing.Mo
             assert server.subscriber_count == 1
             start = trio.current_time()
             # The client answers no ping. Within interval + timeout (+ close timeout) it is gone.
-            while server.subscriber_count:  # noqa: ASYNC110 - polled state, no event
+            while server.subscriber_count:
                 await trio.sleep(1)
             elapsed = trio.current_time() - start
             assert 40 <= elapsed <= 50

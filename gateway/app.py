@@ -1,0 +1,388 @@
+"""The running gateway: one nursery that owns every task, and the ``run`` subcommand.
+
+Startup order: subscriber server, then ops endpoint, then upstream feeds. Subscribers can
+connect (and get status records) before any book exists; ``/readyz`` stays 503 until every
+required feed has all its snapshots, which is what a load balancer should wait for.
+
+Shutdown (SIGTERM/SIGINT or ``Gateway.request_shutdown``), per docs/architecture.md:
+readiness false → the server stops accepting and closes every subscriber with 1001 →
+subscribers get up to ``shutdown.drain_timeout`` to drain → upstream connections are closed
+with a clean close handshake → everything else is cancelled and ``serve`` returns normally.
+The upstream tasks live in a nursery of their own so they can be stopped, and waited for, after
+the subscribers are gone and before the ops endpoint goes away (probes keep getting 503 rather
+than connection refused while the gateway drains). A second signal skips what is left of the
+drain: an operator pressing Ctrl-C twice wants out now.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import trio
+
+from gateway import __version__
+from gateway import config as config_mod
+from gateway.book import OrderBook
+from gateway.config import Config, ConfigError
+from gateway.connect_gate import ConnectGate
+from gateway.feeds import FeedSpec
+from gateway.hub import Hub
+from gateway.logs import setup_logging
+from gateway.metrics import (
+    DEPTH_BYTES_BUCKETS,
+    DEPTH_RECORDS_BUCKETS,
+    PREFIX,
+    DepthHistogramCollector,
+    FeedStatsCollector,
+    GaugeCallbackCollector,
+    Metrics,
+)
+from gateway.ops_http import FeedHealth, OpsServer, Readiness
+from gateway.records import Record
+from gateway.server import Server
+from gateway.session import FeedSession
+from gateway.upstream import FeedState, run_feed
+
+log = logging.getLogger("gateway.app")
+
+
+@dataclass(slots=True)
+class _Feed:
+    spec: FeedSpec
+    required: bool
+    session: FeedSession
+    state: FeedState
+
+
+class Gateway:
+    """Everything one gateway process runs. ``serve`` reports itself via ``task_status``.
+
+    After ``nursery.start(gateway.serve)`` returns, ``subscriber_url`` and ``metrics_url`` are
+    the bound addresses (useful with port 0), and ``request_shutdown()`` starts the same
+    shutdown sequence as SIGTERM.
+    """
+
+    def __init__(self, config: Config, *, handle_signals: bool = True) -> None:
+        self.config = config
+        # Fixed at process start and stamped on every record: a consumer sees a restart as a
+        # new epoch rather than as a sequence gap.
+        self.epoch = time.time_ns()
+        self.metrics = Metrics()
+        self.hub = Hub.from_config(
+            config.server, self.epoch, metrics=self.metrics, monotonic_ns=time.monotonic_ns
+        )
+        self.feeds: list[_Feed] = [
+            _Feed(
+                spec=spec,
+                required=feed_config.required,
+                session=FeedSession(
+                    spec, self.epoch, dedup_capacity=config.upstream.dedup_capacity
+                ),
+                state=FeedState(spec.name),
+            )
+            for spec, feed_config in zip(config.feed_specs(), config.feeds, strict=True)
+        ]
+        for feed in self.feeds:
+            for stream in feed.session.streams():
+                self.hub.declare_stream(stream)
+        self.server = Server(self.hub, config.server, self.metrics)
+        self.readiness = Readiness(self._feed_health, grace=config.metrics.ready_grace)
+        self.ops = OpsServer(
+            self.metrics.registry,
+            self.readiness,
+            host=config.metrics.host,
+            port=config.metrics.port,
+        )
+        self._handle_signals = handle_signals
+        self._shutdown = trio.Event()
+        self._hurry = trio.Event()
+        self.stopped = trio.Event()  # set when ``serve`` has finished, however it ended
+        self.subscriber_url = ""
+        self.metrics_url = ""
+        self._register_collectors()
+
+    def request_shutdown(self) -> None:
+        """Begin the graceful shutdown; a second call cuts the subscriber drain short."""
+        # Not ready from this instant, before any task runs: a probe racing the shutdown must
+        # not route a new subscriber here.
+        self.readiness.begin_shutdown()
+        if self._shutdown.is_set():
+            self._hurry.set()
+        self._shutdown.set()
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            await self._serve(task_status)
+        finally:
+            self.stopped.set()
+
+    async def _serve(self, task_status: trio.TaskStatus[Gateway]) -> None:
+        async with trio.open_nursery() as nursery:
+            if self._handle_signals:
+                await nursery.start(self._watch_signals)
+            server_port = await nursery.start(self.server.run)
+            self.subscriber_url = _url("ws", self.config.server.host, _port_of(server_port))
+            metrics_port = await nursery.start(self.ops.serve)
+            self.metrics_url = _url("http", self.config.metrics.host, metrics_port)
+            nursery.start_soon(self.readiness.watch)
+            upstream_done = trio.Event()
+            upstream_scope = trio.CancelScope()
+            nursery.start_soon(self._run_upstreams, upstream_scope, upstream_done)
+            log.info(
+                "gateway started: subscribers at %s, metrics at %s/metrics",
+                self.subscriber_url, self.metrics_url,
+                extra={"event": "started", "epoch": self.epoch, "version": __version__,
+                       "subscriber_url": self.subscriber_url, "metrics_url": self.metrics_url,
+                       "feeds": [f.spec.url for f in self.feeds]},
+            )  # fmt: skip
+            task_status.started(self)
+
+            await self._shutdown.wait()
+            log.info("shutting down", extra={"event": "shutdown_begin"})
+            self.readiness.begin_shutdown()
+            drain = self.config.shutdown.drain_timeout
+            with trio.CancelScope() as drain_scope:
+                nursery.start_soon(_cancel_on, self._hurry, drain_scope)
+                await self.server.shutdown(drain)
+            upstream_scope.cancel()
+            await upstream_done.wait()
+            log.info("shutdown complete", extra={"event": "shutdown_complete"})
+            nursery.cancel_scope.cancel()
+
+    # -- tasks
+
+    async def _run_upstreams(self, scope: trio.CancelScope, done: trio.Event) -> None:
+        gate = ConnectGate(self.config.upstream.connect_interval)
+        try:
+            with scope:
+                async with trio.open_nursery() as nursery:
+                    for feed in self.feeds:
+                        await nursery.start(self._run_feed, feed, gate)
+        finally:
+            done.set()
+
+    async def _run_feed(
+        self, feed: _Feed, gate: ConnectGate, *, task_status: trio.TaskStatus[FeedState]
+    ) -> None:
+        await run_feed(
+            feed.spec, feed.session, self._publisher(feed), self.config.upstream, self.metrics,
+            connect_gate=gate, state=feed.state, task_status=task_status,
+        )  # fmt: skip
+
+    def _publisher(self, feed: _Feed) -> Callable[[list[Record], int], None]:
+        """``publish`` for ``run_feed``: registers the session's new books, then hands over.
+
+        An all-markets book feed creates an ``OrderBook`` when a market first appears; it must
+        be registered before that market's first records are published so that a late joiner
+        is served from the session's book. Both steps are synchronous (no checkpoint between
+        ``session.receive`` and the hub), and the length check keeps the common case O(1).
+        """
+        hub, books = self.hub, feed.session.books
+        registered: dict[str, OrderBook] = {}
+
+        def publish(records: list[Record], received_monotonic_ns: int) -> None:
+            if len(registered) != len(books):
+                for market, book in books.items():
+                    if registered.get(market) is not book:
+                        hub.register_book(feed.spec.stream_for(market), book)
+                        registered[market] = book
+            hub.publish(records, received_monotonic_ns)
+
+        return publish
+
+    async def _watch_signals(self, *, task_status: trio.TaskStatus[None]) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            task_status.started()
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                hurry = self._shutdown.is_set()
+                log.info(
+                    "%s received%s", name, ": skipping the rest of the drain" if hurry else "",
+                    extra={"event": "signal", "signal": name},
+                )  # fmt: skip
+                self.request_shutdown()
+
+    # -- readiness and metrics
+
+    def _feed_health(self) -> Iterator[FeedHealth]:
+        for feed in self.feeds:
+            session, state = feed.session, feed.state
+            ready = state.connected and session.ready
+            yield FeedHealth(
+                name=feed.spec.name,
+                required=feed.required,
+                ready=ready,
+                reason="" if ready else _not_ready_reason(session, state),
+            )
+
+    def _register_collectors(self) -> None:
+        m = self.metrics
+        m.add_collector(
+            FeedStatsCollector(lambda: ((f.spec.name, f.session.stats) for f in self.feeds))
+        )
+        m.add_collector(
+            GaugeCallbackCollector(
+                f"{PREFIX}_upstream_last_message_age_seconds",
+                "Seconds since the feed's last upstream frame (idle markets are silent: alert "
+                "on this together with upstream_connected, never alone).",
+                ["feed"],
+                self._last_message_ages,
+            )
+        )
+        m.add_collector(
+            GaugeCallbackCollector(
+                f"{PREFIX}_ready",
+                "1 if /readyz would answer 200 now, else 0.",
+                [],
+                lambda: [([], 1.0 if self.readiness.check(trio.current_time()).ready else 0.0)],
+            )
+        )
+        m.add_collector(
+            GaugeCallbackCollector(
+                f"{PREFIX}_info",
+                "Constant 1, labelled with the version and this process's epoch.",
+                ["version", "epoch"],
+                lambda: [([__version__, str(self.epoch)], 1.0)],
+            )
+        )
+        m.add_collector(
+            DepthHistogramCollector(
+                f"{PREFIX}_subscriber_buffer_bytes",
+                "Bytes queued or in flight per subscriber, at scrape time.",
+                DEPTH_BYTES_BUCKETS,
+                lambda: [float(s.queued_bytes) for s in self.hub.subscribers],
+            )
+        )
+        m.add_collector(
+            DepthHistogramCollector(
+                f"{PREFIX}_subscriber_buffer_records",
+                "Records queued per subscriber, at scrape time.",
+                DEPTH_RECORDS_BUCKETS,
+                lambda: [float(len(s.queue)) for s in self.hub.subscribers],
+            )
+        )
+
+    def _last_message_ages(self) -> Iterator[tuple[list[str], float]]:
+        # FeedState keeps a time.monotonic_ns copy of the receive time for exactly this.
+        now = time.monotonic_ns()
+        for feed in self.feeds:
+            last = feed.state.last_message_monotonic_ns
+            if last is not None:
+                yield [feed.spec.name], max(0.0, (now - last) / 1e9)
+
+
+def _not_ready_reason(session: FeedSession, state: FeedState) -> str:
+    if not state.connected:
+        if state.connections == 0 and state.last_reason is None:
+            return "connecting"
+        return f"disconnected ({state.last_reason or 'unknown'}), reconnecting"
+    if session.resync_reason is not None:
+        return f"resyncing: {session.resync_reason}"
+    if session.upstream_error is not None:
+        return f"upstream error: {session.upstream_error}"
+    waiting = sorted(m for m, book in session.books.items() if not book.has_snapshot)
+    if waiting:
+        shown = ", ".join(waiting[:10]) + (
+            f" and {len(waiting) - 10} more" if len(waiting) > 10 else ""
+        )
+        return f"waiting for the snapshot of {shown}"
+    return "waiting for the first snapshot"
+
+
+async def _cancel_on(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
+def _port_of(started: object) -> int:
+    # The server may report its port or an object carrying it.
+    if isinstance(started, int):
+        return started
+    port = getattr(started, "port", None)
+    if isinstance(port, int):
+        return port
+    raise TypeError(f"cannot tell the subscriber port from {started!r}")
+
+
+def _url(scheme: str, host: str, port: int) -> str:
+    # A wildcard bind is reachable on loopback; that is the address worth printing.
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
+
+
+async def serve(
+    config: Config, *, task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run a gateway until SIGTERM/SIGINT, then shut down gracefully and return."""
+    await Gateway(config).serve(task_status=task_status)
+
+
+# -- the ``run`` subcommand
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run the gateway",
+        description="Run the gateway: connect to the Paxos feeds and serve subscribers until "
+        "SIGTERM. Settings: --config FILE, then PAXOS_GATEWAY__SECTION__KEY environment "
+        "variables, then flags (strongest).",
+    )
+    config_mod.add_arguments(parser)
+    parser.set_defaults(func=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    try:
+        config = config_mod.from_args(args, os.environ)
+    except ConfigError as e:
+        print(f"paxos-gateway run: configuration error: {e}", file=sys.stderr)
+        return 2
+    setup_logging(config.log.level, config.log.format)
+    try:
+        trio.run(serve, config)
+    except BaseException as e:
+        error = bind_error(e)
+        if error is None:
+            raise
+        where = (
+            f"server {config.server.host}:{config.server.port} / "
+            f"metrics {config.metrics.host}:{config.metrics.port}"
+        )
+        log.error(
+            "cannot listen (%s): %s", where, error.strerror or error,
+            extra={"event": "startup_failed", "reason": str(error)},
+        )  # fmt: skip
+        return 1
+    return 0
+
+
+def bind_error(exc: BaseException) -> OSError | None:
+    """The port-in-use (or not bindable) error inside ``exc``, if that is what it is.
+
+    That is an operator problem, not a bug: it deserves one clear line, not a traceback.
+    """
+    if isinstance(exc, OSError):
+        bindable = (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL)
+        return exc if exc.errno in bindable else None
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = bind_error(inner)
+            if found is not None:
+                return found
+    return None

@@ -1,0 +1,56 @@
+"""The ``paxos-gateway`` console script: one subcommand per module that owns the code.
+
+Each subcommand module exposes ``register(subparsers)``, which adds its parser and sets
+``func`` to a callable taking the parsed arguments and returning the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from gateway import __version__
+
+SUBCOMMAND_MODULES = (
+    "gateway.app",  # run
+    "gateway.demo",  # demo
+    "gateway.simulator.command",  # simulate
+    "gateway.tail",  # tail
+    "gateway.record",  # record
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="paxos-gateway",
+        description="Normalizing fan-out gateway for the Paxos public WebSocket feeds.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            # TODO(lead): drop this once every subcommand module has landed. Only the module's
+            # own absence is tolerated; a missing dependency inside it is a real error.
+            if e.name == name:
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        code: int = func(args)
+    except KeyboardInterrupt:
+        # Ctrl-C outside a command's own signal handling: no traceback, the usual status.
+        return 130
+    return code
