@@ -1,0 +1,95 @@
+"""The gateway under test, as the harness starts it: ``gateway.app.Gateway`` on ephemeral ports.
+
+Settings differing from the defaults, and why:
+
+* ``server.port = 0``, ``metrics.port = 0``, both on 127.0.0.1: ephemeral, loopback only;
+* ``server.ping_interval`` one hour: the harness's subscribers do not answer pings (the peers
+  do not ping either);
+* ``server.buffer_bytes = 256 MiB``: a burst must not trip the slow-subscriber policy, because
+  ``websockets.broadcast()`` buffers without limit and the trio peer has a deep queue: all three
+  deliver every record;
+* upstream fast retry and no connect interval: the feeder is local;
+* ``shutdown.drain_timeout = 0`` and log level ``warning``.
+
+Prints ``LISTENING <port>`` once the subscriber server is bound; exits on SIGTERM or after
+``--max-seconds``. With ``BENCH_GATEWAY_PROFILE=DIR`` in the environment it writes a cProfile
+of the whole process to ``DIR/gateway-<pid>.prof`` on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import logging
+import os
+import signal
+from urllib.parse import urlsplit
+
+import trio
+
+from bench.procs import die_with_parent
+
+SETTINGS = (
+    'server.host="127.0.0.1"',
+    "server.port=0",
+    'metrics.host="127.0.0.1"',
+    "metrics.port=0",
+    "server.ping_interval=3600.0",
+    "server.ping_timeout=3600.0",
+    f"server.buffer_bytes={256 * 2**20}",
+    "upstream.allow_fast_retry=true",
+    "upstream.backoff_initial=0.05",
+    "upstream.backoff_max=0.5",
+    "upstream.connect_interval=0.0",
+    "shutdown.drain_timeout=0.0",
+    'log.level="warning"',
+)
+
+
+async def _exit_on_sigterm(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
+
+
+async def run(upstream: str, max_seconds: float) -> None:
+    from gateway.app import Gateway
+    from gateway.config import load_config
+
+    config = load_config(None, {}, list(SETTINGS), feeds=[upstream])
+    gateway = Gateway(config, handle_signals=False)
+    with trio.move_on_after(max_seconds):
+        async with trio.open_nursery() as nursery:
+            # SIGTERM (from the harness) ends trio.run normally, so a profile gets written.
+            nursery.start_soon(_exit_on_sigterm, nursery.cancel_scope)
+            await nursery.start(gateway.serve)
+            print(f"LISTENING {urlsplit(gateway.subscriber_url).port}", flush=True)
+            await gateway.stopped.wait()
+            nursery.cancel_scope.cancel()
+
+
+def main() -> None:
+    die_with_parent()
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--max-seconds", type=float, default=900.0)
+    args = parser.parse_args()
+    from gateway.logs import setup_logging
+
+    setup_logging("warning", "text")
+    logging.getLogger().setLevel(logging.WARNING)
+    profile_dir = os.environ.get("BENCH_GATEWAY_PROFILE")
+    profiler = cProfile.Profile() if profile_dir else None
+    if profiler is not None:
+        profiler.enable()
+    with contextlib.suppress(KeyboardInterrupt):
+        trio.run(run, args.upstream, args.max_seconds)
+    if profiler is not None and profile_dir:
+        profiler.disable()
+        profiler.dump_stats(os.path.join(profile_dir, f"gateway-{os.getpid()}.prof"))
+
+
+if __name__ == "__main__":
+    main()

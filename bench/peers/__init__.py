@@ -1,0 +1,1 @@
+"""The peers the gateway is compared with: the same fan-out written the usual ways."""

@@ -1,0 +1,71 @@
+"""Peer 1: what a Python team would write instead — asyncio ``websockets`` and its broadcast().
+
+It relays every upstream message (already the gateway's record encoding) to every connected
+subscriber with ``websockets.broadcast`` and keeps a dict book for late joiners on a ``/book``
+path. Pings are off (as in the gateway under test) because the harness's subscribers do not
+answer them. Prints ``LISTENING <port>`` once ready; exits when the upstream closes or after
+``--max-seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import ServerConnection, broadcast, serve
+from websockets.exceptions import ConnectionClosed
+
+from bench.peers.book import DictBook
+from bench.procs import die_with_parent
+
+
+async def run(upstream: str, max_seconds: float) -> None:
+    clients: set[ServerConnection] = set()
+    book = DictBook()
+
+    async def handler(ws: ServerConnection) -> None:
+        if ws.request is not None and "/book" in ws.request.path:
+            await ws.send(book.snapshot())
+        clients.add(ws)
+        try:
+            async for _ in ws:
+                pass
+        except ConnectionClosed:
+            pass
+        finally:
+            clients.discard(ws)
+
+    async with (
+        asyncio.timeout(max_seconds),
+        serve(
+            handler, "127.0.0.1", 0, compression=None, ping_interval=None, max_size=2**20
+        ) as server,
+    ):
+        port = next(iter(server.sockets)).getsockname()[1]
+        print(f"LISTENING {port}", flush=True)
+        async with connect(upstream, compression=None, ping_interval=None, max_size=None) as up:
+            while True:
+                try:
+                    message = await up.recv(decode=False)
+                except ConnectionClosed:
+                    return
+                assert isinstance(message, bytes)
+                if message.startswith(b'{"type":"book_'):
+                    book.feed(message)
+                broadcast(clients, message, text=True)
+
+
+def main() -> None:
+    die_with_parent()
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--max-seconds", type=float, default=900.0)
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt, TimeoutError):
+        asyncio.run(run(args.upstream, args.max_seconds))
+
+
+if __name__ == "__main__":
+    main()

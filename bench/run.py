@@ -1,0 +1,566 @@
+"""The benchmark: ``python -m bench.run [--quick] [--out bench/results]``.
+
+For each run (at least three; figures are medians, ratios are medians of per-run ratios) and
+each N, every server under test (the gateway and the two peers, see ``bench.servers``) gets, in
+turn and in a fresh process:
+
+1. its upstream (``bench.feeder``) and N subscribers spread over two processes
+   (``bench.subscribers``), everything on 127.0.0.1 with ephemeral ports;
+2. memory: RSS before and after the N subscribers connected and subscribed (idle);
+3. latency: 1,000 upstream messages/s, each stamped with the feeder's wall clock at send time,
+   compared with the subscriber's wall clock on receipt;
+4. throughput: a fixed count of records sent as fast as the server takes them; delivered
+   records per second and the server's CPU seconds per million deliveries.
+
+Then, once per run and server, a late joiner's time to the first snapshot of a 10,000-level
+book, and once, ingest alone (``bench.ingest``). Writes ``results.md``, ``results.json`` and
+``results.png`` to ``--out``. Every loop is bounded in count and in time; every child process
+is killed on the way out, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import psutil  # type: ignore[import-untyped]
+
+from bench import data, report
+from bench.feeder import feeder_main
+from bench.procs import Reaper, read_line
+from bench.servers import ALL, ServerSpec
+from bench.subscribers import subscriber_main
+
+LATENCY_RATE = 1000.0
+WARMUP_BLOCK = 50
+WARMUP_MAX = 2000
+LATENCY_GRACE = 3.0
+SERVER_LIFETIME = 600.0  # seconds; a server process exits by itself after this
+
+
+@dataclass(frozen=True)
+class Settings:
+    ns: tuple[int, ...]
+    runs: int
+    servers: tuple[str, ...]
+    latency_seconds: float
+    burst_deliveries: int  # records x subscribers per throughput phase ...
+    burst_max_records: int  # ... with at most this many records
+    burst_seconds: float  # and at most this long
+    snapshot_levels: int
+    snapshot_probes: int
+    ingest_updates: int
+    client_procs: int = 2
+
+    @property
+    def latency_records(self) -> int:
+        return int(LATENCY_RATE * self.latency_seconds)
+
+    @property
+    def pool_size(self) -> int:
+        return WARMUP_MAX + self.latency_records + self.burst_max_records
+
+
+FULL = Settings(
+    ns=(1, 10, 100, 500),
+    runs=3,
+    servers=("gateway", "websockets", "trio-naive"),
+    latency_seconds=2.0,
+    burst_deliveries=600_000,
+    burst_max_records=60_000,
+    burst_seconds=6.0,
+    snapshot_levels=10_000,
+    snapshot_probes=15,
+    ingest_updates=200_000,
+)
+
+QUICK = Settings(
+    ns=(1, 10, 100, 500),
+    runs=1,  # a smoke test; the full benchmark gives medians of three
+    servers=("gateway", "websockets", "trio-naive"),
+    latency_seconds=1.0,
+    burst_deliveries=200_000,
+    burst_max_records=20_000,
+    burst_seconds=3.0,
+    snapshot_levels=10_000,
+    snapshot_probes=5,
+    ingest_updates=50_000,
+)
+
+
+class BenchError(Exception):
+    pass
+
+
+def call(conn: Connection, command: tuple[Any, ...], timeout: float) -> tuple[Any, ...]:
+    conn.send(command)
+    if not conn.poll(timeout):
+        raise BenchError(f"no answer to {command[0]!r} within {timeout}s")
+    reply: tuple[Any, ...] = conn.recv()
+    return reply
+
+
+@dataclass
+class Clients:
+    conns: list[Connection]
+
+    def broadcast(self, commands: list[tuple[Any, ...]], timeout: float) -> list[tuple[Any, ...]]:
+        for conn, command in zip(self.conns, commands, strict=True):
+            conn.send(command)
+        replies = []
+        deadline = time.monotonic() + timeout
+        for conn in self.conns:
+            if not conn.poll(max(0.0, deadline - time.monotonic())):
+                raise BenchError(f"subscriber process: no answer to {commands[0][0]!r}")
+            replies.append(conn.recv())
+        return replies
+
+    def all(self, command: tuple[Any, ...], timeout: float = 10.0) -> list[tuple[Any, ...]]:
+        return self.broadcast([command] * len(self.conns), timeout)
+
+    def stats(self) -> tuple[int, int, int, int]:
+        """(records received, last receive monotonic ns, fewest of one connection, open)."""
+        replies = self.all(("stats",))
+        return (
+            sum(r[1] for r in replies),
+            max(r[2] for r in replies),
+            min((r[3] for r in replies if r[4]), default=0),
+            sum(r[4] for r in replies),
+        )
+
+    def wait_total(self, target: int, stall: float, deadline: float) -> tuple[int, int]:
+        """Poll until ``target`` records arrived, nothing arrived for ``stall`` s, or deadline."""
+        total, last, _, _ = self.stats()
+        progress_at = time.monotonic()
+        while total < target and time.monotonic() < deadline:
+            time.sleep(0.02)
+            now_total, last, _, _ = self.stats()
+            if now_total != total:
+                total, progress_at = now_total, time.monotonic()
+            elif time.monotonic() - progress_at > stall:
+                break
+        return total, last
+
+    def quiesce(self, quiet: float = 0.15, limit: float = 5.0) -> int:
+        total = self.stats()[0]
+        deadline = time.monotonic() + limit
+        stable_since = time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - stable_since < quiet:
+            time.sleep(0.03)
+            now_total = self.stats()[0]
+            if now_total != total:
+                total, stable_since = now_total, time.monotonic()
+        return total
+
+
+@dataclass
+class Feeder:
+    conn: Connection
+    port: int
+
+    def url(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+
+@dataclass
+class Combo:
+    server: str
+    n: int
+    run: int
+    connected: int = 0
+    rss_idle: float = 0.0
+    rss_connected: float = 0.0
+    rss_per_sub: float = 0.0
+    lat_p50: float | None = None
+    lat_p99: float | None = None
+    lat_p999: float | None = None
+    lat_samples: int = 0
+    lat_loss: float = 0.0
+    deliveries: int = 0
+    expected: int = 0
+    seconds: float = 0.0
+    deliveries_per_s: float = 0.0
+    cpu_per_million: float | None = None
+    server_cpu_util: float | None = None  # server CPU seconds / wall seconds of the burst
+    harness_cpu_util: float | None = None  # the same for subscribers + feeder together
+    errors: list[str] = field(default_factory=list)
+
+
+def percentile(sorted_ns: list[int], expected: int, q: float) -> float | None:
+    """The q-quantile in ms over ``expected`` samples, the missing ones counted as infinite.
+
+    None when the quantile falls on a missing sample (the server could not keep up)."""
+    if expected <= 0:
+        return None
+    k = max(0, round(q * (expected - 1)))
+    return sorted_ns[k] / 1e6 if k < len(sorted_ns) else None
+
+
+def cpu_seconds(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return float(t.user + t.system)
+
+
+class Bench:
+    def __init__(self, settings: Settings, out: Path, reaper: Reaper) -> None:
+        self.s = settings
+        self.out = out
+        self.reaper = reaper
+        self.ctx = mp.get_context("spawn")
+        self.feeders: dict[str, Feeder] = {}
+        self.clients = Clients([])
+        self.cursor = 0  # next frame of the feeder pool
+        self.harness_pids: list[int] = []
+        self.log_dir = out / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- processes ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        kinds = {ALL[name].feed_kind for name in self.s.servers}
+        for kind in sorted(kinds):
+            parent, child = self.ctx.Pipe()
+            process = self.ctx.Process(
+                target=feeder_main, args=(child, kind, self.s.pool_size), daemon=True
+            )
+            self.reaper.adopt(process)
+            process.start()
+            assert process.pid is not None
+            self.harness_pids.append(process.pid)
+            if not parent.poll(120.0):
+                raise BenchError("feeder did not start")
+            reply = parent.recv()
+            if reply[0] != "port":
+                raise BenchError(f"feeder: {reply!r}")
+            self.feeders[kind] = Feeder(parent, int(reply[1]))
+        conns = []
+        for _ in range(self.s.client_procs):
+            parent, child = self.ctx.Pipe()
+            process = self.ctx.Process(target=subscriber_main, args=(child,), daemon=True)
+            self.reaper.adopt(process)
+            process.start()
+            assert process.pid is not None
+            self.harness_pids.append(process.pid)
+            conns.append(parent)
+        self.clients = Clients(conns)
+
+    def start_server(
+        self, spec: ServerSpec, upstream_path: str, tag: str
+    ) -> tuple[subprocess.Popen[bytes], psutil.Process, int]:
+        feeder = self.feeders[spec.feed_kind]
+        call(feeder.conn, ("drop_client",), 10.0)
+        log = (self.log_dir / f"{spec.name}-{tag}.log").open("wb")
+        proc = self.reaper.popen(
+            spec.command(feeder.url(upstream_path), SERVER_LIFETIME),
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+        try:
+            line = read_line(proc, 60.0)
+            if not line.startswith("LISTENING "):
+                raise BenchError(f"{spec.name}: unexpected first line {line!r}")
+            port = int(line.split()[1])
+            reply = call(feeder.conn, ("wait_client", 20.0), 30.0)
+            if not reply[1]:
+                raise BenchError(f"{spec.name}: never connected to its upstream")
+        except Exception:
+            self.reaper.stop(proc)
+            raise
+        return proc, psutil.Process(proc.pid), port
+
+    def feed(self, kind: str, command: tuple[Any, ...], timeout: float) -> tuple[Any, ...]:
+        reply = call(self.feeders[kind].conn, command, timeout)
+        if reply[0] != "sent":
+            raise BenchError(f"feeder: {reply!r}")
+        return reply
+
+    # -- one server, one N, one run ------------------------------------------------------------
+
+    def combo(self, spec: ServerSpec, n: int, run: int) -> Combo:
+        result = Combo(spec.name, n, run)
+        kind = spec.feed_kind
+        proc, ps, port = self.start_server(spec, spec.trades_path, f"n{n}-run{run}")
+        self.cursor = 0
+        try:
+            self._warm_server(spec, port, kind)
+            time.sleep(0.2)
+            result.rss_idle = ps.memory_info().rss
+            shares = [n // len(self.clients.conns)] * len(self.clients.conns)
+            for i in range(n % len(shares)):
+                shares[i] += 1
+            replies = self.clients.broadcast(
+                [
+                    ("connect", "127.0.0.1", port, spec.stream_path, spec.trades_request, k, 60.0)
+                    for k in shares
+                ],
+                90.0,
+            )
+            result.connected = sum(r[1] for r in replies)
+            for r in replies:
+                result.errors.extend(r[2])
+            if result.connected < n:
+                raise BenchError(f"{spec.name}: only {result.connected}/{n} subscribers connected")
+            time.sleep(0.5)
+            result.rss_connected = ps.memory_info().rss
+            result.rss_per_sub = (result.rss_connected - result.rss_idle) / n
+            self._warm_subscribers(kind)
+            # Latency first, on idle buffers. Throughput is measured over a bounded window
+            # and may leave a backlog, which dies with the server.
+            self._latency(result, kind, n)
+            self._throughput(result, kind, n, ps)
+        finally:
+            self.clients.all(("close_all",))
+            self.reaper.stop(proc)
+        return result
+
+    def _next(self, count: int) -> int:
+        start = self.cursor
+        self.cursor += count
+        if self.cursor > self.s.pool_size:
+            raise BenchError("feeder pool exhausted")
+        return start
+
+    def _warm_server(self, spec: ServerSpec, port: int, kind: str) -> None:
+        """One subscriber, a few records, gone: first-connection costs stay out of the figures."""
+        conn = self.clients.conns[0]
+        reply = call(
+            conn, ("connect", "127.0.0.1", port, spec.stream_path, spec.trades_request, 1, 20.0), 30
+        )
+        if reply[1] != 1:
+            raise BenchError(f"{spec.name}: warm-up subscriber failed: {reply[2]}")
+        for _ in range(WARMUP_MAX // WARMUP_BLOCK // 4):
+            self.feed(kind, ("rate", self._next(WARMUP_BLOCK), WARMUP_BLOCK, 2000.0, 5.0), 15)
+            if self.clients.stats()[2] > 0:
+                break
+            time.sleep(0.1)
+        else:
+            raise BenchError(f"{spec.name}: the warm-up subscriber received nothing")
+        call(conn, ("close_all",), 10)
+
+    def _warm_subscribers(self, kind: str) -> None:
+        for _ in range(WARMUP_MAX // WARMUP_BLOCK // 2):
+            self.feed(kind, ("rate", self._next(WARMUP_BLOCK), WARMUP_BLOCK, 2000.0, 5.0), 15)
+            time.sleep(0.05)
+            if self.clients.stats()[2] > 0:
+                break
+        else:
+            raise BenchError("some subscribers received nothing during the warm-up")
+        self.clients.quiesce()
+
+    def _latency(self, result: Combo, kind: str, n: int) -> None:
+        count = self.s.latency_records
+        base = self.clients.quiesce()
+        self.clients.all(("latency", True))
+        limit = count / LATENCY_RATE * 3 + 10
+        self.feed(kind, ("rate", self._next(count), count, LATENCY_RATE, limit), limit + 10)
+        # A server that cannot keep up would take minutes to drain; what has not arrived
+        # LATENCY_GRACE s after the last send counts as infinitely late.
+        self.clients.wait_total(
+            base + count * n, stall=LATENCY_GRACE, deadline=time.monotonic() + LATENCY_GRACE
+        )
+        replies = self.clients.all(("latency", False), 60.0)
+        samples: list[int] = []
+        for r in replies:
+            chunk = memoryview(r[1]).cast("q")
+            samples.extend(chunk.tolist())
+        samples.sort()
+        expected = count * n
+        result.lat_samples = len(samples)
+        result.lat_loss = max(0.0, 1 - len(samples) / expected)
+        result.lat_p50 = percentile(samples, expected, 0.50)
+        result.lat_p99 = percentile(samples, expected, 0.99)
+        result.lat_p999 = percentile(samples, expected, 0.999)
+
+    def _throughput(self, result: Combo, kind: str, n: int, ps: psutil.Process) -> None:
+        count = max(200, min(self.s.burst_max_records, self.s.burst_deliveries // n))
+        window = self.s.burst_seconds
+        # A saturated latency phase leaves a backlog: give it a moment, then measure anyway
+        # (the server is busy delivering either way, which is what is measured).
+        base = self.clients.quiesce(limit=2.0)
+        harness = [psutil.Process(pid) for pid in self.harness_pids]
+        cpu0 = cpu_seconds(ps)
+        harness0 = sum(cpu_seconds(p) for p in harness)
+        feeder = self.feeders[kind].conn
+        feeder.send(("burst", self._next(count), count, window))
+        deadline = time.monotonic() + window
+        total, last_ns = self.clients.wait_total(base + count * n, stall=3.0, deadline=deadline)
+        cpu1 = cpu_seconds(ps)
+        harness1 = sum(cpu_seconds(p) for p in harness)
+        if not feeder.poll(window + 30):
+            raise BenchError("feeder: the burst did not end")
+        reply = feeder.recv()
+        if reply[0] != "sent":
+            raise BenchError(f"feeder: {reply!r}")
+        first_ns = reply[2]
+        result.expected = count * n
+        result.deliveries = total - base
+        result.seconds = max(1e-9, (last_ns - first_ns) / 1e9)
+        result.deliveries_per_s = result.deliveries / result.seconds
+        if result.deliveries:
+            result.cpu_per_million = (cpu1 - cpu0) / result.deliveries * 1e6
+        # CPU seconds over the time polled, not the delivery window; close enough for a share.
+        result.server_cpu_util = (cpu1 - cpu0) / result.seconds
+        result.harness_cpu_util = (harness1 - harness0) / result.seconds
+
+    # -- late joiner -----------------------------------------------------------------------------
+
+    def snapshot(self, spec: ServerSpec, run: int) -> dict[str, Any]:
+        proc, _, port = self.start_server(spec, spec.book_path, f"snapshot-run{run}")
+        conn = self.clients.conns[0]
+        levels = self.s.snapshot_levels
+        payload = (
+            data.paxos_snapshot(levels)
+            if spec.feed_kind == "paxos"
+            else data.snapshot_record(levels)
+        )
+        try:
+            self.feed(spec.feed_kind, ("payload", payload), 30)
+            probe = ("probe", "127.0.0.1", port, spec.book_stream_path, spec.book_request, 10.0)
+            for _ in range(50):  # until the server holds the whole book
+                reply = call(conn, probe, 20)
+                if reply[0] == "probe" and reply[2] > levels * 20:
+                    break
+                time.sleep(0.1)
+            else:
+                raise BenchError(f"{spec.name}: no {levels}-level snapshot for a late joiner")
+            totals, afters = [], []
+            size = 0
+            for _ in range(self.s.snapshot_probes):
+                reply = call(conn, probe, 20)
+                if reply[0] != "probe":
+                    raise BenchError(f"{spec.name}: late joiner: {reply!r}")
+                totals.append(reply[1] / 1e6)
+                afters.append(reply[3] / 1e6)
+                size = reply[2]
+            return {
+                "server": spec.name,
+                "run": run,
+                "median_ms": statistics.median(afters),
+                "max_ms": max(afters),
+                "connect_median_ms": statistics.median(totals),
+                "bytes": size,
+            }
+        finally:
+            self.reaper.stop(proc)
+
+    def ingest(self) -> dict[str, Any]:
+        proc = self.reaper.popen(
+            [sys.executable, "-m", "bench.ingest", "--updates", str(self.s.ingest_updates)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            result: dict[str, Any] = json.loads(read_line(proc, 300.0))
+            return result
+        finally:
+            self.reaper.stop(proc)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short phases (about 2 minutes)")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--runs", type=int, help="repetitions (default 3)")
+    parser.add_argument("--n", type=str, help="subscriber counts, e.g. 1,10,100,500")
+    parser.add_argument("--servers", type=str, help="e.g. gateway,websockets,trio-naive")
+    args = parser.parse_args(argv)
+    settings = QUICK if args.quick else FULL
+    overrides: dict[str, Any] = {}
+    if args.runs:
+        overrides["runs"] = args.runs
+    if args.n:
+        overrides["ns"] = tuple(int(x) for x in args.n.split(","))
+    if args.servers:
+        overrides["servers"] = tuple(x for x in args.servers.split(",") if x)
+        unknown = set(overrides["servers"]) - set(ALL)
+        if unknown:
+            parser.error(f"unknown servers: {sorted(unknown)}")
+    if overrides:
+        settings = Settings(**{**asdict(settings), **overrides})
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    combos: list[Combo] = []
+    snapshots: list[dict[str, Any]] = []
+    failures: list[str] = []
+    with Reaper().scope() as reaper:
+        bench = Bench(settings, args.out, reaper)
+        try:
+            log("ingest ...")
+            ingest = bench.ingest()
+            bench.start()
+            for run in range(settings.runs):
+                for n in settings.ns:
+                    for name in settings.servers:
+                        t0 = time.monotonic()
+                        try:
+                            combos.append(bench.combo(ALL[name], n, run))
+                            c = combos[-1]
+                            log(
+                                f"run {run} N={n:<4} {name:<11} {c.deliveries_per_s:>10,.0f}/s"
+                                f"  p99 {report.fmt(c.lat_p99, '7.2f')} ms"
+                                f"  server CPU {report.fmt(c.server_cpu_util, '.0%')}"
+                                f"  harness CPU {report.fmt(c.harness_cpu_util, '.0%')}"
+                                f"  ({time.monotonic() - t0:.1f}s)"
+                            )
+                        except (BenchError, OSError, psutil.Error) as exc:
+                            failures.append(f"run {run} N={n} {name}: {exc}")
+                            log(f"FAILED: {failures[-1]}")
+                for name in settings.servers:
+                    try:
+                        snapshots.append(bench.snapshot(ALL[name], run))
+                    except (BenchError, OSError, psutil.Error) as exc:
+                        failures.append(f"run {run} snapshot {name}: {exc}")
+                        log(f"FAILED: {failures[-1]}")
+        except KeyboardInterrupt:
+            log("interrupted; cleaning up")
+            return 130
+        finally:
+            for conn in [f.conn for f in bench.feeders.values()] + bench.clients.conns:
+                with contextlib.suppress(OSError, ValueError):
+                    conn.send(("stop",))
+    elapsed = time.monotonic() - started
+    meta = {
+        "settings": asdict(settings),
+        "elapsed_s": elapsed,
+        "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}",
+        "failures": failures,
+    }
+    results = {
+        "meta": meta,
+        "combos": [asdict(c) for c in combos],
+        "snapshots": snapshots,
+        "ingest": ingest,
+    }
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    markdown = report.markdown(results)
+    (args.out / "results.md").write_text(markdown)
+    print(markdown)
+    try:
+        report.plot(results, args.out / "results.png")
+    except Exception as exc:  # a missing matplotlib must not lose the numbers
+        log(f"plot failed: {exc!r}")
+    log(f"done in {elapsed:.0f}s; {args.out}/results.md, results.json, results.png")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

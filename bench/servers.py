@@ -1,0 +1,81 @@
+"""The servers under test: how to start each, what it is fed, how a subscriber asks for data."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+
+from bench import data
+
+
+def _subscribe(stream: str) -> bytes:
+    return json.dumps({"op": "subscribe", "id": 1, "streams": [stream]}).encode()
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    name: str
+    description: str
+    module: str  # run as ``python -m module --upstream URL``
+    feed_kind: str  # what the feeder sends it: "paxos" (upstream format) or "record"
+    trades_path: str  # upstream path of the trades scenario
+    book_path: str  # upstream path of the snapshot scenario
+    stream_path: str  # subscriber path
+    trades_request: bytes | None  # sent by a subscriber after the handshake
+    book_stream_path: str
+    book_request: bytes | None
+
+    def command(self, upstream: str, max_seconds: float) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            self.module,
+            "--upstream",
+            upstream,
+            "--max-seconds",
+            str(max_seconds),
+        ]
+
+
+GATEWAY = ServerSpec(
+    name="gateway",
+    description="paxos-gateway (gateway.app, real upstream path: decode, normalize, sequence)",
+    module="bench.gateway_server",
+    feed_kind="paxos",
+    trades_path=f"/executiondata/{data.MARKET}",
+    book_path=f"/marketdata/{data.MARKET}",
+    stream_path="/v1/stream",
+    trades_request=_subscribe(f"trades.{data.MARKET}"),
+    book_stream_path="/v1/stream",
+    book_request=_subscribe(f"book.{data.MARKET}"),
+)
+
+WEBSOCKETS = ServerSpec(
+    name="websockets",
+    description="asyncio websockets server, broadcast() of every record (bench/peers)",
+    module="bench.peers.ws_broadcast",
+    feed_kind="record",
+    trades_path="/records",
+    book_path="/records",
+    stream_path="/stream",
+    trades_request=None,
+    book_stream_path="/book",
+    book_request=None,
+)
+
+TRIO_NAIVE = ServerSpec(
+    name="trio-naive",
+    description="trio-websocket, a task per subscriber, send_message per record (bench/peers)",
+    module="bench.peers.trio_naive",
+    feed_kind="record",
+    trades_path="/records",
+    book_path="/records",
+    stream_path="/stream",
+    trades_request=None,
+    book_stream_path="/book",
+    book_request=None,
+)
+
+ALL = {s.name: s for s in (GATEWAY, WEBSOCKETS, TRIO_NAIVE)}
+PEERS = ("websockets", "trio-naive")

@@ -1,0 +1,268 @@
+"""Subscriber processes: each hosts many lean WebSocket client connections on one asyncio loop.
+
+They cost far less per record than any server under test: a record is counted by scanning the
+raw byte stream for ``"seq":`` (server frames are unmasked, every record has exactly one
+``seq``), so there is no per-frame Python work at all. In latency mode the ``exchange_time``
+stamps are pulled out of the same byte stream with one regular expression and compared with the
+wall clock at the moment the bytes were handed over by the kernel.
+
+Driven over a ``multiprocessing`` pipe by ``bench.run``; every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from array import array
+from multiprocessing.connection import Connection
+from typing import Any
+
+from bench import wsframes
+from bench.procs import die_with_parent
+
+RECORD_MARK = b'"seq":'
+_TAIL = len(RECORD_MARK) - 1
+STAMP = re.compile(rb'"exchange_time":(\d{19})')
+_STAMP_CARRY = 40
+
+
+class Shared:
+    """Per-process totals, kept by all connections of the process."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last_recv_ns = 0
+        self.latency_on = False
+        self.samples = array("q")
+        self.closed = 0
+
+
+class Subscriber(asyncio.Protocol):
+    def __init__(self, shared: Shared, host: str, port: int, path: str, request: bytes | None):
+        self.shared = shared
+        self.handshake, self.expected_accept = wsframes.client_handshake(host, port, path)
+        self.request = request
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.head = b""
+        self.streaming = False
+        self.tail = b""
+        self.carry = b""
+        self.count = 0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(self.handshake)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.shared.closed += 1
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(f"closed during handshake: {exc}"))
+
+    def data_received(self, chunk: bytes) -> None:
+        if not self.streaming:
+            self.head += chunk
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head, chunk = self.head[:end], self.head[end + 4 :]
+            self.head = b""
+            if not head.startswith(b"HTTP/1.1 101") or self.expected_accept not in head:
+                self.ready.set_exception(ConnectionError(head[:200].decode(errors="replace")))
+                assert self.transport is not None
+                self.transport.close()
+                return
+            self.streaming = True
+            if self.request is not None:
+                assert self.transport is not None
+                self.transport.write(wsframes.client_frame(self.request))
+            self.ready.set_result(None)
+            if not chunk:
+                return
+        n = chunk.count(RECORD_MARK) + (self.tail + chunk[:_TAIL]).count(RECORD_MARK)
+        self.tail = chunk[-_TAIL:]
+        shared = self.shared
+        if n:
+            self.count += n
+            shared.count += n
+            shared.last_recv_ns = time.monotonic_ns()
+        if shared.latency_on:
+            now = time.time_ns()
+            buf = self.carry + chunk
+            end = 0
+            for m in STAMP.finditer(buf):
+                shared.samples.append(now - int(m.group(1)))
+                end = m.end()
+            self.carry = buf[max(end, len(buf) - _STAMP_CARRY) :]
+
+
+class SnapshotProbe(asyncio.Protocol):
+    """One late joiner: when its handshake completed and when the last byte of its first book
+    snapshot arrived (``perf_counter_ns``)."""
+
+    def __init__(self, host: str, port: int, path: str, request: bytes | None) -> None:
+        self.handshake, _ = wsframes.client_handshake(host, port, path)
+        self.request = request
+        self.buf = bytearray()
+        self.streaming = False
+        self.pos = 0
+        self.handshake_done = 0
+        self.done: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(self.handshake)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(ConnectionError(f"closed before the snapshot: {exc}"))
+
+    def data_received(self, chunk: bytes) -> None:
+        self.buf += chunk
+        if not self.streaming:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not self.buf.startswith(b"HTTP/1.1 101"):
+                self.done.set_exception(ConnectionError(bytes(self.buf[:200]).decode()))
+                return
+            del self.buf[: end + 4]
+            self.handshake_done = time.perf_counter_ns()
+            self.streaming = True
+            if self.request is not None:
+                self.transport.write(wsframes.client_frame(self.request))
+        while (parsed := wsframes.parse_frame(self.buf, self.pos)) is not None:
+            _, payload, self.pos = parsed
+            if b"book_snapshot" in payload and not self.done.done():
+                self.done.set_result((time.perf_counter_ns(), len(payload)))
+        del self.buf[: self.pos]
+        self.pos = 0
+
+
+class Host:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.shared = Shared()
+        self.subs: list[Subscriber] = []
+        self.stopping = asyncio.get_running_loop().create_future()
+
+    async def connect(
+        self, host: str, port: int, path: str, request: bytes | None, n: int, limit: float
+    ) -> tuple[Any, ...]:
+        loop = asyncio.get_running_loop()
+        sem = asyncio.Semaphore(64)  # the listen backlog of the servers is not infinite
+        errors: list[str] = []
+
+        async def one() -> None:
+            async with sem:
+                sub = Subscriber(self.shared, host, port, path, request)
+                try:
+                    await loop.create_connection(lambda: sub, host, port)
+                    await sub.ready
+                    self.subs.append(sub)
+                except (OSError, ConnectionError) as exc:
+                    errors.append(repr(exc))
+
+        try:
+            async with asyncio.timeout(limit):
+                await asyncio.gather(*(one() for _ in range(n)))
+        except TimeoutError:
+            errors.append(f"timeout after {limit}s")
+        return ("connected", len(self.subs), errors[:3])
+
+    def stats(self) -> tuple[Any, ...]:
+        counts = [s.count for s in self.subs]
+        return (
+            "stats",
+            self.shared.count,
+            self.shared.last_recv_ns,
+            min(counts, default=0),
+            len(self.subs) - self.shared.closed,
+        )
+
+    async def probe(
+        self, host: str, port: int, path: str, request: bytes | None, limit: float
+    ) -> tuple[Any, ...]:
+        loop = asyncio.get_running_loop()
+        probe = SnapshotProbe(host, port, path, request)
+        t0 = time.perf_counter_ns()
+        transport = None
+        try:
+            async with asyncio.timeout(limit):
+                transport, _ = await loop.create_connection(lambda: probe, host, port)
+                t1, size = await probe.done
+            return ("probe", t1 - t0, size, t1 - probe.handshake_done)
+        except (OSError, ConnectionError, TimeoutError) as exc:
+            return ("probe_failed", repr(exc))
+        finally:
+            if transport is not None:
+                transport.close()
+
+    def close_all(self) -> tuple[Any, ...]:
+        for sub in self.subs:
+            if sub.transport is not None:
+                sub.transport.close()
+        self.subs.clear()
+        self.shared = Shared()
+        return ("closed",)
+
+    async def handle(self, command: tuple[Any, ...]) -> None:
+        op = command[0]
+        reply: tuple[Any, ...]
+        if op == "connect":
+            reply = await self.connect(*command[1:])
+        elif op == "stats":
+            reply = self.stats()
+        elif op == "latency":
+            if command[1]:
+                self.shared.samples = array("q")
+                self.shared.latency_on = True
+                reply = ("latency_on",)
+            else:
+                self.shared.latency_on = False
+                reply = ("samples", self.shared.samples.tobytes())
+        elif op == "probe":
+            reply = await self.probe(*command[1:])
+        elif op == "close_all":
+            reply = self.close_all()
+            await asyncio.sleep(0.05)  # let the transports finish closing
+        elif op == "stop":
+            self.close_all()
+            self.stopping.set_result(None)
+            return
+        else:
+            reply = ("error", f"unknown command {op!r}")
+        self.conn.send(reply)
+
+
+async def _main(conn: Connection) -> None:
+    loop = asyncio.get_running_loop()
+    host = Host(conn)
+    tasks: set[asyncio.Task[None]] = set()
+
+    def on_command() -> None:
+        try:
+            command = conn.recv()
+        except EOFError:
+            if not host.stopping.done():
+                host.stopping.set_result(None)
+            return
+        task = loop.create_task(host.handle(command))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    loop.add_reader(conn.fileno(), on_command)
+    await host.stopping
+    loop.remove_reader(conn.fileno())
+    for task in tasks:
+        task.cancel()
+
+
+def subscriber_main(conn: Connection) -> None:
+    die_with_parent()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_main(conn))
