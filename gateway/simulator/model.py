@@ -1,0 +1,476 @@
+"""The market model: a seeded random walk of order books and executions (sans-IO).
+
+``MarketModel`` knows the true book of every market at every moment (``truth``) and turns
+each change into the exact wire text Paxos would send, once, when the change happens; the
+server then only copies strings to sockets. Prices are integer tick counts and amounts
+integer units of 1e-8 inside, so the hot path never builds a ``Decimal``; the event
+objects convert on demand for tests.
+
+Book dynamics, per step (one step = one market, chosen uniformly):
+- with probability ``execution_ratio`` an execution: a taker hits the best level of one
+  side, taking all or part of it; now and then it sweeps a few levels. Every level touched
+  yields one ``Execution`` (own match number) and one ``LevelUpdate`` with the new absolute
+  size (``0`` when the level is used up);
+- otherwise one level changes: a size is modified (mostly near the top), a level is removed,
+  or a new price is added (sometimes inside the spread, which is what lets the mid walk).
+  Adds and removes are balanced so each side stays near ``levels`` levels.
+The book is never crossed: a new bid is always below the best ask and vice versa.
+
+Same seed and same sequence of ``now_ns`` arguments give the same events and texts. The
+stablecoin walk and the snapshots use random generators of their own, so taking snapshots
+(which depends on when clients connect) never changes the event sequence.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import ClassVar, Literal
+
+from sortedcontainers import SortedDict
+
+from gateway.simulator import formatting
+from gateway.simulator.markets import AMOUNT_SCALE, STABLECOIN_SCALE, MarketSpec
+
+Side = Literal["BUY", "SELL"]
+Feed = Literal["book", "executions", "stablecoin"]
+NumberStyle = Literal["trim", "pad", "mixed"]
+Level = tuple[Decimal, Decimal]
+
+_MATCH_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_MATCH_SPACE = 36**12
+_TYPICAL_LEVEL_NOTIONAL = 20_000  # USD; sizes are drawn around this value per level
+_STABLE_PAR = 10**STABLECOIN_SCALE
+# rounding steps of a size in 1e-8 units: mostly full 8 decimals, sometimes round lots
+_SIZE_STEPS: tuple[int, ...] = (1, 1, 1, 1, 10, 100, 1000, 10**4, 10**5, 10**6, 10**7, 10**8)
+
+
+def _decimal(units: int, scale: int) -> Decimal:
+    return Decimal(units).scaleb(-scale)
+
+
+@dataclass(frozen=True, slots=True)
+class LevelUpdate:
+    """One order-book level's new absolute size (``amount_units == 0`` removes it)."""
+
+    FEED: ClassVar[Feed] = "book"
+    market: str
+    side: Side
+    price_units: int  # price * 10**scale
+    scale: int
+    amount_units: int  # amount * 10**8
+    text: str
+
+    @property
+    def price(self) -> Decimal:
+        return _decimal(self.price_units, self.scale)
+
+    @property
+    def amount(self) -> Decimal:
+        return _decimal(self.amount_units, AMOUNT_SCALE)
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """One execution as sent; ``executed_at_ns`` is the time the text says (truncated)."""
+
+    FEED: ClassVar[Feed] = "executions"
+    market: str
+    price_units: int
+    scale: int
+    amount_units: int
+    executed_at_ns: int
+    executed_at: str
+    match_number: str
+    text: str
+
+    @property
+    def price(self) -> Decimal:
+        return _decimal(self.price_units, self.scale)
+
+    @property
+    def amount(self) -> Decimal:
+        return _decimal(self.amount_units, AMOUNT_SCALE)
+
+
+@dataclass(frozen=True, slots=True)
+class PriceTick:
+    """One stablecoin index price message."""
+
+    FEED: ClassVar[Feed] = "stablecoin"
+    market: str
+    price_units: int  # price * 10**4
+    timestamp_ns: int
+    timestamp: str
+    text: str
+
+    @property
+    def price(self) -> Decimal:
+        return _decimal(self.price_units, STABLECOIN_SCALE)
+
+
+Event = LevelUpdate | Execution
+
+
+class _Market:
+    __slots__ = ("asks", "bids", "scale", "spec", "symbol", "tick_units", "typical_units")
+
+    def __init__(self, spec: MarketSpec) -> None:
+        self.spec = spec
+        self.symbol = spec.symbol
+        self.scale = spec.scale
+        self.tick_units = spec.tick_units
+        # price in ticks -> amount in 1e-8 units; bids best = last key, asks best = first key
+        self.bids: SortedDict = SortedDict()
+        self.asks: SortedDict = SortedDict()
+        self.typical_units = max(
+            1, int(_TYPICAL_LEVEL_NOTIONAL / float(spec.reference_price) * 10**AMOUNT_SCALE)
+        )
+
+    def best_bid(self) -> int | None:
+        return int(self.bids.peekitem(-1)[0]) if self.bids else None
+
+    def best_ask(self) -> int | None:
+        return int(self.asks.peekitem(0)[0]) if self.asks else None
+
+
+class MarketModel:
+    def __init__(
+        self,
+        markets: Sequence[MarketSpec],
+        *,
+        seed: int,
+        now_ns: int,
+        levels: int = 200,
+        stablecoins: Sequence[str] = ("USDCUSD",),
+        execution_ratio: float = 0.1,
+        number_style: NumberStyle = "trim",
+        timestamp_digits: int | None = None,
+    ) -> None:
+        if levels < 1:
+            raise ValueError("levels must be >= 1")
+        if not 0.0 <= execution_ratio <= 1.0:
+            raise ValueError("execution_ratio must be within 0..1")
+        if timestamp_digits is not None and not 0 <= timestamp_digits <= 9:
+            raise ValueError("timestamp_digits must be 0..9 or None (random per timestamp)")
+        self._rng = random.Random(f"paxos-sim-model:{seed}")
+        self._snapshot_rng = random.Random(f"paxos-sim-snapshot:{seed}")
+        self._stable_rng = random.Random(f"paxos-sim-stablecoin:{seed}")
+        self._levels = levels
+        self._execution_ratio = execution_ratio
+        self._number_style: NumberStyle = number_style
+        self._timestamp_digits = timestamp_digits
+        self._timestamps = formatting.TimestampFormatter()
+        self._markets = {spec.symbol: _Market(spec) for spec in markets}
+        self._market_list = list(self._markets.values())
+        self._match_a = self._rng.randrange(_MATCH_SPACE) | 1
+        while self._match_a % 3 == 0:  # coprime with 36**12 = 2**24 * 3**24: a bijection
+            self._match_a += 2
+        self._match_b = self._rng.randrange(_MATCH_SPACE)
+        self._match_count = 0
+        self.executions: list[Execution] = []
+        """Every execution ever generated, oldest first. Includes one initial execution per
+        market (stamped up to a minute before start): what a client's first replay shows."""
+        self._last_execution: dict[str, Execution] = {}
+        for market in self._market_list:
+            self._seed_book(market)
+            self._seed_execution(market, now_ns)
+        self._stable_units = dict.fromkeys(stablecoins, _STABLE_PAR)
+        self._last_price: dict[str, PriceTick] = {}
+        self.stablecoin_tick(now_ns)
+
+    # -- what the model knows ------------------------------------------------------------
+
+    @property
+    def markets(self) -> tuple[str, ...]:
+        return tuple(self._markets)
+
+    @property
+    def stablecoins(self) -> tuple[str, ...]:
+        return tuple(self._stable_units)
+
+    def spec(self, market: str) -> MarketSpec:
+        return self._markets[market].spec
+
+    def truth(self, market: str) -> tuple[list[Level], list[Level]]:
+        """The true book now: (bids best=highest first, asks best=lowest first)."""
+        m = self._markets[market]
+        bids = [
+            (_decimal(p * m.tick_units, m.scale), _decimal(a, AMOUNT_SCALE))
+            for p, a in reversed(m.bids.items())
+        ]
+        asks = [
+            (_decimal(p * m.tick_units, m.scale), _decimal(a, AMOUNT_SCALE))
+            for p, a in m.asks.items()
+        ]
+        return bids, asks
+
+    def is_crossed(self, market: str) -> bool:
+        m = self._markets[market]
+        bid, ask = m.best_bid(), m.best_ask()
+        return bid is not None and ask is not None and bid >= ask
+
+    def last_execution(self, market: str) -> Execution:
+        return self._last_execution[market]
+
+    def last_price(self, stablecoin: str) -> PriceTick:
+        return self._last_price[stablecoin]
+
+    # -- wire text of the current state --------------------------------------------------
+
+    def snapshot_texts(
+        self,
+        market: str,
+        *,
+        split: int = 0,
+        style: formatting.FinalSnapshotStyle = "bool",
+    ) -> list[str]:
+        """The book now as SNAPSHOT messages: one, or fragments of at most ``split`` levels
+        per side with ``final_snapshot`` false until the last."""
+        m = self._markets[market]
+        pad = self._pad(self._snapshot_rng)
+        fmt = formatting.format_units
+        bids = [
+            (fmt(p * m.tick_units, m.scale, pad=pad), fmt(a, AMOUNT_SCALE, pad=pad))
+            for p, a in reversed(m.bids.items())
+        ]
+        asks = [
+            (fmt(p * m.tick_units, m.scale, pad=pad), fmt(a, AMOUNT_SCALE, pad=pad))
+            for p, a in m.asks.items()
+        ]
+        if split <= 0 or max(len(bids), len(asks)) <= split:
+            return [formatting.snapshot_text(market, bids, asks, final=True, style=style)]
+        count = -(-max(len(bids), len(asks)) // split)
+        return [
+            formatting.snapshot_text(
+                market,
+                bids[i * split : (i + 1) * split],
+                asks[i * split : (i + 1) * split],
+                final=i == count - 1,
+                style=style,
+            )
+            for i in range(count)
+        ]
+
+    def crossing_update_text(self, market: str, rng: random.Random) -> str | None:
+        """An UPDATE that would cross the book, NOT applied to the truth (fault injection).
+
+        None if the book has no level to cross."""
+        m = self._markets[market]
+        bid, ask = m.best_bid(), m.best_ask()
+        amount = formatting.format_units(self._size(m, rng), AMOUNT_SCALE)
+        if ask is not None:
+            price, side = ask + rng.randint(0, 2), "BUY"
+        elif bid is not None:
+            price, side = max(1, bid - rng.randint(0, 2)), "SELL"
+        else:
+            return None
+        text = formatting.format_units(price * m.tick_units, m.scale)
+        return formatting.update_text(market, side, text, amount)
+
+    # -- evolution -----------------------------------------------------------------------
+
+    def step(self, now_ns: int) -> list[Event]:
+        """Advance one market by one change; returns the resulting events in wire order."""
+        rng = self._rng
+        m = self._market_list[rng.randrange(len(self._market_list))]
+        if rng.random() < self._execution_ratio:
+            events = self._execute(m, now_ns)
+            if events:
+                return events
+        return [self._change_level(m)]
+
+    def stablecoin_tick(self, now_ns: int) -> list[PriceTick]:
+        """One index price per stablecoin: a walk around 1.0000 in steps of 0.0001."""
+        rng = self._stable_rng
+        ticks: list[PriceTick] = []
+        for market, units in self._stable_units.items():
+            if rng.random() < 0.3:
+                drift = -1 if units > _STABLE_PAR else 1 if units < _STABLE_PAR else 0
+                units += rng.choice((-1, 1, drift, drift))
+                units = min(_STABLE_PAR + 20, max(_STABLE_PAR - 20, units))
+                self._stable_units[market] = units
+            digits = rng.randint(0, 9) if self._timestamp_digits is None else self._timestamp_digits
+            stamp = self._timestamps.format(now_ns, digits)
+            price = formatting.format_units(units, STABLECOIN_SCALE, pad=True)
+            tick = PriceTick(
+                market=market,
+                price_units=units,
+                timestamp_ns=formatting.truncate_ns(now_ns, digits),
+                timestamp=stamp,
+                text=formatting.price_text(market, price, stamp),
+            )
+            self._last_price[market] = tick
+            ticks.append(tick)
+        return ticks
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _pad(self, rng: random.Random) -> bool:
+        style = self._number_style
+        return style == "pad" or (style == "mixed" and rng.random() < 0.5)
+
+    def _size(self, m: _Market, rng: random.Random) -> int:
+        """A level size in 1e-8 units, with 0 to 8 significant decimals like real orders."""
+        units = max(1, int(m.typical_units * rng.lognormvariate(0.0, 1.0)))
+        return self._round_size(units, rng)
+
+    @staticmethod
+    def _round_size(units: int, rng: random.Random) -> int:
+        step = rng.choice(_SIZE_STEPS)
+        return max(step, units - units % step)
+
+    def _seed_book(self, m: _Market) -> None:
+        rng = self._rng
+        mid = m.spec.reference_ticks
+        bid = mid - rng.randint(0, 1)
+        ask = bid + rng.randint(1, 3)
+        for _ in range(self._levels):
+            if bid >= 1:
+                m.bids[bid] = self._size(m, rng)
+            m.asks[ask] = self._size(m, rng)
+            bid -= rng.randint(1, 3)
+            ask += rng.randint(1, 3)
+
+    def _seed_execution(self, m: _Market, now_ns: int) -> None:
+        rng = self._rng
+        best = m.best_bid() if rng.random() < 0.5 else m.best_ask()
+        price = best if best is not None else m.spec.reference_ticks
+        self._record_execution(
+            m, price, self._size(m, rng), now_ns - rng.randint(1, 60 * 10**9), pad=False
+        )
+
+    def _record_execution(
+        self, m: _Market, price_ticks: int, amount: int, now_ns: int, *, pad: bool
+    ) -> Execution:
+        rng = self._rng
+        digits = rng.randint(0, 9) if self._timestamp_digits is None else self._timestamp_digits
+        stamp = self._timestamps.format(now_ns, digits)
+        match = self._next_match_number()
+        price_units = price_ticks * m.tick_units
+        execution = Execution(
+            market=m.symbol,
+            price_units=price_units,
+            scale=m.scale,
+            amount_units=amount,
+            executed_at_ns=formatting.truncate_ns(now_ns, digits),
+            executed_at=stamp,
+            match_number=match,
+            text=formatting.execution_text(
+                m.symbol,
+                formatting.format_units(price_units, m.scale, pad=pad),
+                formatting.format_units(amount, AMOUNT_SCALE, pad=pad),
+                stamp,
+                match,
+            ),
+        )
+        self.executions.append(execution)
+        self._last_execution[m.symbol] = execution
+        return execution
+
+    def _next_match_number(self) -> str:
+        n = (self._match_a * self._match_count + self._match_b) % _MATCH_SPACE
+        self._match_count += 1
+        chars = []
+        for _ in range(12):
+            n, digit = divmod(n, 36)
+            chars.append(_MATCH_ALPHABET[digit])
+        return "".join(reversed(chars))
+
+    def _update(self, m: _Market, buy: bool, price_ticks: int, amount: int) -> LevelUpdate:
+        book = m.bids if buy else m.asks
+        if amount:
+            book[price_ticks] = amount
+        else:
+            del book[price_ticks]
+        pad = self._pad(self._rng)
+        price_units = price_ticks * m.tick_units
+        side: Side = "BUY" if buy else "SELL"
+        return LevelUpdate(
+            market=m.symbol,
+            side=side,
+            price_units=price_units,
+            scale=m.scale,
+            amount_units=amount,
+            text=formatting.update_text(
+                m.symbol,
+                side,
+                formatting.format_units(price_units, m.scale, pad=pad),
+                formatting.format_units(amount, AMOUNT_SCALE, pad=pad),
+            ),
+        )
+
+    def _change_level(self, m: _Market) -> LevelUpdate:
+        rng = self._rng
+        buy = rng.random() < 0.5
+        book = m.bids if buy else m.asks
+        count = len(book)
+        balance = max(-1.0, min(1.0, (count - self._levels) / self._levels))
+        roll = rng.random()
+        if count == 0 or roll < 0.3 - 0.25 * balance:
+            price = self._new_price(m, buy)
+            if price is not None:
+                return self._update(m, buy, price, self._size(m, rng))
+            if count == 0:  # nowhere to add on this side: change the other one instead
+                buy = not buy
+                book = m.bids if buy else m.asks
+                count = len(book)
+        elif roll < 0.6:
+            index = rng.randrange(count)
+            price = int(book.peekitem(index)[0])
+            return self._update(m, buy, price, 0)
+        # modify a size, mostly near the top of the book where activity is
+        depth = min(count - 1, int(rng.expovariate(1 / 8)))
+        index = count - 1 - depth if buy else depth
+        price, old = book.peekitem(index)
+        new = self._round_size(max(1, int(old * rng.uniform(0.2, 1.8))), rng)
+        return self._update(m, buy, int(price), new)
+
+    def _new_price(self, m: _Market, buy: bool) -> int | None:
+        """A free price on this side that keeps the book uncrossed, or None."""
+        rng = self._rng
+        bid, ask = m.best_bid(), m.best_ask()
+        book = m.bids if buy else m.asks
+        span = 2 * len(book) + 10
+        for _ in range(8):
+            if bid is not None and ask is not None and ask - bid > 1 and rng.random() < 0.15:
+                price = rng.randint(bid + 1, ask - 1)  # inside the spread: moves the mid
+            elif buy:
+                anchor = bid if bid is not None else (ask - 1 if ask is not None else 0)
+                if anchor < 1:
+                    anchor = m.spec.reference_ticks
+                price = anchor - rng.randint(0, span)
+                if ask is not None:
+                    price = min(price, ask - 1)
+            else:
+                anchor = ask if ask is not None else (bid + 1 if bid is not None else 0)
+                if anchor < 1:
+                    anchor = m.spec.reference_ticks
+                price = anchor + rng.randint(0, span)
+                if bid is not None:
+                    price = max(price, bid + 1)
+            if price >= 1 and price not in book:
+                return price
+        return None
+
+    def _execute(self, m: _Market, now_ns: int) -> list[Event]:
+        rng = self._rng
+        taker_buys = rng.random() < 0.5
+        book = m.asks if taker_buys else m.bids
+        levels = 1 + (rng.randint(1, 3) if rng.random() < 0.05 else 0)
+        pad = self._pad(rng)
+        events: list[Event] = []
+        for i in range(levels):
+            if not book:
+                break
+            price, size = book.peekitem(0 if taker_buys else -1)
+            take = size
+            if i == levels - 1 and rng.random() < 0.7:
+                part = self._round_size(max(1, int(size * rng.uniform(0.02, 0.9))), rng)
+                if part < size:
+                    take = part
+            events.append(self._record_execution(m, int(price), take, now_ns, pad=pad))
+            events.append(self._update(m, not taker_buys, int(price), size - take))
+        return events
