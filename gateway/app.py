@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import get_args
 
 import trio
 
@@ -46,8 +47,9 @@ from gateway.metrics import (
     Metrics,
 )
 from gateway.ops_http import FeedHealth, OpsServer, Readiness
+from gateway.protocol import STREAM_KINDS, ErrorCode
 from gateway.records import Record
-from gateway.server import Server
+from gateway.server import DisconnectReason, Server
 from gateway.session import FeedSession
 from gateway.upstream import FeedState, run_feed
 
@@ -227,6 +229,17 @@ class Gateway:
 
     def _register_collectors(self) -> None:
         m = self.metrics
+        # Every value of a small fixed label set is exposed from the start (at 0): a series
+        # that only appears on its first event breaks rate() and "absent" alerts.
+        for reason in get_args(DisconnectReason):
+            m.subscriber_disconnects.labels(reason)
+        for result in ("served", "refused"):
+            m.resumes.labels(result)
+        for code in get_args(ErrorCode):
+            m.request_errors.labels(code)
+        for kind in STREAM_KINDS:
+            m.subscriptions.labels(kind)
+            m.records_published.labels(kind)
         m.add_collector(
             FeedStatsCollector(lambda: ((f.spec.name, f.session.stats) for f in self.feeds))
         )

@@ -6,10 +6,13 @@ hub operations are synchronous; a late joiner's snapshot and the records publish
 therefore gap- and overlap-free without a lock.
 
 Encoding happens once per record per encoding in use: a record becomes one ``Frame`` whose
-payload cache is filled the first time an encoding needs it, and every subscriber's buffer holds
-a reference to that same frame. The hot path per delivery is a deque append and an integer add.
+cache of complete WebSocket frames (header + payload, ``fastsend.build_frame``: server frames are
+unmasked, so the bytes are the same for every subscriber) is filled the first time an encoding
+needs it, and every subscriber's buffer holds a reference to that same frame. The hot path per
+delivery is a deque append and an integer add; the I/O side takes a subscriber's whole backlog
+as one joined chunk (``Subscriber.take_wire``).
 
-Each subscriber has a bounded outgoing buffer (bytes queued plus bytes in flight in the
+Each subscriber has a bounded outgoing buffer (frame bytes queued plus bytes in flight in the
 writer). When it overflows, the policy applies:
 
 * ``disconnect``: the buffer is dropped and the subscriber is closed with ``CLOSE_SLOW``.
@@ -35,6 +38,7 @@ import msgspec
 
 from gateway import __version__, decimals, mirror
 from gateway.book import OrderBook
+from gateway.fastsend import OP_BINARY, OP_TEXT, build_frame
 from gateway.protocol import (
     CLOSE_REASON_SLOW,
     CLOSE_SLOW,
@@ -82,39 +86,55 @@ _ENCODINGS: Final = tuple(Encoding)
 DEFAULT_BATCH_BYTES: Final = 256 * 1024
 
 
-class Frame:
-    """One outgoing message with its payload per encoding, filled lazily and then shared.
+def _header_length(wire: bytes) -> int:
+    n = wire[1] & 0x7F
+    return 2 if n < 126 else 4 if n == 126 else 10
 
-    ``payloads[encoding]``: ``None`` not encoded yet; ``str`` for text frames (JSON, Paxos);
-    ``bytes`` for binary frames (MessagePack); an empty value means "nothing to send in this
-    encoding" (e.g. a status record on a Paxos mirror). This is the seam for a pre-framed fast
-    path: a per-encoding cache of complete WebSocket frames would live here too.
+
+class Frame:
+    """One outgoing message, encoded and framed once per encoding, lazily, and then shared.
+
+    ``wires[encoding]``: ``None`` not encoded yet; else the complete WebSocket frame (text for
+    JSON and Paxos, binary for MessagePack); ``b""`` means "nothing to send in this encoding"
+    (e.g. a status record on a Paxos mirror). ``payloads`` caches the message alone (``str``
+    for text frames, ``bytes`` for binary ones), derived from the frame when asked for.
     """
 
-    __slots__ = ("message", "payloads", "seq", "stream")
+    __slots__ = ("message", "payloads", "seq", "stream", "wires")
 
     def __init__(self, message: Record | Response, stream: _Stream | None, seq: int) -> None:
         self.message = message
         self.stream = stream  # None: a response to one subscriber, never conflated
         self.seq = seq
+        self.wires: list[bytes | None] = [None, None, None]
         self.payloads: list[str | bytes | None] = [None, None, None]
+
+    def wire(self, encoding: Encoding) -> bytes:
+        w = self.wires[encoding]
+        return self.encode(encoding) if w is None else w
 
     def payload(self, encoding: Encoding) -> str | bytes:
         p = self.payloads[encoding]
-        return self.encode(encoding) if p is None else p
+        if p is None:
+            wire = self.wire(encoding)
+            body = wire[_header_length(wire) :] if wire else b""
+            p = body if encoding == Encoding.MSGPACK else body.decode()
+            self.payloads[encoding] = p
+        return p
 
-    def encode(self, encoding: Encoding) -> str | bytes:
+    def encode(self, encoding: Encoding) -> bytes:
         message = self.message
-        p: str | bytes
+        w: bytes
         if encoding == Encoding.JSON:
-            p = _json_encoder.encode(message).decode()
+            w = build_frame(_json_encoder.encode(message), OP_TEXT)
         elif encoding == Encoding.MSGPACK:
-            p = _msgpack_encoder.encode(message)
+            w = build_frame(_msgpack_encoder.encode(message), OP_BINARY)
         else:
             # Responses (no stream) have no Paxos form; mirror subscribers never get them.
-            p = "" if self.stream is None else mirror.encode_record(message) or ""
-        self.payloads[encoding] = p
-        return p
+            text = None if self.stream is None else mirror.encode_record(message)
+            w = build_frame(text.encode(), OP_TEXT) if text else b""
+        self.wires[encoding] = w
+        return w
 
     def __repr__(self) -> str:
         return f"Frame({self.message!r})"
@@ -159,12 +179,35 @@ class Subscriber:
         out: list[str | bytes] = []
         total = self.inflight_bytes
         while queue and (not out or total < max_bytes):
-            payload = queue.popleft().payloads[encoding]
-            assert payload  # only frames with a payload in this encoding are queued
-            out.append(payload)
-            total += len(payload)
+            frame = queue.popleft()
+            wire = frame.wires[encoding]
+            assert wire  # only frames with something to send in this encoding are queued
+            out.append(frame.payload(encoding))
+            total += len(wire)
         self.inflight_bytes = total
         return out
+
+    def take_wire(self, max_bytes: int = DEFAULT_BATCH_BYTES) -> bytes | None:
+        """Like ``take``, but the complete WebSocket frames, joined into one chunk (None when
+        nothing is queued): one write for a whole backlog."""
+        queue = self.queue
+        if not queue:
+            return None
+        encoding = self.encoding
+        wire = queue.popleft().wires[encoding]
+        assert wire
+        total = self.inflight_bytes + len(wire)
+        if not queue or total >= max_bytes:
+            self.inflight_bytes = total
+            return wire
+        parts = [wire]
+        while queue and total < max_bytes:
+            wire = queue.popleft().wires[encoding]
+            assert wire
+            parts.append(wire)
+            total += len(wire)
+        self.inflight_bytes = total
+        return b"".join(parts)
 
     def sent(self) -> None:
         """The payloads from the last ``take`` are written to the socket."""
@@ -346,10 +389,10 @@ class Hub:
                 self._apply_own(st.own_book, record)
             kinds[st.kind] = kinds.get(st.kind, 0) + 1
             for encoding, subs in st.groups:
-                payload = frame.encode(encoding)
-                if not payload:
+                wire = frame.encode(encoding)
+                if not wire:
                     continue
-                size = len(payload)
+                size = len(wire)
                 deliveries += len(subs)
                 for sub in subs:
                     queue = sub.queue
@@ -654,13 +697,13 @@ class Hub:
         """Queue one frame for one subscriber, outside the publish hot path."""
         if sub.closed:
             return
-        payload = frame.payload(sub.encoding)
-        if not payload:
+        wire = frame.wire(sub.encoding)
+        if not wire:
             return
         if not sub.queue and sub.on_ready is not None:
             sub.on_ready()
         sub.queue.append(frame)
-        sub.queued_bytes += len(payload)
+        sub.queued_bytes += len(wire)
         if sub.queued_bytes > sub.buffer_bytes:
             self._overflow(sub)
 
@@ -799,9 +842,9 @@ class Hub:
                     first_dropped.setdefault(st, frame.seq)
                 else:
                     kept.append(frame)
-                    payload = frame.payloads[encoding]
-                    assert payload is not None
-                    size += len(payload)
+                    wire = frame.wires[encoding]
+                    assert wire is not None
+                    size += len(wire)
             sub.queue = kept
             sub.queued_bytes = size
             for st in sorted(detached, key=lambda s: s.name):

@@ -49,6 +49,10 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         p = PREFIX
+        # Registered first so that it runs before every other collector of a scrape (a registry
+        # collects in registration order): see ``before_collect``.
+        self._hooks: list[Callable[[], None]] = []
+        r.register(_HookCollector(self._hooks))
         # -- upstream
         self.upstream_lag = Histogram(
             f"{p}_upstream_lag_seconds",
@@ -135,6 +139,33 @@ class Metrics:
 
     def add_collector(self, collector: Collector) -> None:
         self.registry.register(collector)
+
+    def before_collect(self, hook: Callable[[], None]) -> Callable[[], None]:
+        """Run ``hook`` at the start of every scrape; returns the function that removes it.
+
+        For counters that grow continuously but are incremented at events: the time a feed
+        spends disconnected is added when an attempt ends, which with a 60 s backoff would
+        make the counter move in 70 s steps; the hook adds the time up to the scrape.
+        """
+        self._hooks.append(hook)
+
+        def remove() -> None:
+            if hook in self._hooks:
+                self._hooks.remove(hook)
+
+        return remove
+
+
+class _HookCollector(Collector):
+    """Exports nothing; runs the ``before_collect`` hooks at the start of a scrape."""
+
+    def __init__(self, hooks: list[Callable[[], None]]) -> None:
+        self._hooks = hooks
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        for hook in list(self._hooks):
+            hook()
+        return iter(())
 
 
 class FeedStatsCollector(Collector):

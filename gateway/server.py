@@ -8,9 +8,18 @@ Paths (``docs/protocol.md`` is the full description):
 * ``/executiondata[/M]``, ``/marketdata[/M]``, ``/marketdata/stablecoin[/M]``: Paxos mirrors.
 
 Everything about delivery lives in the sans-IO ``Hub``; this module moves bytes. Each connection
-runs a reader (requests into ``hub.receive``), a writer (drains the subscriber's buffer; the only
-task that waits for the client) and a pinger. The upstream tasks never wait for a subscriber:
-``hub.publish`` only appends to buffers, and the hub's policy handles one that overflows.
+runs a reader (requests into ``hub.receive``), a writer (finishes what the socket did not take at
+once; the only task that waits for the client) and a pinger. The upstream tasks never wait for a
+subscriber: ``hub.publish`` only appends to buffers, and the hub's policy handles one that
+overflows.
+
+Data frames take the fast path of ``fastsend`` (why: see its docstring): a buffer that becomes
+non-empty schedules its connection with the server's ``Flusher``, which in the next scheduling
+tick writes the whole backlog, already framed, with one non-blocking write; only the rest, if
+the socket does not take everything, is left to the connection's writer task. trio-websocket
+does the handshake, reads requests and writes the control frames (pings, pongs, close) under
+the lock the fast path shares. If ``fastsend.adopt`` cannot take a connection over (an
+untested trio-websocket version), the writer sends through ``send_message`` instead.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, WebSocketServer
 
 from gateway import mirror
+from gateway.fastsend import Flusher, Wire, adopt
 from gateway.hub import Hub, Subscriber
 from gateway.protocol import (
     CLOSE_GOING_AWAY,
@@ -145,20 +155,73 @@ def route(target: str) -> Route:
 
 class _Connection:
     __slots__ = (
-        "cancel", "close_code", "close_reason", "errors", "reason", "send_scope", "sending", "sub",
+        "cancel", "close_code", "close_reason", "done", "errors", "flusher",
+        "reason", "scheduled", "send_scope", "sending", "server", "sub", "wakeup", "wire",
     )  # fmt: skip
 
-    def __init__(self, sub: Subscriber) -> None:
+    def __init__(
+        self, server: Server, sub: Subscriber, wire: Wire | None, flusher: Flusher | None
+    ) -> None:
+        self.server = server
         self.sub = sub
+        self.wire = wire  # None: the send_message fallback
+        self.flusher = flusher
         self.reason: DisconnectReason | None = None
         self.close_code = CLOSE_NORMAL
         self.close_reason = ""
         self.cancel: Callable[[], None] = lambda: None
         self.send_scope: trio.CancelScope | None = None
-        # True while a write is under way: if it is interrupted, the WebSocket framing is in
-        # an unknown state and the connection can only be dropped, not closed cleanly.
+        # Fallback path: True while a write is under way: if it is interrupted, the WebSocket
+        # framing is in an unknown state and the connection can only be dropped, not closed
+        # cleanly. (The fast path knows it exactly: ``wire.mid_frame``.)
         self.sending = False
         self.errors = 0
+        self.wakeup = trio.Event()  # the writer task's
+        self.scheduled = False  # a flush is scheduled with the flusher
+        self.done = False  # the connection's tasks are over: nothing more may be written
+
+    @property
+    def mid_frame(self) -> bool:
+        return self.wire.mid_frame if self.wire is not None else self.sending
+
+    def ready(self) -> None:
+        """``sub.on_ready``: the buffer became non-empty, or the hub closed the subscriber."""
+        if not self.scheduled and self.flusher is not None:
+            self.scheduled = True
+            self.flusher.schedule(self.flush)
+        elif self.flusher is None:
+            self.wakeup.set()
+        sub = self.sub
+        if sub.close_code is not None:
+            self.wakeup.set()
+            if sub.close_code == CLOSE_SLOW and self.send_scope is not None:
+                # A subscriber too slow to keep its buffer gets a bounded time to take the
+                # frame being written (and the close frame), not forever.
+                self.send_scope.deadline = min(
+                    self.send_scope.deadline, trio.current_time() + self.server.close_timeout
+                )
+
+    def flush(self) -> None:
+        """Run by the flusher: write the whole backlog now if the socket takes it; anything
+        else (the socket is busy or full, an error, a close) is the writer task's."""
+        self.scheduled = False
+        wire = self.wire
+        if self.done or wire is None:
+            return
+        sub = self.sub
+        if not wire.writable_now():
+            self.wakeup.set()
+            return
+        while sub.queue:
+            chunk = sub.take_wire()
+            assert chunk is not None
+            if not wire.write_now(chunk):
+                self.wakeup.set()
+                return
+            self.server.sent_bytes += sub.inflight_bytes
+            sub.sent()
+        if sub.close_code is not None:
+            self.wakeup.set()
 
     def end(self, reason: DisconnectReason, code: int = CLOSE_NORMAL, text: str = "") -> None:
         """The first reason to end the connection wins; the tasks are stopped. Once the hub has
@@ -182,7 +245,10 @@ class Server:
         metrics: Metrics | None = None,
         *,
         close_timeout: float = CLOSE_TIMEOUT,
+        fast_path: bool = True,
     ) -> None:
+        """``fast_path=False`` sends every message through trio-websocket's ``send_message``
+        (the reference behaviour; for tests and comparison)."""
         self.hub = hub
         self.settings = settings
         self.metrics = metrics
@@ -194,6 +260,15 @@ class Server:
         self._accept_scope = trio.CancelScope()
         self._stopped = trio.Event()
         self._idle = trio.Event()
+        self.fast_path = fast_path
+        self._flusher = Flusher()
+        self._flusher.after = self._count_sent
+        self.sent_bytes = 0  # written by the flusher, not yet added to the metric
+
+    def _count_sent(self) -> None:
+        if self.sent_bytes and self.metrics is not None:
+            self.metrics.sent_bytes.inc(self.sent_bytes)
+        self.sent_bytes = 0
 
     @property
     def subscriber_count(self) -> int:
@@ -205,6 +280,7 @@ class Server:
         listeners = await trio.open_tcp_listeners(s.port, host=s.host)
         self.port = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._flusher.run)
             # Connection handlers run in this nursery, outside the accept loop's cancel scope,
             # so that shutdown can stop accepting while it drains the open connections.
             server = WebSocketServer(
@@ -292,8 +368,9 @@ class Server:
 
     async def _serve(self, ws: WebSocketConnection, wanted: Route) -> None:
         hub = self.hub
+        wire = await adopt(ws) if self.fast_path else None
         sub = hub.connect(wanted.encoding, hello=not wanted.mirror)
-        conn = _Connection(sub)
+        conn = _Connection(self, sub, wire, self._flusher if wire is not None else None)
         if wanted.streams:
             hub.subscribe(sub, wanted.streams, resume=wanted.resume, wait_for_streams=True)
         self._connections.add(conn)
@@ -305,15 +382,23 @@ class Server:
         try:
             async with trio.open_nursery() as nursery:
                 conn.cancel = nursery.cancel_scope.cancel
-                nursery.start_soon(self._writer, ws, conn)
+                if wire is not None:
+                    nursery.start_soon(self._fast_writer, conn, wire)
+                else:
+                    nursery.start_soon(self._writer, ws, conn)
                 nursery.start_soon(self._reader, ws, conn)
                 nursery.start_soon(self._pinger, ws, conn)
+            conn.done = True
             if ws.closed is None:
                 # An interrupted write leaves half a frame on the wire: drop the TCP connection
                 # at once (a zero deadline makes aclose skip straight to closing the stream).
-                with trio.move_on_after(0 if conn.sending else self.close_timeout):
+                mid_frame = conn.mid_frame
+                if mid_frame and wire is not None:
+                    wire.abort()
+                with trio.move_on_after(0 if mid_frame else self.close_timeout):
                     await ws.aclose(conn.close_code, conn.close_reason or None)
         finally:
+            conn.done = True
             hub.disconnect(sub)
             self._connections.discard(conn)
             if not self._connections:
@@ -325,20 +410,74 @@ class Server:
             if reason in ("slow", "ping_timeout", "error"):
                 log.info("subscriber disconnected", extra={"subscriber": sub.id, "reason": reason})
 
-    async def _writer(self, ws: WebSocketConnection, conn: _Connection) -> None:
+    async def _fast_writer(self, conn: _Connection, wire: Wire) -> None:
+        """Finishes what the flusher could not write at once, and closes when the hub says so.
+        Woken by ``conn.wakeup``; the state it looks at (tail, error, queue, close) is the
+        truth, the event only a nudge."""
         sub = conn.sub
-        wakeup = trio.Event()
+        sub.on_ready = conn.ready
+        if sub.queue:  # hello and initial state, queued before the writer existed
+            conn.ready()
+        try:
+            while True:
+                wire.take_error()
+                if wire.tail is not None or sub.queue:
+                    with trio.CancelScope() as scope:
+                        conn.send_scope = scope
+                        if sub.close_code == CLOSE_SLOW:
+                            scope.deadline = trio.current_time() + self.close_timeout
+                        await self._drain(conn, wire)
+                    conn.send_scope = None
+                    if scope.cancelled_caught:
+                        conn.end("slow", CLOSE_SLOW, sub.close_reason)
+                        return
+                    continue
+                if sub.close_code is not None:
+                    why: DisconnectReason = "slow" if sub.close_code == CLOSE_SLOW else "shutdown"
+                    conn.end(why, sub.close_code, sub.close_reason)
+                    return
+                conn.wakeup = trio.Event()
+                await conn.wakeup.wait()
+        except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            conn.end("client_close")
+        finally:
+            sub.on_ready = None
+            conn.send_scope = None
 
-        def ready() -> None:
-            wakeup.set()
-            if sub.close_code == CLOSE_SLOW and conn.send_scope is not None:
-                # A subscriber too slow to keep its buffer gets a bounded time to take the
-                # frame being written (and the close frame), not forever.
-                conn.send_scope.deadline = min(
-                    conn.send_scope.deadline, trio.current_time() + self.close_timeout
-                )
+    async def _drain(self, conn: _Connection, wire: Wire) -> None:
+        """Write the pending tail and the whole backlog, holding the wire's lock (a tail left
+        by the flusher already holds it). A cut-off chunk keeps the lock: see ``_serve``."""
+        sub = conn.sub
+        metrics = self.metrics
+        owned = wire.tail is not None
+        try:
+            if not owned:
+                await wire.lock.acquire()
+                owned = True
+            if wire.tail is not None:
+                await wire.send()
+                if metrics is not None:
+                    metrics.sent_bytes.inc(sub.inflight_bytes)
+                sub.sent()
+            while (chunk := sub.take_wire()) is not None:
+                await wire.send(chunk)
+                if metrics is not None:
+                    metrics.sent_bytes.inc(sub.inflight_bytes)
+                sub.sent()
+                if wire.lock.waiting:
+                    # A ping, pong or close frame is waiting: let it in between two chunks.
+                    owned = False
+                    wire.lock.release()
+                    await wire.lock.acquire()
+                    owned = True
+        finally:
+            if owned and wire.tail is None:
+                wire.lock.release()
 
-        sub.on_ready = ready
+    async def _writer(self, ws: WebSocketConnection, conn: _Connection) -> None:
+        """The fallback: every message through trio-websocket's ``send_message``."""
+        sub = conn.sub
+        sub.on_ready = conn.ready
         metrics = self.metrics
         try:
             while True:
@@ -361,11 +500,13 @@ class Server:
                     sub.sent()
                     continue
                 if sub.close_code is not None:
-                    why: DisconnectReason = "slow" if sub.close_code == CLOSE_SLOW else "shutdown"
-                    conn.end(why, sub.close_code, sub.close_reason)
+                    reason: DisconnectReason = (
+                        "slow" if sub.close_code == CLOSE_SLOW else "shutdown"
+                    )
+                    conn.end(reason, sub.close_code, sub.close_reason)
                     return
-                wakeup = trio.Event()
-                await wakeup.wait()
+                conn.wakeup = trio.Event()
+                await conn.wakeup.wait()
         except ConnectionClosed:
             conn.sending = False
             conn.end("client_close")

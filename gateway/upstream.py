@@ -262,6 +262,7 @@ class _FeedRunner:
         self._m_bytes = metrics.upstream_bytes.labels(feed=name)
         self._m_lag = metrics.upstream_lag.labels(feed=name)
         self._down_accounted_at = 0.0
+        self._trio_token: trio.lowlevel.TrioToken | None = None
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -272,6 +273,10 @@ class _FeedRunner:
         self.state.disconnected_since = now
         self._down_accounted_at = now
         self._m_connected.set(0)
+        # A scrape during an outage sees the time disconnected up to that instant, not up to
+        # the end of the last attempt (up to backoff_max + connect_timeout ago).
+        self._trio_token = trio.lowlevel.current_trio_token()
+        remove_hook = self._metrics.before_collect(self._account_down_at_scrape)
         try:
             while True:
                 await self.gate.wait()
@@ -282,6 +287,7 @@ class _FeedRunner:
                 self._report_end(ended, delay)
                 await trio.sleep(delay)
         finally:
+            remove_hook()
             self._account_down()
 
     @staticmethod
@@ -566,6 +572,16 @@ class _FeedRunner:
                 self.state.failed_attempts, delay,
                 extra={"feed": name, "event": "connect_failed", "reason": ended.reason},
             )  # fmt: skip
+
+    def _account_down_at_scrape(self) -> None:
+        # The times are this trio run's clock: a scrape from elsewhere (another thread, no
+        # trio) leaves the time to be counted at the next attempt boundary or scrape.
+        try:
+            token = trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            return
+        if token is self._trio_token:
+            self._account_down()
 
     def _account_down(self) -> None:
         """Add the disconnected time since the last call to the counter.

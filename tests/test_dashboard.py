@@ -1,8 +1,11 @@
 """The Grafana dashboard shipped with the chart queries only metrics the gateway exposes, and
 graphs every metric the gateway exposes.
 
-The exposition comes from a ``gateway.metrics.Metrics`` registry with its collectors, every
-labelled metric touched once so that it has a sample.
+The exposition is the real one: ``/metrics`` of a running gateway (in-process, against the
+simulator) scraped over a socket after ``tests.test_metrics.drive_traffic`` has made every
+metric move (subscribers, resumes, conflations, slow disconnects, malformed frames, a crossed
+book, an outage with refused reconnects). So a metric that the gateway declares but never
+registers, or registers under another name, fails here; a hand-made registry could not tell.
 """
 
 from __future__ import annotations
@@ -14,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import generate_latest
-from prometheus_client.metrics import MetricWrapperBase
+import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.metrics import PREFIX, FeedStats, FeedStatsCollector, Metrics
+from gateway.metrics import PREFIX
+from tests.test_metrics import EXPECTED_TYPES, drive_traffic, running_gateway
 
 DASHBOARD = (
     Path(__file__).resolve().parent.parent
@@ -86,23 +89,26 @@ def queries(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
         yield f"variable {variable['name']!r}", match.group(1)
 
 
+async def _scrape_after_traffic() -> str:
+    async with running_gateway() as running:
+        observed = await drive_traffic(running)
+    return observed.end.text
+
+
 @pytest.fixture(scope="module")
 def exposition() -> dict[str, set[str]]:
-    """Family name -> the sample names a scrape of the gateway carries."""
-    metrics = Metrics()
-    for attribute in vars(metrics).values():
-        if isinstance(attribute, MetricWrapperBase):
-            labelnames = getattr(attribute, "_labelnames", ())
-            if labelnames:  # a labelled metric has no sample until a child exists
-                attribute.labels(*("x" for _ in labelnames))
-    stats = FeedStats(messages={"snapshot": 1, "update": 2})
-    metrics.add_collector(FeedStatsCollector(lambda: [("marketdata", stats)]))
-    text = generate_latest(metrics.registry).decode()
+    """Family name -> the sample names a scrape of a running gateway carries."""
+    text = trio.run(_scrape_after_traffic)
     families: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(text):
         families[family.name] = {sample.name for sample in family.samples}
-        assert families[family.name], f"{family.name} has no samples"
+        assert families[family.name], f"{family.name} has no samples after the traffic"
     return families
+
+
+def test_the_scrape_has_every_metric_of_the_issue(exposition: dict[str, set[str]]) -> None:
+    missing = {PREFIX + "_" + name for name in EXPECTED_TYPES} - set(exposition)
+    assert not missing, sorted(missing)
 
 
 def test_every_queried_metric_is_exposed(exposition: dict[str, set[str]]) -> None:
