@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = (
     "gateway.simulator.command",  # simulate
     "gateway.tail",  # tail
     "gateway.record",  # record
+    "gateway.simulator.replay",  # replay
 )
 
 
@@ -29,15 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            # TODO(lead): drop this once every subcommand module has landed. Only the module's
-            # own absence is tolerated; a missing dependency inside it is a real error.
-            if e.name == name:
-                continue
-            raise
-        module.register(subparsers)
+        importlib.import_module(name).register(subparsers)
     return parser
 
 

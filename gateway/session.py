@@ -410,10 +410,7 @@ class FeedSession:
             f"{market}: crossed book, best bid {decimals.to_str(bid[0])} >= "
             f"best ask {decimals.to_str(ask[0])}"
         )
-        log.warning("feed %s: %s; resyncing", self.feed.name, reason)
-        if self.resync_reason is None:
-            self.resync_reason = reason
-        return self._status("resyncing", reason, now_ns)
+        return self._request_resync(reason, now_ns)
 
     def _drop_market(self, market: str, reason: str, now_ns: int) -> list[Record]:
         # Updates were lost for good on this connection: stop taking any for
@@ -421,7 +418,13 @@ class FeedSession:
         self._dropping.add(market)
         self._held.pop(market, None)
         self._fragments.pop(market, None)
-        log.warning("feed %s: %s; resyncing", self.feed.name, reason)
+        return self._request_resync(reason, now_ns)
+
+    def _request_resync(self, reason: str, now_ns: int) -> list[Record]:
+        log.warning(
+            "feed %s: %s; resyncing", self.feed.name, reason,
+            extra={"feed": self.feed.name, "event": "resyncing", "reason": reason},
+        )  # fmt: skip
         if self.resync_reason is None:
             self.resync_reason = reason
         return self._status("resyncing", reason, now_ns)
@@ -435,6 +438,8 @@ class FeedSession:
         log.warning(
             "feed %s: upstream sent an error frame %r for %s; backing off",
             self.feed.name, msg.error[:EXCERPT_CHARS], self.feed.url,
+            extra={"feed": self.feed.name, "event": "error_frame",
+                   "reason": msg.error[:EXCERPT_CHARS]},
         )  # fmt: skip
         return []
 
@@ -450,6 +455,8 @@ class FeedSession:
                 self.feed.name, exc,
                 f" [and {unlogged} more since the last report]" if unlogged else "",
                 _excerpt(payload),
+                extra={"feed": self.feed.name, "event": "invalid_frame", "reason": str(exc),
+                       "unlogged": unlogged},
             )  # fmt: skip
         else:
             self._invalid_unlogged += 1

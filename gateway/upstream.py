@@ -158,6 +158,15 @@ class _Conn:
     established: bool = False
     opened_at: float = 0.0
     messages: int = 0
+    # Wall clock when the connection was established. Paxos opens every executions
+    # connection by replaying each market's last execution, which may be hours old: a trade
+    # executed before this instant is such a replay and says nothing about lag. Paxos trims
+    # timestamps (whole seconds at worst), so a live trade may look up to 1 s older.
+    established_ns: int = 0
+
+    @property
+    def replay_before_ns(self) -> int:
+        return self.established_ns - 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,7 +473,10 @@ class _FeedRunner:
             else:
                 self._m_bytes.inc(len(message))
             for record in records:
-                if isinstance(record, Trade | Price):
+                if (
+                    isinstance(record, Trade | Price)
+                    and record.exchange_time >= conn.replay_before_ns
+                ):
                     self._m_lag.observe((record.receive_time - record.exchange_time) / 1e9)
             resync = session.resync_reason
             if resync is not None:
@@ -511,7 +523,8 @@ class _FeedRunner:
         state.connections += 1
         state.failed_attempts = 0
         self._m_connected.set(1)
-        records = self.session.connected(time.time_ns())
+        conn.established_ns = time.time_ns()
+        records = self.session.connected(conn.established_ns)
         if records:
             self.publish(records, time.monotonic_ns())
         log.info(

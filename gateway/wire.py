@@ -118,7 +118,9 @@ class WireDecoder:
     def decode(self, payload: bytes | str) -> WireMessage:
         try:
             return self._decode(payload)
-        except msgspec.DecodeError as exc:
+        # msgspec raises RecursionError, not DecodeError, while skipping a deeply nested
+        # unknown field: that is a bad frame like any other.
+        except (msgspec.DecodeError, RecursionError) as exc:
             # Off the hot path: only now look for the error frame, which
             # any channel may send instead of data.
             error = _error_frame(payload)
@@ -130,9 +132,9 @@ class WireDecoder:
 def _error_frame(payload: bytes | str) -> ErrorFrame | None:
     try:
         raw = _error_decoder.decode(payload).error
-    except msgspec.DecodeError:
+        text = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
         return None
-    text = msgspec.json.decode(raw)
     # Any JSON value is accepted as the error: an unusual shape is still an
     # error frame from upstream, not a garbled data message.
     return ErrorFrame(error=text if isinstance(text, str) else bytes(raw).decode())
