@@ -216,3 +216,40 @@ async def _wait_reached(subs: list[Subscriber], heads: dict[str, int]) -> None:
         return {n: heads[n] for n in names if n in heads and heads[n] > 0}
 
     await wait_all_reached(subs, heads_of)
+
+
+async def test_a_paxos_client_pointed_at_the_mirror_paths_sees_the_truth(
+    nursery: trio.Nursery,
+) -> None:
+    """The strictest Paxos-format client at hand is the gateway's own upstream side: a second
+    gateway whose "Paxos" is the first gateway's mirror paths ends with the true books and
+    every execution exactly once, through an upstream resync of the first gateway."""
+    sim = Simulator(SimulatorConfig(seed=9, markets=MARKETS, levels=80, rate=2000.0))
+    sim_url = await nursery.start(sim.serve)
+    first = Gateway(gateway_config(sim_url), handle_signals=False)
+    await nursery.start(first.serve)
+    second = Gateway(gateway_config(first.subscriber_url), handle_signals=False)
+    await nursery.start(second.serve)
+    trades = Model()
+    await nursery.start(_collect, f"{second.subscriber_url}/v1/trades/*", trades)
+
+    with trio.fail_after(30):
+        await sim.wait_for_events(sim.events_generated + 2000)
+    assert sim.drop_all(path="/marketdata") == 1  # the first gateway resyncs its books
+    with trio.fail_after(30):
+        await sim.wait_for_events(sim.events_generated + 2000)
+    sim.pause()
+    await sim.wait_idle()
+    await wait_books_equal_truth(sim, first, MARKETS)
+    await wait_books_equal_truth(sim, second, MARKETS)
+    with trio.fail_after(30):
+        while not {e.match_number for e in sim.sent_executions[-20:]} <= _trade_ids(trades):
+            await trio.sleep(0.02)
+    received = [r["match_number"] for r in trades.records if r["type"] == "trade"]
+    assert len(received) == len(set(received))
+    assert trades.problems == []
+    for gateway in (second, first):
+        gateway.request_shutdown()
+        with trio.fail_after(10):
+            await gateway.stopped.wait()
+    nursery.cancel_scope.cancel()
