@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import get_args
 
@@ -31,6 +32,7 @@ import trio
 
 from gateway import __version__
 from gateway import config as config_mod
+from gateway.access import ConnectionRateLimiter, TokenAuth, auth_warning, load_tokens
 from gateway.book import OrderBook
 from gateway.config import Config, ConfigError
 from gateway.connect_gate import ConnectGate
@@ -72,7 +74,15 @@ class Gateway:
     shutdown sequence as SIGTERM.
     """
 
-    def __init__(self, config: Config, *, handle_signals: bool = True) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        handle_signals: bool = True,
+        auth_tokens: tuple[bytes, ...] | None = None,
+    ) -> None:
+        """``auth_tokens``: the subscriber tokens; None reads them (``load_tokens``) from
+        ``server.auth_token_file`` and the process environment (``ConfigError`` if bad)."""
         self.config = config
         # Fixed at process start and stamped on every record: a consumer sees a restart as a
         # new epoch rather than as a sequence gap.
@@ -95,7 +105,20 @@ class Gateway:
         for feed in self.feeds:
             for stream in feed.session.streams():
                 self.hub.declare_stream(stream)
-        self.server = Server(self.hub, config.server, self.metrics)
+        if auth_tokens is None:
+            auth_tokens = load_tokens(config.server.auth_token_file, os.environ)
+        self.auth = TokenAuth(auth_tokens)
+        self.metrics.auth_enabled.set(1 if self.auth.enabled else 0)
+        self.server = Server(
+            self.hub,
+            config.server,
+            self.metrics,
+            rate_limiter=ConnectionRateLimiter(
+                config.server.connections_per_ip_per_second,
+                config.server.connection_burst_per_ip,
+            ),
+            auth=self.auth,
+        )
         self.readiness = Readiness(self._feed_health, grace=config.metrics.ready_grace)
         self.ops = OpsServer(
             self.metrics.registry,
@@ -147,6 +170,11 @@ class Gateway:
                        "subscriber_url": self.subscriber_url, "metrics_url": self.metrics_url,
                        "feeds": [f.spec.url for f in self.feeds]},
             )  # fmt: skip
+            warning = auth_warning(
+                self.config.server.host, _port_of(server_port), self.auth.enabled
+            )
+            if warning is not None:
+                log.warning(warning, extra={"event": "auth_off"})
             task_status.started(self)
 
             await self._shutdown.wait()
@@ -339,10 +367,19 @@ def _url(scheme: str, host: str, port: int) -> str:
 
 
 async def serve(
-    config: Config, *, task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED
+    config: Config,
+    *,
+    auth_tokens: tuple[bytes, ...] | None = None,
+    task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a gateway until SIGTERM/SIGINT, then shut down gracefully and return."""
-    await Gateway(config).serve(task_status=task_status)
+    await Gateway(config, auth_tokens=auth_tokens).serve(task_status=task_status)
+
+
+def load_auth_tokens(config: Config, env: Mapping[str, str]) -> tuple[bytes, ...]:
+    """The subscriber tokens, read before the event loop starts so that a bad token file is a
+    configuration error (exit 2), not a traceback."""
+    return load_tokens(config.server.auth_token_file, env)
 
 
 # -- the ``run`` subcommand
@@ -363,12 +400,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_command(args: argparse.Namespace) -> int:
     try:
         config = config_mod.from_args(args, os.environ)
+        tokens = load_auth_tokens(config, os.environ)
     except ConfigError as e:
         print(f"paxos-gateway run: configuration error: {e}", file=sys.stderr)
         return 2
     setup_logging(config.log.level, config.log.format)
     try:
-        trio.run(serve, config)
+        trio.run(functools.partial(serve, config, auth_tokens=tokens))
     except BaseException as e:
         error = bind_error(e)
         if error is None:

@@ -95,6 +95,11 @@ class ServerConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     ping_interval: Positive = 20.0
     ping_timeout: Positive = 20.0
     handshake_timeout: Positive = 10.0
+    # New connections per client address (IPv4, or IPv6 /64): token-bucket rate and burst.
+    connections_per_ip_per_second: Positive = 20.0
+    connection_burst_per_ip: Count = 50
+    # Bearer tokens, one per line; with PAXOS_GATEWAY_AUTH_TOKENS. Any token => auth required.
+    auth_token_file: str = ""
 
 
 class MetricsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -133,6 +133,11 @@ class Metrics:
             "Subscriber connections refused before or at the handshake, by the reason.",
             ["reason"], registry=r,
         )  # fmt: skip
+        self.auth_enabled = Gauge(
+            f"{p}_auth_enabled",
+            "1 if subscribers must present a bearer token, else 0.",
+            registry=r,
+        )
         self.config_errors = Counter(
             f"{p}_config_errors", "Configuration problems found at start.", registry=r
         )

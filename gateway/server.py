@@ -26,15 +26,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Literal, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, WebSocketServer
+from trio_websocket import (
+    ConnectionClosed,
+    Endpoint,
+    WebSocketConnection,
+    WebSocketRequest,
+    WebSocketServer,
+)
 
 from gateway import mirror
+from gateway.access import ConnectionRateLimiter, LogBudget, TokenAuth, client_key
 from gateway.fastsend import Flusher, Wire, adopt
 from gateway.hub import Hub, Subscriber
 from gateway.protocol import (
@@ -235,6 +243,12 @@ class _Connection:
         self.cancel()
 
 
+def _peer(request: WebSocketRequest) -> str:
+    """The TCP peer's address (never X-Forwarded-For: any client can send that)."""
+    remote = request.remote
+    return str(remote.address) if isinstance(remote, Endpoint) else remote
+
+
 class Server:
     """The subscriber server. ``await nursery.start(server.run)`` returns once listening."""
 
@@ -246,10 +260,17 @@ class Server:
         *,
         close_timeout: float = CLOSE_TIMEOUT,
         fast_path: bool = True,
+        rate_limiter: ConnectionRateLimiter | None = None,
+        auth: TokenAuth | None = None,
     ) -> None:
         """``fast_path=False`` sends every message through trio-websocket's ``send_message``
-        (the reference behaviour; for tests and comparison)."""
+        (the reference behaviour; for tests and comparison). ``rate_limiter`` (new connections
+        per client address) and ``auth`` (bearer tokens) are checked at the handshake, before
+        anything else; None: no limit, no authentication."""
         self.hub = hub
+        self.rate_limiter = rate_limiter
+        self.auth = auth
+        self._log_budget = LogBudget()
         self.settings = settings
         self.metrics = metrics
         self.close_timeout = close_timeout
@@ -331,19 +352,58 @@ class Server:
 
     # -- one connection --------------------------------------------------------------------
 
-    async def _reject(self, request: WebSocketRequest, status: int, text: str, why: str) -> None:
+    async def _reject(
+        self,
+        request: WebSocketRequest,
+        status: int,
+        text: str,
+        why: str,
+        *,
+        retry_after: int | None = None,
+    ) -> None:
         if self.metrics is not None:
             self.metrics.rejected_connections.labels(why).inc()
-        log.info(
-            "subscriber rejected", extra={"status": status, "why": why, "path": request.path[:200]}
-        )
+        suppressed = self._log_budget.allow(trio.current_time())
+        if suppressed is not None:
+            # Never the headers (a token), and no query for access failures: a client may have
+            # put a token there although the gateway ignores it.
+            path = request.path if status not in (401, 429) else urlsplit(request.path).path
+            log.info(
+                "subscriber rejected",
+                extra={
+                    "status": status,
+                    "why": why,
+                    "path": path[:200],
+                    "client": _peer(request),
+                    "suppressed": suppressed,
+                },
+            )
         headers = [(b"content-type", b"text/plain; charset=utf-8")]
         if status == 503:
-            headers.append((b"retry-after", b"5"))
+            retry_after = 5
+        if retry_after is not None:
+            headers.append((b"retry-after", str(retry_after).encode()))
+        if status == 401:
+            headers.append((b"www-authenticate", b'Bearer realm="paxos-gateway"'))
         with contextlib.suppress(ConnectionClosed):
             await request.reject(status, extra_headers=headers, body=text.encode() + b"\n")
 
     async def _handle(self, request: WebSocketRequest) -> None:
+        if self.rate_limiter is not None:
+            wait = self.rate_limiter.check(client_key(_peer(request)), trio.current_time())
+            if wait > 0:
+                await self._reject(
+                    request,
+                    429,
+                    "too many new connections from this address, retry later",
+                    "rate_limited",
+                    retry_after=max(1, math.ceil(wait)),
+                )
+                return
+        if self.auth is not None and not self.auth.check(request.headers):
+            # One answer for a missing, malformed or wrong token: nothing to learn from it.
+            await self._reject(request, 401, "unauthorized", "unauthorized")
+            return
         try:
             wanted = route(request.path)
         except RouteError as exc:

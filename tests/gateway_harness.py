@@ -44,6 +44,10 @@ def gateway_config(sim_url: str, *, feeds: Sequence[str] | None = None, **sets: 
         "metrics.host": '"127.0.0.1"',
         "metrics.port": "0",
         "shutdown.drain_timeout": "2",
+        # Every test client connects from 127.0.0.1: storms of hundreds of subscribers must
+        # not trip the per-address limit (tests/test_limits.py tests that limit).
+        "server.connections_per_ip_per_second": "100000",
+        "server.connection_burst_per_ip": "100000",
         **sets,
     }
     return load_config(None, {}, [f"{k}={v}" for k, v in overrides.items()], feeds=feeds)

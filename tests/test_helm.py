@@ -98,7 +98,16 @@ EVERYTHING_ON: dict[str, Any] = {
     "service": {"type": "LoadBalancer", "annotations": {"example.com/lb": "internal"}},
 }
 
-SCENARIOS: dict[str, dict[str, Any]] = {"defaults": {}, "everything-on": EVERYTHING_ON}
+AUTH_ON: dict[str, Any] = {
+    "auth": {"existingSecret": "gateway-tokens", "key": "subscriber-tokens"},
+    "config": {"server": {"connections_per_ip_per_second": 5, "connection_burst_per_ip": 10}},
+}
+
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "everything-on": EVERYTHING_ON,
+    "auth-on": AUTH_ON,
+}
 
 
 @pytest.fixture(scope="module")
@@ -356,6 +365,39 @@ def test_config_is_mounted_where_the_image_looks(chart: Any) -> None:
     assert mounts["config"]["mountPath"] == str(config_path.parent)
     assert mounts["config"]["readOnly"] is True
     assert config_path.name in one(manifests, "ConfigMap")["data"]
+
+
+def test_auth_tokens_come_from_the_secret(chart: Any, tmp_path: Path) -> None:
+    from gateway.access import load_tokens
+    from gateway.config import load_config
+
+    assert "auth" not in {v["name"] for v in one(render(chart), "Deployment")["spec"]["template"][
+        "spec"]["volumes"]}  # fmt: skip
+    assert "auth_token_file" not in gateway_toml(render(chart))["server"]
+    manifests = render(chart, AUTH_ON)
+    pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
+    volume = {v["name"]: v for v in pod["volumes"]}["auth"]
+    assert volume["secret"]["secretName"] == "gateway-tokens"
+    assert volume["secret"]["items"] == [{"key": "subscriber-tokens", "path": "tokens"}]
+    mount = {m["name"]: m for m in container(manifests)["volumeMounts"]}["auth"]
+    assert mount["readOnly"] is True
+    server = gateway_toml(manifests)["server"]
+    token_file = Path(server["auth_token_file"])
+    assert token_file == Path(mount["mountPath"]) / "tokens"
+    # Not inside the ConfigMap's directory: no volume nested in another.
+    config_dir = Path({m["name"]: m for m in container(manifests)["volumeMounts"]}["config"][
+        "mountPath"])  # fmt: skip
+    assert config_dir not in token_file.parents
+    assert server["connections_per_ip_per_second"] == 5.0
+    assert type(server["connection_burst_per_ip"]) is int
+    # The gateway accepts the rendered config, and reads tokens from the file it names.
+    path = tmp_path / "gateway.toml"
+    path.write_text(one(manifests, "ConfigMap")["data"]["gateway.toml"])
+    config = load_config(path, env={})
+    assert config.server.auth_token_file == str(token_file)
+    secret = tmp_path / "tokens"
+    secret.write_text("# rotated 2024-05\nabcdefghijklmnop0123456789\n")
+    assert load_tokens(str(secret), {}) == (b"abcdefghijklmnop0123456789",)
 
 
 # -- pod spec ------------------------------------------------------------------------------------

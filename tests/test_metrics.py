@@ -75,6 +75,7 @@ EXPECTED_TYPES = {
     "resumes": "counter",
     "request_errors": "counter",
     "rejected_connections": "counter",
+    "auth_enabled": "gauge",
     # process
     "ready": "gauge",
     "info": "gauge",

@@ -57,6 +57,10 @@ app.kubernetes.io/component: gateway
 {{/* Where the ConfigMap is mounted; the Dockerfile's CMD uses the same path. */}}
 {{- define "paxos-gateway.configDir" -}}/etc/paxos-gateway{{- end }}
 
+{{/* Where the auth Secret's key is mounted (outside the ConfigMap's directory). */}}
+{{- define "paxos-gateway.authDir" -}}/etc/paxos-gateway-auth{{- end }}
+{{- define "paxos-gateway.authTokenFile" -}}{{ include "paxos-gateway.authDir" . }}/tokens{{- end }}
+
 {{- define "paxos-gateway.serverPort" -}}
 {{- int64 (dig "server" "port" 8765 .Values.config) }}
 {{- end }}
@@ -131,6 +135,9 @@ server:
   ping_interval: float
   ping_timeout: float
   handshake_timeout: float
+  connections_per_ip_per_second: float
+  connection_burst_per_ip: int
+  auth_token_file: string
 metrics:
   host: string
   port: int
@@ -153,7 +160,10 @@ feeds:
 {{- $config := .Values.config -}}
 # Rendered by the {{ .Chart.Name }} chart from .Values.config; edit the values, not this file.
 {{- range $section := list "upstream" "server" "metrics" "shutdown" "log" }}
-{{- $values := index $config $section | default dict }}
+{{- $values := deepCopy (index $config $section | default dict) }}
+{{- if and (eq $section "server") $.Values.auth.existingSecret }}
+{{- $_ := set $values "auth_token_file" (include "paxos-gateway.authTokenFile" $) }}
+{{- end }}
 {{- $sectionTypes := index $types $section }}
 
 [{{ $section }}]
