@@ -314,7 +314,10 @@ class Server:
                 disconnect_timeout=self.close_timeout,
             )
             await nursery.start(self._accept, server)
-            log.info("subscriber server listening", extra={"host": s.host, "port": self.port})
+            log.info(
+                "subscriber server listening",
+                extra={"event": "server_listening", "host": s.host, "port": self.port},
+            )
             task_status.started(self)
             await self._stopped.wait()
             nursery.cancel_scope.cancel()
@@ -342,7 +345,7 @@ class Server:
         if self._connections:
             log.warning(
                 "drain timeout: closing subscribers with undelivered data",
-                extra={"subscribers": len(self._connections)},
+                extra={"event": "drain_timeout", "subscribers": len(self._connections)},
             )
             for conn in list(self._connections):
                 conn.end("shutdown", CLOSE_GOING_AWAY, CLOSE_REASON_SHUTDOWN)
@@ -371,6 +374,7 @@ class Server:
             log.info(
                 "subscriber rejected",
                 extra={
+                    "event": "subscriber_rejected",
                     "status": status,
                     "why": why,
                     "path": path[:200],
@@ -438,7 +442,10 @@ class Server:
             hub.close(sub, CLOSE_GOING_AWAY, CLOSE_REASON_SHUTDOWN, drain=False)
         if self.metrics is not None:
             self.metrics.subscribers.inc()
-        log.debug("subscriber connected", extra={"subscriber": sub.id, "path": ws.path})
+        log.info(
+            "subscriber connected",
+            extra={"event": "subscriber_connected", "subscriber": sub.id, "path": ws.path},
+        )
         try:
             async with trio.open_nursery() as nursery:
                 conn.cancel = nursery.cancel_scope.cancel
@@ -468,7 +475,14 @@ class Server:
                 self.metrics.subscribers.dec()
                 self.metrics.subscriber_disconnects.labels(reason).inc()
             if reason in ("slow", "ping_timeout", "error"):
-                log.info("subscriber disconnected", extra={"subscriber": sub.id, "reason": reason})
+                log.info(
+                    "subscriber disconnected",
+                    extra={
+                        "event": "subscriber_disconnected",
+                        "subscriber": sub.id,
+                        "reason": reason,
+                    },
+                )
 
     async def _fast_writer(self, conn: _Connection, wire: Wire) -> None:
         """Finishes what the flusher could not write at once, and closes when the hub says so.
@@ -592,7 +606,12 @@ class Server:
                 if conn.errors <= MAX_LOGGED_ERRORS:
                     log.info(
                         "subscriber request refused",
-                        extra={"subscriber": sub.id, "code": error.code, "error": error.message},
+                        extra={
+                            "event": "request_refused",
+                            "subscriber": sub.id,
+                            "code": error.code,
+                            "error": error.message,
+                        },
                     )
             # A client flooding requests must not starve the other tasks.
             await trio.lowlevel.checkpoint()
