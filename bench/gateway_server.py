@@ -9,6 +9,7 @@ Settings differing from the defaults, and why:
   ``websockets.broadcast()`` buffers without limit and the trio peer has a deep queue: all three
   deliver every record;
 * upstream fast retry and no connect interval: the feeder is local;
+* per-IP connection rate and burst far above N: every subscriber connects from 127.0.0.1;
 * ``shutdown.drain_timeout = 0`` and log level ``warning``.
 
 Prints ``LISTENING <port>`` once the subscriber server is bound; exits on SIGTERM or after
@@ -38,6 +39,8 @@ SETTINGS = (
     "server.ping_interval=3600.0",
     "server.ping_timeout=3600.0",
     f"server.buffer_bytes={256 * 2**20}",
+    "server.connections_per_ip_per_second=100000.0",
+    "server.connection_burst_per_ip=100000",
     "upstream.allow_fast_retry=true",
     "upstream.backoff_initial=0.05",
     "upstream.backoff_max=0.5",
