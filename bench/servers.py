@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bench import data
 
@@ -64,17 +64,11 @@ WEBSOCKETS = ServerSpec(
     book_request=None,
 )
 
-TRIO_NAIVE = ServerSpec(
+TRIO_NAIVE = replace(
+    WEBSOCKETS,
     name="trio-naive",
     description="trio-websocket, a task per subscriber, send_message per record (bench/peers)",
     module="bench.peers.trio_naive",
-    feed_kind="record",
-    trades_path="/records",
-    book_path="/records",
-    stream_path="/stream",
-    trades_request=None,
-    book_stream_path="/book",
-    book_request=None,
 )
 
 ALL = {s.name: s for s in (GATEWAY, WEBSOCKETS, TRIO_NAIVE)}

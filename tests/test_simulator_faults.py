@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
-import pytest
 import trio
 from trio.testing import MockClock
 
-from gateway.simulator import FaultConfig, SimulatorConfig
-from tests.test_simulator_support import Replica, client, parse, serving
+from gateway.simulator import FaultConfig
+from tests.test_simulator_support import Replica, client, parse, serving, unthrottled
 
 FEW = ("BTCUSD", "ETHUSD")
 
 
-def fast(**kw: object) -> SimulatorConfig:
-    base: dict[str, object] = {"seed": 9, "markets": FEW, "levels": 40, "rate": 0.0}
-    base.update(kw)
-    return SimulatorConfig(**base)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def slow_autojump() -> MockClock:
-    # jumps only after 50 ms of real idleness, so loopback I/O always completes first
-    return MockClock(autojump_threshold=0.05)
+fast = functools.partial(unthrottled, seed=9, markets=FEW, levels=40)
 
 
 async def test_drop_all_abrupt_and_graceful() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from decimal import Decimal
 
 import pytest
@@ -16,22 +17,14 @@ from tests.test_simulator_support import (
     client,
     parse,
     serving,
+    unthrottled,
 )
 
 T0 = 1_700_000_000_000_000_000
 FEW = ("BTCUSD", "ETHUSD", "UNIUSD")
 
 
-def fast(**kw: object) -> SimulatorConfig:
-    base: dict[str, object] = {"seed": 5, "markets": FEW, "levels": 50, "rate": 0.0}
-    base.update(kw)
-    return SimulatorConfig(**base)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def slow_autojump() -> MockClock:
-    # jumps only after 50 ms of real idleness, so loopback I/O always completes first
-    return MockClock(autojump_threshold=0.05)
+fast = functools.partial(unthrottled, seed=5, markets=FEW, levels=50)
 
 
 async def test_book_path_one_market_snapshot_then_updates_equal_truth() -> None:

@@ -116,6 +116,11 @@ class Client:
         return self.close_code
 
 
+def unthrottled(**kw: Any) -> SimulatorConfig:
+    """A simulator config generating as fast as clients read; ``kw`` overrides anything."""
+    return SimulatorConfig(**{"rate": 0.0, **kw})
+
+
 @asynccontextmanager
 async def serving(config: SimulatorConfig, *, paused: bool = False) -> AsyncIterator[Simulator]:
     sim = Simulator(config)
