@@ -195,6 +195,8 @@ class Combo:
     cpu_per_million: float | None = None
     server_cpu_util: float | None = None  # server CPU seconds / wall seconds of the burst
     harness_cpu_util: float | None = None  # the same for subscribers + feeder together
+    lat_server_cpu: float | None = None  # the same two over the latency phase
+    lat_harness_cpu: float | None = None
     errors: list[str] = field(default_factory=list)
 
 
@@ -320,7 +322,7 @@ class Bench:
             self._warm_subscribers(kind)
             # Latency first, on idle buffers. Throughput is measured over a bounded window
             # and may leave a backlog, which dies with the server.
-            self._latency(result, kind, n)
+            self._latency(result, kind, n, ps)
             self._throughput(result, kind, n, ps)
         finally:
             self.clients.all(("close_all",))
@@ -361,12 +363,18 @@ class Bench:
             raise BenchError("some subscribers received nothing during the warm-up")
         self.clients.quiesce()
 
-    def _latency(self, result: Combo, kind: str, n: int) -> None:
+    def _latency(self, result: Combo, kind: str, n: int, ps: psutil.Process) -> None:
         count = self.s.latency_records
         base = self.clients.quiesce()
         self.clients.all(("latency", True))
         limit = count / LATENCY_RATE * 3 + 10
-        self.feed(kind, ("rate", self._next(count), count, LATENCY_RATE, limit), limit + 10)
+        harness = [psutil.Process(pid) for pid in self.harness_pids]
+        cpu0, harness0 = cpu_seconds(ps), sum(cpu_seconds(p) for p in harness)
+        reply = self.feed(kind, ("rate", self._next(count), count, LATENCY_RATE, limit), limit + 10)
+        # Over the sending window only: is the machine saturated while latency is measured?
+        seconds = max(1e-9, (reply[3] - reply[2]) / 1e9)
+        result.lat_server_cpu = (cpu_seconds(ps) - cpu0) / seconds
+        result.lat_harness_cpu = (sum(cpu_seconds(p) for p in harness) - harness0) / seconds
         # A server that cannot keep up would take minutes to drain; what has not arrived
         # LATENCY_GRACE s after the last send counts as infinitely late.
         self.clients.wait_total(
@@ -507,8 +515,12 @@ def main(argv: list[str] | None = None) -> int:
             ingest = bench.ingest()
             bench.start()
             for run in range(settings.runs):
+                # Each run starts with another server: whatever the first measurement of a run
+                # pays for (a cold process, a busy machine), every server pays in turn.
+                k = run % len(settings.servers)
+                order = settings.servers[k:] + settings.servers[:k]
                 for n in settings.ns:
-                    for name in settings.servers:
+                    for name in order:
                         t0 = time.monotonic()
                         try:
                             combos.append(bench.combo(ALL[name], n, run))
@@ -518,6 +530,8 @@ def main(argv: list[str] | None = None) -> int:
                                 f"  p99 {report.fmt(c.lat_p99, '7.2f')} ms"
                                 f"  server CPU {report.fmt(c.server_cpu_util, '.0%')}"
                                 f"  harness CPU {report.fmt(c.harness_cpu_util, '.0%')}"
+                                f"  at 1k/s: {report.fmt(c.lat_server_cpu, '.0%')}"
+                                f" / {report.fmt(c.lat_harness_cpu, '.0%')}"
                                 f"  ({time.monotonic() - t0:.1f}s)"
                             )
                         except (BenchError, OSError, psutil.Error) as exc:
