@@ -1,32 +1,35 @@
 """The upstream I/O edge: one trio task per feed that keeps one Paxos WebSocket alive.
 
 ``run_feed`` loops forever: wait for the shared ``ConnectGate`` → connect (TCP, TLS, WebSocket
-handshake, all within ``connect_timeout``) → hand every frame to the feed's sans-IO session and
-publish what it returns → on any end of the connection, publish a status, count it, log it once
-and back off. It only returns by cancellation.
+handshake, all within ``connect_timeout``) → hand the frames of every socket read to the feed's
+sans-IO session and publish what it returns, as one batch → on any end of the connection,
+publish a status, count it, log it once and back off. It only returns by cancellation.
 
 Why it is built the way it is:
 
+* The WebSocket protocol is ``wsclient`` (sans-IO; why not trio-websocket: see there). One read
+  of up to ``_RECEIVE_BUFFER_SIZE`` bytes is parsed, normalized and published in one go, so a
+  burst costs one task switch, not one per message, and its records reach each subscriber in
+  one write.
 * ``session.receive`` and ``publish`` run back to back with no checkpoint in between, so every
   book the hub can see always matches its stream's head sequence number (architecture
   invariant). Metrics are updated after ``publish`` to keep them off the latency path.
 * Liveness is judged by WebSocket ping/pong only. An idle market legitimately sends nothing for
   hours; a silent-but-alive upstream must stay connected, a connection whose pongs stop is dead.
-* TCP and TLS are opened here rather than inside ``trio_websocket.open_websocket_url``: that
-  helper reports a failed TLS handshake (e.g. an unverifiable certificate) as a connect timeout
-  after ``connect_timeout`` seconds; doing the TLS handshake explicitly gives the operator
-  ``tls_error`` and the certificate message at once. TLS is always verified.
-* Shutdown closes the WebSocket with a proper close handshake (code 1000). Trio cancels every
-  task under the cancelled scope at once — including trio-websocket's reader task, without which
-  the close handshake cannot complete — so a connection runs inside a shielded scope with its own
-  timeouts, and a small watcher task turns the outer cancellation into a graceful close that is
-  bounded by ``close_timeout``.
+* The TLS handshake is done explicitly, before the WebSocket one, so that a failure (e.g. an
+  unverifiable certificate) is reported at once as ``tls_error`` with the certificate message.
+  TLS is always verified.
+* Shutdown closes the WebSocket with a proper close handshake (code 1000). The connection runs
+  inside a shielded scope with its own timeouts, and a small watcher task turns the outer
+  cancellation into a graceful close bounded by ``close_timeout``: a cancelled read could not
+  wait for the server's close frame.
 * Disconnect reasons are a small fixed set (``REASONS``) because they are metric label values.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import socket
 import ssl
@@ -37,14 +40,6 @@ from typing import NoReturn, Protocol
 from urllib.parse import urlsplit
 
 import trio
-from trio_websocket import (
-    CloseReason,
-    ConnectionClosed,
-    ConnectionRejected,
-    WebSocketConnection,
-    wrap_client_stream,
-)
-from wsproto.utilities import LocalProtocolError
 
 from gateway.backoff import DEFAULT_HEALTHY_AFTER, Backoff
 from gateway.config import UpstreamConfig
@@ -52,6 +47,15 @@ from gateway.connect_gate import ConnectGate
 from gateway.feeds import FeedSpec
 from gateway.metrics import Metrics
 from gateway.records import Price, Record, Trade
+from gateway.wsclient import (
+    CLOSE_MESSAGE_TOO_BIG,
+    ClientProtocol,
+    Closing,
+    Handshake,
+    HandshakeError,
+    Rejected,
+    client_frame,
+)
 
 log = logging.getLogger("gateway.upstream")
 
@@ -82,10 +86,9 @@ REASONS = frozenset(
 )  # fmt: skip
 
 DEFAULT_CLOSE_TIMEOUT = 2.0
-# Lets trio-websocket's reader decode a burst of small frames per socket read without a task
-# switch per frame, while bounding buffered memory to a few messages.
-_MESSAGE_QUEUE_SIZE = 8
+# One read: up to a few hundred Paxos messages, normalized and published as one batch.
 _RECEIVE_BUFFER_SIZE = 65536
+_OP_PING = 0x9
 
 Publish = Callable[[list[Record], int], None]
 
@@ -151,10 +154,72 @@ class _Ended:
     messages: int = 0
 
 
+class UpstreamWebSocket:
+    """One open upstream WebSocket (I/O around ``wsclient.ClientProtocol``): the stream, one
+    writer at a time (the read loop's pongs and close replies, the keepalive's pings, the close
+    handshake), and the pings waiting for their pongs. Reading is the read loop's alone."""
+
+    def __init__(self, stream: trio.abc.Stream, protocol: ClientProtocol) -> None:
+        self.stream = stream
+        self.protocol = protocol
+        self._send_lock = trio.Lock()
+        self._pings: dict[bytes, trio.Event] = {}
+        self.close_sent = False
+        self.eof = False  # the peer's side of the TCP connection has ended
+
+    @property
+    def closed(self) -> Closing | None:
+        return self.protocol.closing
+
+    async def send(self, frame: bytes) -> None:
+        async with self._send_lock:
+            await self.stream.send_all(frame)
+
+    async def send_pending(self) -> None:
+        """Send what the protocol queued (pongs, the close reply)."""
+        outgoing = self.protocol.outgoing
+        if outgoing:
+            frames = bytes(outgoing)
+            outgoing.clear()
+            if self.protocol.closing is not None:
+                self.close_sent = True
+            await self.send(frames)
+
+    def pongs_received(self) -> None:
+        for payload in self.protocol.pongs:
+            event = self._pings.pop(payload, None)
+            if event is not None:
+                event.set()
+        self.protocol.pongs.clear()
+
+    async def ping(self) -> None:
+        """Send a ping and wait for its pong (the caller bounds the wait)."""
+        payload = os.urandom(8)
+        event = self._pings[payload] = trio.Event()
+        try:
+            await self.send(client_frame(_OP_PING, payload))
+            await event.wait()
+        finally:
+            self._pings.pop(payload, None)
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        """The closing handshake from this side: send a close frame, then read (and drop)
+        until the peer's close frame or EOF. The caller bounds it in time."""
+        if not self.close_sent and self.protocol.closing is None:
+            self.close_sent = True
+            await self.send(self.protocol.send_close(code, reason))
+        while self.protocol.closing is None and not self.eof:
+            data = await self.stream.receive_some(_RECEIVE_BUFFER_SIZE)
+            if not data:
+                self.eof = True
+                break
+            self.protocol.receive(bytes(data))
+
+
 @dataclass(slots=True)
 class _Conn:
     stream: trio.abc.Stream | None = None
-    ws: WebSocketConnection | None = None
+    ws: UpstreamWebSocket | None = None
     established: bool = False
     opened_at: float = 0.0
     messages: int = 0
@@ -163,6 +228,7 @@ class _Conn:
     # executed before this instant is such a replay and says nothing about lag. Paxos trims
     # timestamps (whole seconds at worst), so a live trade may look up to 1 s older.
     established_ns: int = 0
+    leftover: bytes = b""  # frames that arrived with the handshake's response
 
     @property
     def replay_before_ns(self) -> int:
@@ -334,90 +400,74 @@ class _FeedRunner:
         conn = _Conn()
         ended: _Ended | None = None
         try:
-            async with trio.open_nursery() as ws_nursery:
+            with work:
                 try:
-                    with work:
-                        try:
-                            with trio.fail_after(self.settings.connect_timeout):
-                                await self._open(conn, ws_nursery)
-                        except trio.TooSlowError:
-                            raise _ConnectFailed(
-                                CONNECT_TIMEOUT,
-                                f"no WebSocket handshake within {self.settings.connect_timeout} s",
-                            ) from None
-                        self._went_up(conn)
-                        ended = await self._serve(conn)
-                    if work.cancelled_caught:
-                        ended = self._ended(conn, CANCELLED, "gateway shutting down")
-                except _ConnectFailed as exc:
-                    ended = _Ended(exc.reason, exc.detail)
-                finally:
-                    await self._close(conn, ended)
-                    ws_nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            # trio-websocket's reader task raises ConnectionRejected when the server answers
-            # the upgrade with an HTTP status; it surfaces here from the reader's nursery.
-            rejected, rest = group.split(ConnectionRejected)
-            # trio-websocket's reader raises LocalProtocolError when it tries to send on a
-            # connection that is already closing: a pong for a ping that crossed our close
-            # frame, or a second 1009 close for the next fragment of an oversized message.
-            # The connection was ending anyway: keep the reason it ended for.
-            local, others = group.split(LocalProtocolError)
-            if rejected is not None and rest is None:
-                rejection = _first(rejected)
-                assert isinstance(rejection, ConnectionRejected)
-                ended = _Ended(HANDSHAKE_REJECTED, _describe_rejection(rejection))
-            elif local is not None and others is None:
-                if ended is None:
-                    closed = conn.ws.closed if conn.ws is not None else None
-                    if closed is not None:
-                        reason, detail = _classify_close(closed)
-                    else:
-                        reason, detail = PROTOCOL_ERROR, repr(_first(local))
-                    ended = self._ended(conn, reason, detail)
-            else:
-                _errors, fatal = group.split(Exception)
-                if fatal is not None:
-                    raise
-                # A bug in the session, the hub or trio-websocket must not take the whole
-                # gateway down on one frame: log it loudly and reconnect, which replaces every
-                # book of this feed with a fresh snapshot.
-                log.error(
-                    "feed %s: internal error, reconnecting",
-                    self.feed.name,
-                    exc_info=group,
-                    extra={"feed": self.feed.name, "event": "error", "reason": INTERNAL_ERROR},
-                )
-                ended = self._ended(conn, INTERNAL_ERROR, repr(_first(group)))
+                    with trio.fail_after(self.settings.connect_timeout):
+                        await self._open(conn)
+                except trio.TooSlowError:
+                    raise _ConnectFailed(
+                        CONNECT_TIMEOUT,
+                        f"no WebSocket handshake within {self.settings.connect_timeout} s",
+                    ) from None
+                self._went_up(conn)
+                ended = await self._serve(conn)
+            if work.cancelled_caught:
+                ended = self._ended(conn, CANCELLED, "gateway shutting down")
+        except _ConnectFailed as exc:
+            ended = _Ended(exc.reason, exc.detail)
+        except Exception as exc:
+            # A bug in the session or the hub must not take the whole gateway down on one
+            # frame: log it loudly and reconnect, which replaces every book of this feed with
+            # a fresh snapshot.
+            log.error(
+                "feed %s: internal error, reconnecting",
+                self.feed.name,
+                exc_info=exc,
+                extra={"feed": self.feed.name, "event": "error", "reason": INTERNAL_ERROR},
+            )
+            ended = self._ended(conn, INTERNAL_ERROR, repr(_first(exc)))
+        finally:
+            await self._close(conn, ended)
         assert ended is not None
         if ended.established or ended.reason == CANCELLED:
             self._went_down(ended)
         return ended
 
-    async def _open(self, conn: _Conn, ws_nursery: trio.Nursery) -> None:
+    async def _open(self, conn: _Conn) -> None:
         t = self.target
         try:
             conn.stream = tcp = await trio.open_tcp_stream(t.host, t.port)
         except OSError as exc:
             raise _ConnectFailed(_classify_os_error(exc), _describe_os_error(exc)) from None
+        stream: trio.abc.Stream = tcp
         if self.ssl_context is not None:
-            conn.stream = tls = trio.SSLStream(
+            conn.stream = stream = trio.SSLStream(
                 tcp, self.ssl_context, server_hostname=t.host, https_compatible=True
             )
             try:
-                await tls.do_handshake()
+                await stream.do_handshake()
             except trio.BrokenResourceError as exc:
                 detail = f"TLS handshake failed: {exc.__cause__ or exc}"
                 raise _ConnectFailed(TLS_ERROR, detail) from None
-        # A refused upgrade (HTTP 404/503...) is raised by the reader task, see _connection.
-        conn.ws = await wrap_client_stream(
-            ws_nursery, conn.stream, t.host_header, t.resource,
-            message_queue_size=_MESSAGE_QUEUE_SIZE,
-            max_message_size=self.settings.max_message_bytes,
-            receive_buffer_size=_RECEIVE_BUFFER_SIZE,
-        )  # fmt: skip
+        handshake = Handshake(t.host_header, t.resource)
+        try:
+            await stream.send_all(handshake.request)
+            while not handshake.receive(bytes(await stream.receive_some(_RECEIVE_BUFFER_SIZE))):
+                pass
+        except HandshakeError as exc:
+            raise _ConnectFailed(PROTOCOL_ERROR, f"bad WebSocket handshake: {exc}") from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            detail = f"connection lost in the handshake: {exc}"
+            raise _ConnectFailed(NETWORK_ERROR, detail) from None
+        if handshake.rejected is not None:
+            raise _ConnectFailed(HANDSHAKE_REJECTED, _describe_rejection(handshake.rejected))
+        protocol = ClientProtocol(self.settings.max_message_bytes)
+        conn.ws = UpstreamWebSocket(stream, protocol)
         conn.established = True
         conn.opened_at = trio.current_time()
+        # Frames that came with the 101 response (Paxos starts with the snapshot at once) are
+        # read by the read loop like any other, so that they are published as they should be.
+        conn.leftover = handshake.leftover
 
     async def _serve(self, conn: _Conn) -> _Ended:
         ws = conn.ws
@@ -425,7 +475,7 @@ class _FeedRunner:
         ended: _Ended | None = None
         async with trio.open_nursery() as nursery:
             if self.settings.ping_interval > 0:
-                nursery.start_soon(self._keepalive, conn, ws, nursery.cancel_scope)
+                nursery.start_soon(self._keepalive, ws, nursery.cancel_scope)
             ended = await self._read_loop(conn, ws)
             nursery.cancel_scope.cancel()
         if ended is None:  # only the keepalive cancels this nursery without a result
@@ -434,56 +484,80 @@ class _FeedRunner:
             )
         return ended
 
-    async def _keepalive(
-        self, conn: _Conn, ws: WebSocketConnection, serving: trio.CancelScope
-    ) -> None:
+    async def _keepalive(self, ws: UpstreamWebSocket, serving: trio.CancelScope) -> None:
         while True:
             await trio.sleep(self.settings.ping_interval)
             with trio.move_on_after(self.settings.ping_timeout) as waited:
                 try:
                     await ws.ping()
-                except ConnectionClosed:
-                    return  # the read loop sees the close and reports it
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return  # the read loop sees the connection end and reports it
             if waited.cancelled_caught:
                 serving.cancel()
                 return
 
-    async def _read_loop(self, conn: _Conn, ws: WebSocketConnection) -> _Ended:
+    async def _read_loop(self, conn: _Conn, ws: UpstreamWebSocket) -> _Ended:
+        """Every socket read is parsed, normalized and published as one batch: no task switch
+        per message, and the records of one read reach each subscriber in one write."""
         session = self.session
         publish = self.publish
         state = self.state
+        protocol = ws.protocol
+        data, conn.leftover = conn.leftover, b""
         while True:
-            try:
-                message = await ws.get_message()
-            except ConnectionClosed as exc:
-                reason, detail = _classify_close(exc.reason)
-                return self._ended(conn, reason, detail)
+            if not data:
+                try:
+                    # bytes for trio's streams (SSLStream may hand out a bytearray).
+                    data = bytes(await ws.stream.receive_some(_RECEIVE_BUFFER_SIZE))
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    return self._ended(conn, CONNECTION_LOST, f"connection lost: {exc}")
+                if not data:
+                    ws.eof = True
+                    return self._ended(conn, CONNECTION_LOST, "connection closed (no close frame)")
             received_mono = time.monotonic_ns()
             now_ns = time.time_ns()
-            records = session.receive(message, now_ns)
-            if records:
-                publish(records, received_mono)
-            # -- no checkpoint above this line since get_message returned --
-            conn.messages += 1
-            state.messages += 1
-            state.last_message_at = trio.current_time()
-            state.last_message_monotonic_ns = received_mono
-            if isinstance(message, str):
-                self._m_bytes.inc(len(message) if message.isascii() else len(message.encode()))
-            else:
-                self._m_bytes.inc(len(message))
+            messages = protocol.receive(data)
+            data = b""
+            records: list[Record] = []
+            size = 0
+            try:
+                for message in messages:
+                    records += session.receive(message, now_ns)
+                    size += len(message)
+                    conn.messages += 1
+                    if session.resync_reason is not None or session.upstream_error is not None:
+                        break  # the rest belongs to a connection about to be replaced
+            finally:
+                # Also after a failure half-way: the records that got sequence numbers must
+                # reach the hub, or their streams would show a gap.
+                if records:
+                    publish(records, received_mono)
+            # -- no checkpoint above this line since receive_some returned --
+            if messages:
+                state.messages += len(messages)
+                state.last_message_at = trio.current_time()
+                state.last_message_monotonic_ns = received_mono
+                self._m_bytes.inc(size)
+            replay_before_ns = conn.replay_before_ns
             for record in records:
-                if (
-                    isinstance(record, Trade | Price)
-                    and record.exchange_time >= conn.replay_before_ns
-                ):
+                if isinstance(record, Trade | Price) and record.exchange_time >= replay_before_ns:
                     self._m_lag.observe((record.receive_time - record.exchange_time) / 1e9)
+            if protocol.pongs:
+                ws.pongs_received()
             resync = session.resync_reason
             if resync is not None:
                 return self._ended(conn, CROSSED_BOOK, f"resync requested: {resync}")
             error = session.upstream_error
             if error is not None:
                 return self._ended(conn, ERROR_FRAME, f"upstream error frame: {error}")
+            try:
+                await ws.send_pending()
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                return self._ended(conn, CONNECTION_LOST, f"connection lost: {exc}")
+            closing = protocol.closing
+            if closing is not None:
+                reason, detail = _classify_close(closing)
+                return self._ended(conn, reason, detail)
 
     def _ended(self, conn: _Conn, reason: str, detail: str) -> _Ended:
         lived = trio.current_time() - conn.opened_at if conn.established else 0.0
@@ -493,19 +567,19 @@ class _FeedRunner:
         """Close the WebSocket (gracefully when the peer is alive) and always the transport."""
         ws = conn.ws
         try:
-            if ws is not None and ws.closed is None:
-                if ended is not None and ended.reason != PING_TIMEOUT:
-                    # Our side ends an alive connection: resync, error frame or shutdown.
-                    with trio.move_on_after(self.close_timeout):
-                        await ws.aclose(1000, _close_text(ended.reason))
-                else:
-                    # The peer stopped answering (or something unexpected raised): a close
-                    # handshake would only wait out the timeout.
-                    await trio.aclose_forcefully(ws)
+            alive = ended is not None and ended.reason not in (PING_TIMEOUT, CONNECTION_LOST)
+            if ws is not None and alive and not ws.eof:
+                # Our side ends an alive connection (resync, error frame, shutdown, a protocol
+                # error of the peer's), or answered the peer's close: finish the handshake.
+                assert ended is not None
+                with trio.move_on_after(self.close_timeout):
+                    await ws.send_pending()
+                    await ws.aclose(1000, _close_text(ended.reason))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the peer is gone already: nothing left to close gracefully
         finally:
-            # trio-websocket leaves the transport open in some paths (e.g. after closing with
-            # 1009 for an oversized message); the socket is ours, so release it here, even
-            # when the close above was interrupted.
+            # The peer stopped answering, went away or misbehaved: no handshake to wait for,
+            # and in every case the socket is ours to release, even after an interruption.
             if conn.stream is not None:
                 await trio.aclose_forcefully(conn.stream)
 
@@ -613,8 +687,8 @@ class _FeedRunner:
 # -- classification ---------------------------------------------------------------------------
 
 
-def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    exc: BaseException = group
+def _first(error: BaseException) -> BaseException:
+    exc = error
     while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]
     return exc
@@ -653,22 +727,22 @@ def _describe_os_error(exc: OSError) -> str:
     return str(exc) if innermost is exc else f"{exc} ({innermost})"
 
 
-def _describe_rejection(exc: ConnectionRejected) -> str:
-    body = (exc.body or b"")[:200].decode("utf-8", "replace").strip()
-    return f"server answered HTTP {exc.status_code}" + (f": {body}" if body else "")
+def _describe_rejection(rejected: Rejected) -> str:
+    body = rejected.body[:200].decode("utf-8", "replace").strip()
+    return f"server answered HTTP {rejected.status}" + (f": {body}" if body else "")
 
 
-def _classify_close(reason: CloseReason | None) -> tuple[str, str]:
-    if reason is None:
-        return CONNECTION_LOST, "connection closed"
-    text = f"close code {reason.code} ({reason.name})" + (
-        f": {reason.reason}" if reason.reason else ""
-    )
-    if reason.code == 1009:
+def _classify_close(closing: Closing) -> tuple[str, str]:
+    code = closing.code
+    if not closing.by_peer:  # the server broke the protocol; we closed with ``code``
+        reason = MESSAGE_TOO_BIG if code == CLOSE_MESSAGE_TOO_BIG else PROTOCOL_ERROR
+        return reason, f"{closing.reason} (closed with code {code})"
+    text = f"close code {code}" + (f": {closing.reason}" if closing.reason else "")
+    if code == CLOSE_MESSAGE_TOO_BIG:
         return MESSAGE_TOO_BIG, text
-    if reason.code in (1002, 1003, 1007):
+    if code in (1002, 1003, 1007):
         return PROTOCOL_ERROR, text
-    if reason.code in (1005, 1006):
+    if code in (1005, 1006):
         return CONNECTION_LOST, text
     return CLOSED_BY_SERVER, text
 

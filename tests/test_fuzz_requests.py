@@ -253,7 +253,9 @@ def mutated(rng: Random) -> tuple[bytes | str, bool, ErrorCode | None]:
     elif how == "bad_stream" and streams:
         req["streams"] = [*req["streams"][:-1], rng.choice(BAD_STREAMS)]
         req.pop("resume", None)
-        expect = "bad_stream" if len(req["streams"][-1]) <= 128 else "invalid_request"
+        # Lengths outside 1..128 fail the request's type (like any ill-typed field); a name
+        # of a valid length fails the stream grammar.
+        expect = "bad_stream" if 1 <= len(req["streams"][-1]) <= 128 else "invalid_request"
     elif how == "too_many" and streams:
         req["streams"] = [f"book.M{i:04d}" for i in range(MAX_STREAMS + 1)]
         req.pop("resume", None)

@@ -22,7 +22,6 @@ import trio
 import trio.testing
 import wsproto
 import wsproto.events
-from trio_websocket import WebSocketConnection
 
 from gateway.backoff import Backoff
 from gateway.config import UpstreamConfig
@@ -33,7 +32,7 @@ from gateway.records import BookSnapshot, BookUpdate, Record, Status, Trade
 from gateway.session import FeedSession
 from gateway.simulator import FaultConfig, SimulatorConfig
 from gateway.simulator.server import Simulator
-from gateway.upstream import FeedState, run_feed, verified_tls_context
+from gateway.upstream import FeedState, UpstreamWebSocket, run_feed, verified_tls_context
 
 EPOCH = 1_700_000_000_000_000_000
 
@@ -272,6 +271,11 @@ async def test_reconnects_after_drops_with_growing_then_reset_backoff(
         for n in range(1, 5):
             await r.changes.wait_until(lambda n=n: feed.state.connections == n)  # type: ignore[misc]
             await r.sim.wait_for_connections(1)
+            # Dropped once its snapshot arrived (a drop before the simulator sent it would
+            # leave nothing to check below), but long before the connection counts as healthy.
+            await r.changes.wait_until(
+                lambda n=n: sum(isinstance(x, BookSnapshot) for x in feed.records) == n  # type: ignore[misc]
+            )
             dropped_at = trio.current_time()
             assert r.sim.drop_all() == 1
             await r.changes.wait_until(lambda n=n: len(gate.attempts) == n + 1)  # type: ignore[misc]
@@ -355,13 +359,13 @@ async def test_stalled_upstream_is_detected_by_ping_timeout(
 def pongs(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The trio time of every client ping that got its pong."""
     seen: list[float] = []
-    original = WebSocketConnection.ping
+    original = UpstreamWebSocket.ping
 
-    async def spy(self: WebSocketConnection, payload: bytes | None = None) -> None:
-        await original(self, payload)
+    async def spy(self: UpstreamWebSocket) -> None:
+        await original(self)
         seen.append(trio.current_time())
 
-    monkeypatch.setattr(WebSocketConnection, "ping", spy)
+    monkeypatch.setattr(UpstreamWebSocket, "ping", spy)
     return seen
 
 
@@ -538,16 +542,16 @@ async def test_dns_failure_is_classified(
 def closes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str | None, float, float]]:
     """Every client-side WebSocket close: (code, reason, started, finished) in trio time."""
     seen: list[tuple[int, str | None, float, float]] = []
-    original = WebSocketConnection.aclose
+    original = UpstreamWebSocket.aclose
 
-    async def spy(self: WebSocketConnection, code: int = 1000, reason: str | None = None) -> None:
+    async def spy(self: UpstreamWebSocket, code: int = 1000, reason: str = "") -> None:
         started = trio.current_time()
         try:
             await original(self, code, reason)
         finally:
             seen.append((code, reason, started, trio.current_time()))
 
-    monkeypatch.setattr(WebSocketConnection, "aclose", spy)
+    monkeypatch.setattr(UpstreamWebSocket, "aclose", spy)
     return seen
 
 
