@@ -79,10 +79,12 @@ def main() -> None:
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--max-seconds", type=float, default=900.0)
     args = parser.parse_args()
+    from gateway.app import freeze_startup_heap
     from gateway.logs import setup_logging
 
     setup_logging("warning", "text")
     logging.getLogger().setLevel(logging.WARNING)
+    freeze_startup_heap()  # as ``paxos-gateway run`` does
     profile_dir = os.environ.get("BENCH_GATEWAY_PROFILE")
     profiler = cProfile.Profile() if profile_dir else None
     if profiler is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import errno
 import functools
+import gc
 import logging
 import os
 import signal
@@ -376,6 +377,20 @@ async def serve(
     await Gateway(config, auth_tokens=auth_tokens).serve(task_status=task_status)
 
 
+def freeze_startup_heap() -> None:
+    """Move everything allocated so far (modules, classes, functions, configuration: tens of
+    thousands of objects that live as long as the process) out of the cyclic collector's sight.
+
+    Every full collection walks all tracked objects; with these in, one took ~15 ms, a pause
+    felt by every subscriber at once. Together with untracked records and frames
+    (``hub.Frame``) it keeps the collector's pauses off the fan-out's tail latency. For a
+    process that runs one gateway (``run``, ``demo``); tests that start many in one process
+    must not freeze what they will drop.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def load_auth_tokens(config: Config, env: Mapping[str, str]) -> tuple[bytes, ...]:
     """The subscriber tokens, read before the event loop starts so that a bad token file is a
     configuration error (exit 2), not a traceback."""
@@ -405,6 +420,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"paxos-gateway run: configuration error: {e}", file=sys.stderr)
         return 2
     setup_logging(config.log.level, config.log.format)
+    freeze_startup_heap()
     try:
         trio.run(functools.partial(serve, config, auth_tokens=tokens))
     except BaseException as e:

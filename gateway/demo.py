@@ -15,7 +15,7 @@ from typing import TextIO
 
 import trio
 
-from gateway.app import Gateway, bind_error
+from gateway.app import Gateway, bind_error, freeze_startup_heap
 from gateway.config import ConfigError, Override, load_config
 from gateway.logs import setup_logging
 from gateway.simulator import Simulator, SimulatorConfig
@@ -50,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def demo_command(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_format)
+    freeze_startup_heap()
     try:
         trio.run(_demo, args, sys.stdout)
     except ConfigError as e:

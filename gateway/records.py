@@ -27,7 +27,10 @@ Side = Literal["bid", "ask"]
 Level = tuple[Decimal, Decimal]
 
 
-class _Record(msgspec.Struct, kw_only=True, tag_field="type"):
+# gc=False: records are immutable values (strings, numbers, tuples of Decimals) and the hub's
+# history holds tens of thousands of them; the cyclic collector need not walk them (see
+# ``hub.Frame``).
+class _Record(msgspec.Struct, kw_only=True, tag_field="type", gc=False):
     stream: str
     seq: int
     epoch: int

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import sys
 from typing import Any
 
 import msgspec
@@ -651,3 +653,33 @@ def test_list_streams() -> None:
 def test_invalid_slow_policy_is_refused() -> None:
     with pytest.raises(ValueError):
         Hub(EPOCH, slow_policy="drop")  # type: ignore[arg-type]
+
+
+def test_history_is_invisible_to_the_cyclic_garbage_collector() -> None:
+    """Records and frames are not tracked by ``gc`` (``hub.Frame``): a full collection must not
+    walk the whole history, or its pause lands on every subscriber's tail latency. Nothing a
+    frame refers to may lead back to it, so untracked frames still die by reference count."""
+    hub = Hub(EPOCH, history=100)
+    feed = FakeFeed(hub)
+    feed.publish(feed.snapshot())
+    sub = hub.connect(Encoding.MSGPACK)
+    request(hub, sub, op="subscribe", streams=["book.BTCUSD", "trades.BTCUSD"])
+    tracked_before = len(gc.get_objects())
+    for _ in range(300):
+        feed.publish(feed.update(), feed.trade())
+    consume(Model(), sub)
+    frames = [f for st in hub._streams.values() for f in st.history]
+    assert len(frames) >= 200
+    assert not any(gc.is_tracked(f) or gc.is_tracked(f.message) for f in frames)
+    # 600 records published, each encoded, queued and sent: the tracked heap did not grow
+    # with them (a margin for the hub's own bookkeeping).
+    assert len(gc.get_objects()) - tracked_before < 100
+    # Evicted from history, a frame is referred to by nothing else: it is freed at once by
+    # its reference count, without the collector.
+    oldest = frames[0]
+    del frames
+    for _ in range(200):
+        feed.publish(feed.update(), feed.trade())
+    consume(Model(), sub)
+    assert all(f is not oldest for st in hub._streams.values() for f in st.history)
+    assert sys.getrefcount(oldest) == 2  # ``oldest`` and getrefcount's own argument
