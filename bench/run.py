@@ -224,7 +224,7 @@ class Bench:
         self.feeders: dict[str, Feeder] = {}
         self.clients = Clients([])
         self.cursor = 0  # next frame of the feeder pool
-        self.harness_pids: list[int] = []
+        self.harness: list[psutil.Process] = []  # feeders and subscriber processes
         self.log_dir = out / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -240,7 +240,7 @@ class Bench:
             self.reaper.adopt(process)
             process.start()
             assert process.pid is not None
-            self.harness_pids.append(process.pid)
+            self.harness.append(psutil.Process(process.pid))
             if not parent.poll(120.0):
                 raise BenchError("feeder did not start")
             reply = parent.recv()
@@ -254,7 +254,7 @@ class Bench:
             self.reaper.adopt(process)
             process.start()
             assert process.pid is not None
-            self.harness_pids.append(process.pid)
+            self.harness.append(psutil.Process(process.pid))
             conns.append(parent)
         self.clients = Clients(conns)
 
@@ -283,6 +283,10 @@ class Bench:
             self.reaper.stop(proc)
             raise
         return proc, psutil.Process(proc.pid), port
+
+    def harness_cpu(self) -> float:
+        """CPU seconds of the feeders and subscriber processes so far."""
+        return sum(cpu_seconds(p) for p in self.harness)
 
     def feed(self, kind: str, command: tuple[Any, ...], timeout: float) -> tuple[Any, ...]:
         reply = call(self.feeders[kind].conn, command, timeout)
@@ -368,13 +372,12 @@ class Bench:
         base = self.clients.quiesce()
         self.clients.all(("latency", True))
         limit = count / LATENCY_RATE * 3 + 10
-        harness = [psutil.Process(pid) for pid in self.harness_pids]
-        cpu0, harness0 = cpu_seconds(ps), sum(cpu_seconds(p) for p in harness)
+        cpu0, harness0 = cpu_seconds(ps), self.harness_cpu()
         reply = self.feed(kind, ("rate", self._next(count), count, LATENCY_RATE, limit), limit + 10)
         # Over the sending window only: is the machine saturated while latency is measured?
         seconds = max(1e-9, (reply[3] - reply[2]) / 1e9)
         result.lat_server_cpu = (cpu_seconds(ps) - cpu0) / seconds
-        result.lat_harness_cpu = (sum(cpu_seconds(p) for p in harness) - harness0) / seconds
+        result.lat_harness_cpu = (self.harness_cpu() - harness0) / seconds
         # A server that cannot keep up would take minutes to drain; what has not arrived
         # LATENCY_GRACE s after the last send counts as infinitely late.
         self.clients.wait_total(
@@ -399,15 +402,14 @@ class Bench:
         # A saturated latency phase leaves a backlog: give it a moment, then measure anyway
         # (the server is busy delivering either way, which is what is measured).
         base = self.clients.quiesce(limit=2.0)
-        harness = [psutil.Process(pid) for pid in self.harness_pids]
         cpu0 = cpu_seconds(ps)
-        harness0 = sum(cpu_seconds(p) for p in harness)
+        harness0 = self.harness_cpu()
         feeder = self.feeders[kind].conn
         feeder.send(("burst", self._next(count), count, window))
         deadline = time.monotonic() + window
         total, last_ns = self.clients.wait_total(base + count * n, stall=3.0, deadline=deadline)
         cpu1 = cpu_seconds(ps)
-        harness1 = sum(cpu_seconds(p) for p in harness)
+        harness1 = self.harness_cpu()
         if not feeder.poll(window + 30):
             raise BenchError("feeder: the burst did not end")
         reply = feeder.recv()

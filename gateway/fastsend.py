@@ -49,6 +49,8 @@ from typing import Any, Final, Protocol
 
 import trio
 
+from gateway.wsclient import OP_BINARY, OP_TEXT
+
 __all__ = [
     "FAST_PATH_AVAILABLE",
     "OP_BINARY",
@@ -63,8 +65,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-OP_TEXT: Final = 0x1
-OP_BINARY: Final = 0x2
 _FIN: Final = 0x80
 
 # trio-websocket releases whose private ``_stream``/``_stream_lock`` this module relies on.

@@ -49,6 +49,7 @@ from gateway.metrics import Metrics
 from gateway.records import Price, Record, Trade
 from gateway.wsclient import (
     CLOSE_MESSAGE_TOO_BIG,
+    OP_PING,
     ClientProtocol,
     Closing,
     Handshake,
@@ -88,7 +89,6 @@ REASONS = frozenset(
 DEFAULT_CLOSE_TIMEOUT = 2.0
 # One read: up to a few hundred Paxos messages, normalized and published as one batch.
 _RECEIVE_BUFFER_SIZE = 65536
-_OP_PING = 0x9
 
 Publish = Callable[[list[Record], int], None]
 
@@ -167,10 +167,6 @@ class UpstreamWebSocket:
         self.close_sent = False
         self.eof = False  # the peer's side of the TCP connection has ended
 
-    @property
-    def closed(self) -> Closing | None:
-        return self.protocol.closing
-
     async def send(self, frame: bytes) -> None:
         async with self._send_lock:
             await self.stream.send_all(frame)
@@ -197,7 +193,7 @@ class UpstreamWebSocket:
         payload = os.urandom(8)
         event = self._pings[payload] = trio.Event()
         try:
-            await self.send(client_frame(_OP_PING, payload))
+            await self.send(client_frame(OP_PING, payload))
             await event.wait()
         finally:
             self._pings.pop(payload, None)

@@ -29,6 +29,7 @@ its body, a 101 without the right ``Sec-WebSocket-Accept`` is a ``HandshakeError
 from __future__ import annotations
 
 import base64
+import codecs
 import hashlib
 import os
 from dataclasses import dataclass
@@ -38,8 +39,10 @@ import h11
 
 __all__ = [
     "CLOSE_MESSAGE_TOO_BIG",
-    "CLOSE_NORMAL",
     "CLOSE_PROTOCOL_ERROR",
+    "OP_BINARY",
+    "OP_PING",
+    "OP_TEXT",
     "ClientProtocol",
     "Closing",
     "Handshake",
@@ -56,12 +59,12 @@ OP_CLOSE: Final = 0x8
 OP_PING: Final = 0x9
 OP_PONG: Final = 0xA
 
-CLOSE_NORMAL: Final = 1000
 CLOSE_PROTOCOL_ERROR: Final = 1002
 CLOSE_NO_STATUS: Final = 1005  # never sent: "the close frame carried no code"
 CLOSE_INVALID_DATA: Final = 1007
 CLOSE_MESSAGE_TOO_BIG: Final = 1009
 
+_UTF8: Final = codecs.getincrementaldecoder("utf-8")
 _GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 # Enough of a refusal's body to tell the operator why (e.g. Paxos's "Not Found").
 MAX_REJECTION_BODY: Final = 4096
@@ -151,8 +154,6 @@ class Handshake:
             if event is h11.PAUSED or isinstance(event, h11.ConnectionClosed):
                 if self._status:
                     return self._reject()
-                if event is h11.PAUSED and conn.our_state is h11.SWITCHED_PROTOCOL:
-                    return True  # handled at the InformationalResponse below
                 raise HandshakeError("connection closed during the handshake")
             if isinstance(event, h11.InformationalResponse):
                 if event.status_code != 101:
@@ -221,7 +222,7 @@ class ClientProtocol:
         "_fragments",
         "_fragments_size",
         "_need",
-        "_text",
+        "_utf8_stream",
         "closing",
         "max_message_bytes",
         "outgoing",
@@ -237,7 +238,14 @@ class ClientProtocol:
         self._need = 0  # bytes ``_buf`` must hold before parsing it is worth it
         self._fragments: list[bytes] = []
         self._fragments_size = 0
-        self._text = False
+        # The UTF-8 check of a text message under way: fragment by fragment, so that an
+        # impossible byte fails the connection when it arrives, not when the message ends.
+        self._utf8_stream: codecs.IncrementalDecoder | None = None
+
+    @property
+    def pending(self) -> int:
+        """Bytes held of a frame not yet complete."""
+        return len(self._buf)
 
     def send_close(self, code: int, reason: str = "") -> bytes:
         """The close frame this side starts a closing handshake with."""
@@ -283,20 +291,13 @@ class ClientProtocol:
             if b0 & 0x70:
                 self._fail(CLOSE_PROTOCOL_ERROR, "RSV bit set without an extension")
                 break
-            n &= 0x7F
             head = 2
-            if n == 126:
-                if end - pos < 4:
-                    self._need = 4
+            if n >= 126:  # 16- or 64-bit extended length
+                head = 4 if n == 126 else 10
+                if end - pos < head:
+                    self._need = head
                     break
-                n = int.from_bytes(buf[pos + 2 : pos + 4], "big")
-                head = 4
-            elif n == 127:
-                if end - pos < 10:
-                    self._need = 10
-                    break
-                n = int.from_bytes(buf[pos + 2 : pos + 10], "big")
-                head = 10
+                n = int.from_bytes(buf[pos + 2 : pos + head], "big")
                 if n >> 63:
                     self._fail(CLOSE_PROTOCOL_ERROR, "frame length with the top bit set")
                     break
@@ -327,18 +328,14 @@ class ClientProtocol:
 
     def _frame_header_ok(self, b0: int, n: int) -> bool:
         opcode = b0 & 0x0F
-        fin = bool(b0 & 0x80)
+        if OP_BINARY < opcode < OP_CLOSE or opcode > OP_PONG:
+            self._fail(CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode:#x}")
+            return False
         if opcode >= OP_CLOSE:
-            if opcode > OP_PONG:
-                self._fail(CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode:#x}")
-                return False
-            if not fin or n > 125:
+            if not b0 & 0x80 or n > 125:
                 self._fail(CLOSE_PROTOCOL_ERROR, "fragmented or oversized control frame")
                 return False
             return True
-        if opcode > OP_BINARY:
-            self._fail(CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode:#x}")
-            return False
         if opcode == OP_CONTINUATION and not self._fragments:
             self._fail(CLOSE_PROTOCOL_ERROR, "continuation frame without a message")
             return False
@@ -363,17 +360,24 @@ class ClientProtocol:
         if opcode == OP_CLOSE:
             self._peer_closed(payload)
             return None
-        if opcode != OP_CONTINUATION:
-            self._text = opcode == OP_TEXT
+        fin = bool(b0 & 0x80)
+        if opcode == OP_TEXT:
+            self._utf8_stream = _UTF8()
+        elif opcode == OP_BINARY:
+            self._utf8_stream = None
+        if self._utf8_stream is not None:
+            try:
+                self._utf8_stream.decode(payload, final=fin)
+            except UnicodeDecodeError:
+                self._fail(CLOSE_INVALID_DATA, "text message is not UTF-8")
+                return None
         self._fragments.append(payload)
         self._fragments_size += len(payload)
-        if not b0 & 0x80:
+        if not fin:
             return None
         message = b"".join(self._fragments)
         self._fragments = []
         self._fragments_size = 0
-        if self._text and not self._utf8(message):
-            return None
         return message
 
     def _utf8(self, payload: bytes) -> bool:

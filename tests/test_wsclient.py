@@ -100,7 +100,9 @@ def test_garbage_never_raises_and_agrees_with_wsproto_on_failing(data: bytes, st
                 break
     except Exception:
         failed = True
-    if failed:
+    # wsproto also judges the start of a frame's payload before the rest arrives; this parser
+    # judges whole frames, so the two must agree once no frame is left half-received.
+    if failed and (proto.pending == 0 or proto.closing is not None):
         assert proto.closing is not None and not proto.closing.by_peer
 
 
