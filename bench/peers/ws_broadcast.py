@@ -1,4 +1,5 @@
-"""Peer 1: what a Python team would write instead — asyncio ``websockets`` and its broadcast().
+"""Peer 1: what a Python team would write instead — asyncio ``websockets`` and its broadcast(),
+on uvloop (as in the reference measurements of the performance issue).
 
 It relays every upstream message (already the gateway's record encoding) to every connected
 subscriber with ``websockets.broadcast`` and keeps a dict book for late joiners on a ``/book``
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 
+import uvloop
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
@@ -64,7 +66,7 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=900.0)
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt, TimeoutError):
-        asyncio.run(run(args.upstream, args.max_seconds))
+        uvloop.run(run(args.upstream, args.max_seconds))
 
 
 if __name__ == "__main__":
