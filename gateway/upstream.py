@@ -89,6 +89,8 @@ REASONS = frozenset(
 DEFAULT_CLOSE_TIMEOUT = 2.0
 # One read: up to a few hundred Paxos messages, normalized and published as one batch.
 _RECEIVE_BUFFER_SIZE = 65536
+# The records whose exchange time measures the feed's lag (built once, not per record).
+_LAG_RECORDS = (Trade, Price)
 
 Publish = Callable[[list[Record], int], None]
 
@@ -536,7 +538,7 @@ class _FeedRunner:
                 self._m_bytes.inc(size)
             replay_before_ns = conn.replay_before_ns
             for record in records:
-                if isinstance(record, Trade | Price) and record.exchange_time >= replay_before_ns:
+                if isinstance(record, _LAG_RECORDS) and record.exchange_time >= replay_before_ns:
                     self._m_lag.observe((record.receive_time - record.exchange_time) / 1e9)
             if protocol.pongs:
                 ws.pongs_received()
