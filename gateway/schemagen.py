@@ -9,6 +9,7 @@ files differ from what the code generates, so CI catches a type change without a
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -42,6 +43,8 @@ def _components(ref_template: str) -> dict[str, Any]:
     (server, client), components = msgspec.json.schema_components(
         [Record | protocol.Response, protocol.Request], ref_template=ref_template
     )
+    for schema in components.values():
+        _clean_descriptions(schema)
     components["ServerMessage"] = {
         "title": "ServerMessage",
         "description": "Everything the gateway sends on /v1 paths: records and answers.",
@@ -53,6 +56,24 @@ def _components(ref_template: str) -> dict[str, Any]:
         **client,
     }
     return components
+
+
+def _clean_descriptions(node: Any) -> None:
+    """Normalize every docstring-derived ``description`` with ``inspect.cleandoc``, in place.
+
+    msgspec copies docstrings into the schema as they are until 0.22 and dedented from 0.23,
+    so without this the committed files would depend on the installed msgspec, not only on
+    our code. ``cleandoc`` is idempotent, so either input gives the same output.
+    """
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "description" and isinstance(value, str):
+                node[key] = inspect.cleandoc(value)
+            else:
+                _clean_descriptions(value)
+    elif isinstance(node, list):
+        for item in node:
+            _clean_descriptions(item)
 
 
 def downstream_schema() -> dict[str, Any]:

@@ -24,6 +24,17 @@ def test_schema_files_are_current() -> None:
         )
 
 
+def test_descriptions_do_not_depend_on_how_msgspec_copies_docstrings() -> None:
+    """msgspec 0.22 copies docstrings indented, 0.23 dedented: both must give one file."""
+    indented = {"A": {"description": "First line.\n\n    More, indented.\n    ", "x": [{}]}}
+    dedented = {"A": {"description": "First line.\n\nMore, indented.", "x": [{}]}}
+    nested = {"B": {"properties": {"p": {"description": "p.\n    deeper\n    "}}}}
+    for schema in (indented, dedented, nested):
+        schemagen._clean_descriptions(schema)
+    assert indented == dedented
+    assert nested["B"]["properties"]["p"]["description"] == "p.\ndeeper"
+
+
 def test_check_mode_detects_stale_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert schemagen.main(["--check", "--dir", str(tmp_path)]) == 1
     assert "stale" in capsys.readouterr().err
