@@ -128,6 +128,12 @@ class Metrics:
             "Subscriber requests answered with an error, by error code.",
             ["code"], registry=r,
         )  # fmt: skip
+        self.connection_task_failures = Counter(
+            f"{p}_connection_task_failures",
+            "Subscriber connection tasks that failed inside the WebSocket library; each ended "
+            "its own connection only (logged as connection_task_failed).",
+            registry=r,
+        )
         self.rejected_connections = Counter(
             f"{p}_rejected_connections",
             "Subscriber connections refused before or at the handshake, by the reason.",

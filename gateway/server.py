@@ -27,9 +27,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Final, Literal, Protocol, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import trio
@@ -307,7 +307,10 @@ class Server:
             server = WebSocketServer(
                 self._handle,
                 listeners,
-                handler_nursery=nursery,
+                # trio documents "any object with a start_soon method"; the stubs say Nursery.
+                handler_nursery=cast(
+                    "trio.Nursery", _ContainedNursery(nursery, self._connection_task_failed)
+                ),
                 # The hub judges request sizes; its limit is the one source of truth.
                 max_message_size=max(HARD_FRAME_FACTOR * self.hub.max_request_bytes, 4096),
                 connect_timeout=s.handshake_timeout,
@@ -321,6 +324,14 @@ class Server:
             task_status.started(self)
             await self._stopped.wait()
             nursery.cancel_scope.cancel()
+
+    def _connection_task_failed(self, exc: Exception) -> None:
+        log.warning(
+            "subscriber connection task failed inside the WebSocket library: %r", exc,
+            extra={"event": "connection_task_failed", "error": repr(exc)},
+        )  # fmt: skip
+        if self.metrics is not None:
+            self.metrics.connection_task_failures.inc()
 
     async def _accept(
         self,
@@ -629,3 +640,33 @@ class Server:
             if scope.cancelled_caught:
                 conn.end("ping_timeout", CLOSE_PING_TIMEOUT, CLOSE_REASON_PING_TIMEOUT)
                 return
+
+
+class _ContainedNursery:
+    """The server's nursery as trio-websocket's ``handler_nursery``, containing each
+    connection task's failure to that connection.
+
+    trio-websocket 0.12.2 answers a ping that arrives after the closing handshake has begun
+    with a Pong that wsproto refuses (``LocalProtocolError`` in ``LOCAL_CLOSING``), and the
+    error escapes its per-connection reader task. Seen in the reconnect-storm test at
+    shutdown: one client's late ping took the whole subscriber server down. The connection is
+    over by then anyway, so one library failure ends one connection: logged and counted
+    (``paxos_gateway_connection_task_failures_total``), never the server.
+    """
+
+    def __init__(self, nursery: trio.Nursery, on_failure: Callable[[Exception], None]) -> None:
+        self._nursery = nursery
+        self._on_failure = on_failure
+
+    def start_soon(
+        self, fn: Callable[..., Awaitable[object]], *args: object, name: object = None
+    ) -> None:
+        self._nursery.start_soon(self._contained, fn, args, name=name or fn)
+
+    async def _contained(
+        self, fn: Callable[..., Awaitable[object]], args: tuple[object, ...]
+    ) -> None:
+        try:
+            await fn(*args)
+        except Exception as exc:  # Cancelled is a BaseException: shutdown still goes through
+            self._on_failure(exc)

@@ -1,33 +1,27 @@
-"""Shared harness for end-to-end tests: simulator + gateway in-process, and subscribers
-that use a WebSocket library other than the server's own (``websockets``, asyncio) running on
-an event loop in a thread of its own, so they cannot share scheduling with the gateway.
+"""Shared harness for end-to-end tests: simulator + gateway in-process, and checking
+subscribers in worker processes (``tests.client_workers``), so they cannot take the gateway's
+interpreter or scheduling from it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import concurrent.futures
 import contextlib
-import json
 import os
 import socket
 import struct
-import threading
-from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
 import trio
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
 from gateway.app import Gateway
 from gateway.config import Config, load_config
 from gateway.simulator import Simulator, SimulatorConfig
-from tests.downstream_model import Model
+from tests.client_workers import ClientWorkers, Subscriber, client_workers
 
 
 def gateway_config(sim_url: str, *, feeds: Sequence[str] | None = None, **sets: str) -> Config:
@@ -85,159 +79,6 @@ async def wait_books_equal_truth(
 
 def as_levels(side: dict[Decimal, Decimal], best_first_descending: bool) -> list[Any]:
     return sorted(side.items(), reverse=best_first_descending)
-
-
-@dataclass
-class Subscriber:
-    """One ``websockets`` client checking everything it receives with ``Model``."""
-
-    name: str
-    streams: list[str]
-    model: Model = field(default_factory=Model)
-    ws: ClientConnection | None = None
-    reader: asyncio.Task[None] | None = None
-    closed_code: int | None = None
-    read_delay: float = 0.0
-    """Seconds to sleep after each message: a slow reader."""
-    rcvbuf: int | None = None
-    """SO_RCVBUF for the socket (set before connecting): a small one makes a subscriber that
-    stops reading push back on the gateway at once instead of after megabytes of kernel buffer."""
-    opens: int = 0
-    _aborting: bool = False
-
-    async def open(self, base_url: str, resume: dict[str, dict[str, int]] | None = None) -> None:
-        url = f"{base_url}/v1/stream"
-        extra: dict[str, Any] = {}
-        if self.rcvbuf is not None:
-            extra["sock"] = await _small_buffer_socket(url, self.rcvbuf)
-        self.ws = await connect(url, max_queue=None, open_timeout=10, **extra)
-        self.opens += 1
-        request: dict[str, Any] = {"op": "subscribe", "id": self.name, "streams": self.streams}
-        if resume:
-            request["resume"] = resume
-        await self.ws.send(json.dumps(request))
-        self.reader = asyncio.get_running_loop().create_task(self._read(self.ws))
-
-    async def _read(self, ws: ClientConnection) -> None:
-        try:
-            async for message in ws:
-                msg = json.loads(message)
-                if msg.get("type") != "hello":
-                    self.model.feed(msg)
-                if self.read_delay:
-                    await asyncio.sleep(self.read_delay)
-        except ConnectionClosed:
-            pass  # an abnormal close is kept in ``closed_code``, which tests check
-        except Exception as exc:  # the model records it; the test asserts no problems
-            self.model.problems.append(f"{self.name}: reader failed: {exc!r}")
-        finally:
-            if ws.close_code is not None and ws.close_code != 1000 and not self._aborting:
-                self.closed_code = ws.close_code
-
-    async def close(self) -> None:
-        if self.ws is not None:
-            await self.ws.close()
-        if self.reader is not None:
-            await self.reader
-        self.ws = None
-
-    async def abort(self) -> None:
-        """Vanish: drop the TCP connection (RST) without a closing handshake."""
-        self._aborting = True
-        if self.ws is not None:
-            sock = self.ws.transport.get_extra_info("socket")
-            if sock is not None:  # linger 0: close sends RST, as a crashed host's kernel would
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.ws.transport.abort()
-        if self.reader is not None:
-            with contextlib.suppress(Exception):
-                await self.reader
-        self.ws = None
-        self._aborting = False
-
-    def pause_reading(self) -> None:
-        """Stop reading the socket (the gateway's writes back up); pings go unanswered too."""
-        if self.ws is not None:
-            self.ws.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self.ws is not None:
-            self.ws.transport.resume_reading()
-
-    async def churn(self, streams: list[str], cycles: int) -> None:
-        """Unsubscribe and subscribe ``streams`` again ``cycles`` times without waiting for the
-        answers: each subscribe queues a fresh book snapshot. A subscriber that also stops
-        reading fills the kernel's socket buffers (megabytes on loopback) in moments."""
-        assert self.ws is not None
-        for i in range(cycles):
-            await self.ws.send(json.dumps({"op": "unsubscribe", "id": f"u{i}", "streams": streams}))
-            await self.ws.send(json.dumps({"op": "subscribe", "id": f"c{i}", "streams": streams}))
-
-    def trade_ids(self) -> list[str]:
-        return [r["match_number"] for r in self.model.records if r["type"] == "trade"]
-
-    def resume_positions(self) -> dict[str, dict[str, int]]:
-        return {
-            s: {"epoch": rec_epoch, "seq": seq}
-            for s, (rec_epoch, seq) in self._positions().items()
-            if s in self.streams
-        }
-
-    def _positions(self) -> dict[str, tuple[int, int]]:
-        positions: dict[str, tuple[int, int]] = {}
-        for r in self.model.records:
-            positions[r["stream"]] = (r["epoch"], r["seq"])
-        return positions
-
-    def reached(self, heads: dict[str, int]) -> bool:
-        return all(self.model.held.get(s, 0) >= h for s, h in heads.items())
-
-
-class AsyncioClients:
-    """An asyncio event loop in a thread, driven from trio through futures."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    async def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 60) -> Any:
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-        def wait() -> Any:
-            try:
-                return future.result(timeout)
-            except concurrent.futures.TimeoutError:
-                future.cancel()
-                raise
-
-        return await trio.to_thread.run_sync(wait)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
-async def wait_all_reached(subs: Iterable[Subscriber], heads_of: Any, timeout: float = 60) -> None:
-    """Poll (from asyncio) until each subscriber holds its streams' heads."""
-    subs = list(subs)
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not all(s.reached(heads_of(s)) for s in subs):
-        if asyncio.get_running_loop().time() > deadline:
-            late = [s.name for s in subs if not s.reached(heads_of(s))][:5]
-            raise TimeoutError(f"subscribers never reached the heads: {late}")
-        await asyncio.sleep(0.02)
-
-
-async def _small_buffer_socket(url: str, rcvbuf: int) -> socket.socket:
-    parts = urlsplit(url)
-    assert parts.hostname is not None and parts.port is not None
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, (parts.hostname, parts.port))
-    return sock
 
 
 class RawSubscriber:
@@ -342,12 +183,12 @@ FAST_UPSTREAM_PINGS = {"upstream.ping_interval": "0.2", "upstream.ping_timeout":
 
 @dataclass
 class Rig:
-    """A running simulator and gateway, an asyncio thread for subscribers, and a sampler that
+    """A running simulator and gateway, worker processes for subscribers, and a sampler that
     checks the gateway's bounded structures all along the run (not only at the end)."""
 
     sim: Simulator
     gateway: Gateway
-    clients: AsyncioClients
+    clients: ClientWorkers
     subs: list[Subscriber] = field(default_factory=list)
     bound_violations: list[str] = field(default_factory=list)
     max_queued_bytes: int = 0
@@ -359,20 +200,20 @@ class Rig:
     async def open(self, subs: Iterable[Subscriber]) -> None:
         subs = list(subs)
         self.subs += [s for s in subs if s not in self.subs]
-        await self.clients.run(_open_many(subs, self.base))
+        await self.clients.open(subs, self.base, resume=False)
 
     async def reopen(self, subs: Iterable[Subscriber], *, resume: bool = True) -> None:
         """Connect ``subs`` again, resuming every concrete stream from the last record held."""
-        await self.clients.run(_open_many(list(subs), self.base, resume=resume))
+        await self.clients.open(subs, self.base, resume=resume)
 
     async def close(self, subs: Iterable[Subscriber]) -> None:
-        await self.clients.run(_close_many(list(subs)))
+        await self.clients.close(subs)
 
     async def abort(self, subs: Iterable[Subscriber]) -> None:
-        await self.clients.run(_abort_many(list(subs)))
+        await self.clients.abort(subs)
 
     async def churn(self, subs: Iterable[Subscriber], streams: list[str], cycles: int) -> None:
-        await self.clients.run(_churn_many(list(subs), streams, cycles))
+        await self.clients.churn(subs, streams, cycles)
 
     def heads(self) -> dict[str, int]:
         return {info.stream: info.seq for info in self.gateway.hub.stream_list()}
@@ -383,7 +224,7 @@ class Rig:
         subs: Iterable[Subscriber] | None = None,
         *,
         ready_feeds: Iterable[str] | None = None,
-        timeout: float = 30,
+        timeout: float = 60,
     ) -> None:
         """Pause the market, let the gateway repair its books, and every subscriber in ``subs``
         (default: all) receive everything up to each stream's head."""
@@ -394,7 +235,7 @@ class Rig:
             self.sim, self.gateway, markets, timeout, ready_feeds=ready_feeds
         )
         chosen = self.subs if subs is None else list(subs)
-        await self.clients.run(_wait_reached(chosen, self.heads(), timeout), timeout + 5)
+        await self.clients.wait_reached(chosen, self.heads(), timeout)
 
     async def start(
         self,
@@ -426,13 +267,10 @@ class Rig:
         with trio.fail_after(timeout):
             await self.sim.wait_idle()
         await wait_books_equal_truth(self.sim, self.gateway, markets, timeout)
-        heads = self.heads()
-        await self.clients.run(_wait_reached_or_ended(subs, heads, timeout), timeout + 5)
-        ended = [s for s in subs if s.reader is None or s.reader.done()]
+        await self.clients.wait_reached_or_ended(subs, self.heads(), timeout)
+        ended = [s for s in subs if not s.connected]
         codes = [(s.name, s.closed_code) for s in ended]
-        for sub in ended:
-            sub.closed_code = None
-        await self.reopen(ended)
+        await self.reopen(ended)  # which forgets each one's close code
         return codes
 
     async def sample_bounds(self) -> None:
@@ -458,72 +296,25 @@ async def running_rig(
     feeds: Sequence[str] | None = None,
     **sets: str,
 ) -> AsyncIterator[Rig]:
-    """Simulator, gateway (fast upstream pings unless overridden) and a subscriber thread; on
+    """Simulator, gateway (fast upstream pings unless overridden) and subscriber processes; on
     exit the subscribers are closed, the gateway shut down and everything cancelled."""
-    async with trio.open_nursery() as nursery:
+    async with client_workers() as clients, trio.open_nursery() as nursery:
         sim = Simulator(sim_config)
         sim_url = await nursery.start(sim.serve)
         config = gateway_config(sim_url, feeds=feeds, **{**FAST_UPSTREAM_PINGS, **sets})
         gateway = Gateway(config, handle_signals=False)
         await nursery.start(gateway.serve)
-        rig = Rig(sim, gateway, AsyncioClients())
+        rig = Rig(sim, gateway, clients)
         nursery.start_soon(rig.sample_bounds)
         try:
             yield rig
         finally:
             with trio.move_on_after(10):
-                await rig.close([s for s in rig.subs if s.ws is not None])
-            rig.clients.close()
+                await rig.close([s for s in rig.subs if s.connected])
             gateway.request_shutdown()
             with trio.move_on_after(10):
                 await gateway.stopped.wait()
             nursery.cancel_scope.cancel()
-
-
-async def _open_many(subs: list[Subscriber], base: str, *, resume: bool = False) -> None:
-    await asyncio.gather(
-        *(s.open(base, resume=(s.resume_positions() or None) if resume else None) for s in subs)
-    )
-
-
-async def _close_many(subs: list[Subscriber]) -> None:
-    await asyncio.gather(*(s.close() for s in subs))
-
-
-async def _churn_many(subs: list[Subscriber], streams: list[str], cycles: int) -> None:
-    await asyncio.gather(*(s.churn(streams, cycles) for s in subs))
-
-
-async def _abort_many(subs: list[Subscriber]) -> None:
-    await asyncio.gather(*(s.abort() for s in subs))
-
-
-def subscribed_streams(sub: Subscriber) -> set[str]:
-    """Every concrete stream a ``subscribed`` answer (or pattern announcement) gave ``sub``."""
-    answers = [r for r in sub.model.responses if r["type"] == "subscribed"]
-    return {st["stream"] for r in answers for st in r["streams"]}
-
-
-async def _wait_reached(subs: list[Subscriber], heads: dict[str, int], timeout: float) -> None:
-    def heads_of(sub: Subscriber) -> dict[str, int]:
-        return {n: heads[n] for n in subscribed_streams(sub) if heads.get(n, 0) > 0}
-
-    await wait_all_reached(subs, heads_of, timeout)
-
-
-async def _wait_reached_or_ended(
-    subs: list[Subscriber], heads: dict[str, int], timeout: float
-) -> None:
-    def done(sub: Subscriber) -> bool:
-        if sub.reader is None or sub.reader.done():
-            return True
-        return sub.reached({n: heads[n] for n in subscribed_streams(sub) if heads.get(n, 0)})
-
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not all(done(s) for s in subs):
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"neither caught up nor closed: {[s.name for s in subs][:5]}")
-        await asyncio.sleep(0.02)
 
 
 def pattern_matches(pattern: str, stream: str) -> bool:
@@ -535,13 +326,12 @@ def pattern_matches(pattern: str, stream: str) -> bool:
 def subscriber_problems(sub: Subscriber, sim: Simulator, markets: Iterable[str]) -> list[str]:
     """What a checking client would complain about: sequence problems (``Model``), books that
     differ from the simulator's truth, executions published twice or never sent."""
-    problems = [f"{sub.name}: {p}" for p in sub.model.problems[:5]]
+    problems = [f"{sub.name}: {p}" for p in sub.view.problems[:5]]
     for market in markets:
         stream = f"book.{market}"
-        if stream in sub.model.bids:
-            bids, asks = sub.model.book(stream)
-            if (as_levels(bids, True), as_levels(asks, False)) != sim.truth(market):
-                problems.append(f"{sub.name}: {stream} differs from the truth")
+        book = sub.view.books.get(stream)
+        if book is not None and book != sim.truth(market):
+            problems.append(f"{sub.name}: {stream} differs from the truth")
     problems += [f"{sub.name}: {p}" for p in trade_problems(sub, sim)]
     return problems
 
@@ -550,9 +340,8 @@ def trade_problems(sub: Subscriber, sim: Simulator) -> list[str]:
     """The same execution under two different positions is a duplicate; a resent initial
     value (same stream, epoch and seq, after a reconnect) is not."""
     positions: dict[str, set[tuple[str, int, int]]] = {}
-    for r in sub.model.records:
-        if r["type"] == "trade":
-            positions.setdefault(r["match_number"], set()).add((r["stream"], r["epoch"], r["seq"]))
+    for match_number, stream, epoch, seq in sub.view.trades:
+        positions.setdefault(match_number, set()).add((stream, epoch, seq))
     sent = {e.match_number for e in sim.sent_executions}
     dups = [m for m, where in positions.items() if len(where) > 1]
     unknown = [m for m in positions if m not in sent]
@@ -575,12 +364,8 @@ def missing_trades(sub: Subscriber, sim: Simulator, since: int) -> list[str]:
 
 def statuses(sub: Subscriber, stream: str | None = None) -> list[tuple[str, str]]:
     """(state, reason) of every status record ``sub`` received (on ``stream``)."""
-    return [
-        (r["state"], r["reason"])
-        for r in sub.model.records
-        if r["type"] == "status" and (stream is None or r["stream"] == stream)
-    ]
+    return [(state, reason) for s, state, reason in sub.view.statuses if stream in (None, s)]
 
 
 def snapshot_reasons(sub: Subscriber) -> list[str]:
-    return [s["reason"] for s in sub.model.snapshots]
+    return [s["reason"] for s in sub.view.snapshots]

@@ -8,6 +8,7 @@ buffers stayed bounded all along (``Rig.sample_bounds``).
 
 from __future__ import annotations
 
+import contextlib
 import random
 from typing import Any
 
@@ -73,13 +74,20 @@ async def test_reconnect_storm_resumes_everyone() -> None:
     upstream drop lands in the middle of the storm. Twice. Then a group that stayed away
     longer than the history holds gets ``resume_failed`` and a fresh snapshot, never a gap."""
     rng = random.Random(3)
-    # History: ten times what flows while a storm's subscribers are away (~200 records per
-    # book stream at this rate, with a margin for a loaded 2-core runner).
-    cfg = sim_config(201, rate=800.0, faults=FaultConfig(snapshot_split=20))
+    # History: five times what flows while a storm's subscribers are away (~200 records per
+    # book stream), with a margin for a loaded 2-core runner. 300 events/s: about 40k checked
+    # messages/s for the 200 clients, what their two worker processes keep up with while the
+    # gateway shares the cores (the gateway itself resumes them all in well under a second).
+    cfg = sim_config(201, rate=300.0, faults=FaultConfig(snapshot_split=20))
     async with running_rig(cfg, **{"server.history": str(HISTORY)}) as rig:
         subs = [Subscriber(f"s{i}", CONCRETE[i % len(CONCRETE)]) for i in range(200)]
         await rig.start(subs, MARKETS)
         for _ in range(2):
+            # Each storm starts from clients that hold the head, so what a client has not yet
+            # read when it drops is what flowed since: a client process behind by more than
+            # the history would get resume_failed for its own slowness, not the gateway's.
+            await rig.settle(MARKETS)
+            rig.sim.resume()
             with trio.fail_after(20):
                 await rig.sim.wait_for_events(rig.sim.events_generated + 500)
             closing = [s for s in subs if rng.random() < 0.5]
@@ -94,17 +102,17 @@ async def test_reconnect_storm_resumes_everyone() -> None:
         await rig.settle(MARKETS)
         assert problems_of(rig, subs) == []
         for sub in subs:
-            failed = [r for r in sub.model.responses if r["type"] == "resume_failed"]
+            failed = [r for r in sub.view.responses if r["type"] == "resume_failed"]
             assert not failed, (sub.name, failed)
-            answers = [r["type"] for r in sub.model.responses]
+            answers = [r["type"] for r in sub.view.responses]
             assert answers.count("resumed") >= 2 * len(sub.streams), (sub.name, answers)
 
-        # Laggards: away for more records than the history keeps (everyone else has left:
-        # 200 subscribers parsing JSON in one Python thread would slow the market to a crawl).
+        # Laggards: away for more records than the history keeps (everyone else has left, so
+        # the market is not slowed by 190 clients it does not need).
         laggards = subs[:10]
         await rig.close(subs)
         rig.sim.resume()
-        held = {(s.name, n): s.model.held.get(n, 0) for s in laggards for n in s.streams}
+        held = {(s.name, n): s.view.held.get(n, 0) for s in laggards for n in s.streams}
 
         def history_passed() -> bool:
             heads = rig.heads()
@@ -113,13 +121,13 @@ async def test_reconnect_storm_resumes_everyone() -> None:
                 for s in laggards for n in s.streams if n.startswith("book.")
             )  # fmt: skip
 
-        with trio.fail_after(30):
+        with trio.fail_after(60):
             await rig.sim.wait_until(history_passed)
         await rig.reopen(laggards)
         await rig.settle(MARKETS, laggards)
         assert problems_of(rig, laggards) == []
         for sub in laggards:
-            failed = [r for r in sub.model.responses if r["type"] == "resume_failed"]
+            failed = [r for r in sub.view.responses if r["type"] == "resume_failed"]
             books = [s for s in sub.streams if s.startswith("book.")]
             assert {r["stream"] for r in failed} >= set(books), sub.name
             assert all(r["reason"] == "history_exhausted" for r in failed)
@@ -143,7 +151,10 @@ async def test_slow_and_stopped_subscribers(policy: str) -> None:
         "server.ping_timeout": "1",
     }
     churned = ["book.ETHUSD", "book.PAXGUSD"]
-    async with running_rig(sim_config(301 + len(policy), levels=400), **sets) as rig:
+    # 500 events/s: the policy is reached by churning snapshots, not by the market's pace,
+    # and the ordinary subscribers' worker processes must keep up on a loaded 2-core runner.
+    cfg = sim_config(301 + len(policy), levels=400, rate=500.0)
+    async with running_rig(cfg, **sets) as rig:
         fast = [Subscriber(f"fast{i}", CONCRETE[i % len(CONCRETE)]) for i in range(10)]
         slow = [
             Subscriber(f"slow{i}", ["book.BTCUSD", *churned], read_delay=0.002, rcvbuf=4096)
@@ -155,23 +166,24 @@ async def test_slow_and_stopped_subscribers(policy: str) -> None:
         ]
         await rig.start(fast + slow + stopped, MARKETS)
         never: list[RawSubscriber] = []  # referenced: a collected socket would close (FIN)
-        with trio.fail_after(10):
+        with trio.fail_after(30):
             for _ in range(3):
                 raw = await RawSubscriber.connect(rig.base, "/v1/stream", rcvbuf=4096)
                 never.append(raw)
-                await raw.send_text('{"op":"subscribe","streams":["book.*"]}')
-                for _ in range(100):
-                    await raw.send_text('{"op":"unsubscribe","streams":["book.*"]}')
+                # The policy may cut a never-reader off before its burst is over: that is
+                # what the burst is for.
+                with contextlib.suppress(trio.BrokenResourceError):
                     await raw.send_text('{"op":"subscribe","streams":["book.*"]}')
-        for sub in stopped:
-            sub.pause_reading()
+                    for _ in range(100):
+                        await raw.send_text('{"op":"unsubscribe","streams":["book.*"]}')
+                        await raw.send_text('{"op":"subscribe","streams":["book.*"]}')
+        await rig.clients.pause_reading(stopped)
         await rig.churn(slow + stopped, churned, 100)
         stats = rig.gateway.hub.stats
         with trio.fail_after(30):
             while stats.conflations + stats.slow_disconnects < 6:
                 await trio.sleep(0.01)
-        for sub in stopped:
-            sub.resume_reading()
+        await rig.clients.resume_reading(stopped)
         # Whoever the gateway closed reconnects, resuming, as a client should. 1006: the
         # policy's drop without a closing handshake (the client did not even take the frame
         # being written, or the close frame, in time).
@@ -220,14 +232,17 @@ async def test_vanished_subscribers_are_forgotten() -> None:
         stay = [Subscriber(f"stay{i}", CONCRETE[i % len(CONCRETE)]) for i in range(10)]
         doomed = [Subscriber(f"rst{i}", CONCRETE[i % len(CONCRETE)]) for i in range(30)]
         await rig.start(stay + doomed, MARKETS)
-        with trio.fail_after(10):
+        with trio.fail_after(30):
             fins = [await RawSubscriber.connect(rig.base, "/v1/stream") for _ in range(10)]
             resets = [await RawSubscriber.connect(rig.base, "/v1/book/ETHUSD") for _ in range(10)]
             dark = [await RawSubscriber.connect(rig.base, "/v1/stream") for _ in range(10)]
             for raw in fins + dark:
                 await raw.send_text('{"op":"subscribe","streams":["status.*","book.BTCUSD"]}')
-        with trio.fail_after(10):
-            while rig.gateway.server.subscriber_count < 70:
+        with trio.fail_after(30):  # all arrived (a never-reader may already be cut off)
+            while (
+                rig.gateway.server.subscriber_count + sum(all_disconnects(rig.gateway).values())
+                < 70
+            ):
                 await trio.sleep(0.01)
         await rig.abort(doomed)
         for raw in fins:

@@ -419,11 +419,11 @@ async def test_crossed_book_is_resynced_in_line() -> None:
             assert missing_trades(sub, rig.sim, since) == [], sub.name
             for market in MARKETS:
                 stream = f"book.{market}"
-                if stream not in sub.model.bids:
+                if stream not in sub.view.books:
                     continue
                 states = [s for s, _ in statuses(sub, stream)]
                 assert "resyncing" in states and "resynced" in states, (sub.name, states)
-                reasons = [s["reason"] for s in sub.model.snapshots if s["stream"] == stream]
+                reasons = [s["reason"] for s in sub.view.snapshots if s["stream"] == stream]
                 assert "crossed" in reasons, (sub.name, stream, reasons)
 
 

@@ -20,13 +20,14 @@ import trio
 import trio.testing
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
+from wsproto.utilities import LocalProtocolError
 
 from gateway.config import ServerConfig
 from gateway.feeds import feed_from_url
 from gateway.hub import Hub
 from gateway.metrics import Metrics
 from gateway.protocol import CLOSE_PING_TIMEOUT, Encoding
-from gateway.server import Route, RouteError, Server, route
+from gateway.server import Route, RouteError, Server, _ContainedNursery, route
 from gateway.session import FeedSession
 
 from .downstream_model import EPOCH, FakeFeed, Model
@@ -573,3 +574,25 @@ def test_route_errors(target: str, status: int) -> None:
     with pytest.raises(RouteError) as info:
         route(target)
     assert info.value.status == status
+
+
+async def test_a_failing_connection_task_is_contained_to_its_connection() -> None:
+    """trio-websocket runs each connection in the server's nursery; a library error there
+    (seen: a Pong refused by wsproto in LOCAL_CLOSING) must end that task, not the server."""
+    failures: list[Exception] = []
+    finished: list[str] = []
+
+    async def failing() -> None:
+        raise LocalProtocolError("Event Pong cannot be sent in state LOCAL_CLOSING")
+
+    async def healthy(name: str) -> None:
+        await trio.lowlevel.checkpoint()
+        finished.append(name)
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            contained = _ContainedNursery(nursery, failures.append)
+            contained.start_soon(failing)
+            contained.start_soon(healthy, "other connection")
+    assert [type(e) for e in failures] == [LocalProtocolError]
+    assert finished == ["other connection"]
