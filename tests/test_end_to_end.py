@@ -123,12 +123,13 @@ SUBSCRIPTIONS = [
 async def test_200_subscribers_see_gap_free_streams_and_true_books(
     nursery: trio.Nursery,
 ) -> None:
-    # The subscribers run in worker processes (tests.client_workers). 300 events/s is about
-    # 40k checked messages/s for 200 of them: what two Python processes keep up with while
-    # the gateway shares the same two cores.
+    # The subscribers run in worker processes (tests.client_workers). At 150 events/s their
+    # decoding and checking (some 20k messages/s) keeps up on two cores shared with the
+    # gateway and a busy machine: a client that falls seconds behind its own socket cannot
+    # even send a handshake in time, and that would be the test's failure, not the gateway's.
     sim = Simulator(
         SimulatorConfig(
-            seed=5, markets=MARKETS, levels=100, rate=300.0, stablecoin_interval=0.05,
+            seed=5, markets=MARKETS, levels=100, rate=150.0, stablecoin_interval=0.05,
             faults=FaultConfig(snapshot_split=30),
         )
     )  # fmt: skip
