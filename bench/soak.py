@@ -91,7 +91,7 @@ def worker_main(index: int, count: int, base_url: str, seed: int, pipe: Pipe) ->
 
 async def _worker(index: int, count: int, base: str, seed: int, pipe: Pipe) -> dict[str, Any]:
     # Imported here: the spawned child imports this module first, cheaply.
-    from tests.gateway_harness import Subscriber, as_levels, wait_all_reached
+    from bench.checking_subscriber import Subscriber, as_levels, wait_all_reached
 
     rng = random.Random(f"soak-worker:{seed}:{index}")
     subs = [

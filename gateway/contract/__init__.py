@@ -14,6 +14,6 @@ The data's way: ``ingest`` builds ``records``; ``fanout`` sequences nothing, it 
 speaks ``protocol`` with each subscriber; ``io`` only carries the bytes.
 
 May import: the standard library and msgspec, nothing else of the gateway (``gateway.__version__``
-aside). Sans-IO: ``tests/test_sans_io_boundary.py`` fails if importing any module here loads
+aside). Sans-IO: ``tests/unit/test_sans_io_boundary.py`` fails if importing any module here loads
 trio, trio-websocket or prometheus_client.
 """

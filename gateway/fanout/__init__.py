@@ -19,7 +19,7 @@ The data's way: ``io.upstream`` → ``Hub.publish(records)`` (synchronous, same 
 May import: the standard library, msgspec, ``gateway.contract`` and the pure value modules of
 ``gateway.ingest`` (``book``, ``decimals``, ``timestamps``, ``feeds``); ``access`` also raises
 ``gateway.config.ConfigError`` for a bad token file. Never trio, trio-websocket
-or prometheus_client: ``tests/test_sans_io_boundary.py`` enforces it. ``hub`` still violates it
+or prometheus_client: ``tests/unit/test_sans_io_boundary.py`` enforces it. ``hub`` still violates it
 (it imports ``io.delivery`` for ``build_frame`` and the opcodes, and is handed Prometheus
 metrics): marked xfail there until framing and the hub counters move (issue 12, phase 2).
 """

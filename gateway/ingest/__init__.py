@@ -23,7 +23,7 @@ Usage::
     hub.publish(records)                           # no checkpoint since the read
 
 May import: the standard library, msgspec, h11, sortedcontainers and ``gateway.contract``.
-Never trio, trio-websocket or prometheus_client: ``tests/test_sans_io_boundary.py`` imports
+Never trio, trio-websocket or prometheus_client: ``tests/unit/test_sans_io_boundary.py`` imports
 every module here in a fresh interpreter and fails if one of them is loaded (``normalizer`` is
 still a known violator through ``io.metrics.FeedStats``, marked xfail until it moves here).
 """

@@ -32,10 +32,10 @@ a frame.
 
 The private attributes used (``WebSocketConnection._stream`` and ``._stream_lock``) are touched
 in ``adopt`` only, only for the trio-websocket versions listed in ``SUPPORTED_VERSIONS`` (those
-tested: ``tests/test_fastsend.py`` checks that ``_send`` still writes under ``_stream_lock``),
-and only over a plain ``trio.SocketStream``. Otherwise ``adopt`` returns None and the server
-falls back to ``send_message`` (correct, slower). Extensions: trio-websocket's server accepts
-none (no permessage-deflate), so the payload of a frame is the message itself.
+tested: ``tests/component/test_delivery.py`` checks that ``_send`` still writes under
+``_stream_lock``), and only over a plain ``trio.SocketStream``. Otherwise ``adopt`` returns None
+and the server falls back to ``send_message`` (correct, slower). Extensions: trio-websocket's
+server accepts none (no permessage-deflate), so the payload of a frame is the message itself.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from websockets.exceptions import ConnectionClosed
 from wsproto.frame_protocol import FrameProtocol
 
 import gateway.io.delivery as delivery
+from bench.downstream_model import Model
 from gateway.config import ServerConfig
 from gateway.contract.protocol import CLOSE_SLOW
 from gateway.fanout.hub import Hub
@@ -41,9 +42,8 @@ from gateway.io.delivery import (
     frame_header,
 )
 from gateway.io.server import Server
-
-from .downstream_model import EPOCH, FakeFeed, Model
-from .test_server import in_thread, open_client, read_until, recv_json
+from tests.support.clients import in_thread, open_client, read_until, recv_json
+from tests.support.downstream_model import EPOCH, FakeFeed
 
 TIMEOUT = 30
 BOUNDARIES = [0, 1, 124, 125, 126, 127, 65534, 65535, 65536, 65537, 200_000]

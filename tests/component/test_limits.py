@@ -22,10 +22,9 @@ from gateway.fanout.access import ConnectionRateLimiter, TokenAuth
 from gateway.fanout.hub import Hub
 from gateway.io.metrics import Metrics
 from gateway.io.server import Server
-
-from .downstream_model import EPOCH
-from .gateway_harness import gateway_config
-from .test_server import in_thread, open_client, recv_json
+from tests.support.clients import in_thread, open_client, recv_json
+from tests.support.config import gateway_config
+from tests.support.downstream_model import EPOCH
 
 TIMEOUT = 20
 TOKEN = "s3cret-token-0123456789abcdef"

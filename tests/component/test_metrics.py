@@ -31,7 +31,7 @@ from gateway.app import Gateway
 from gateway.io.metrics import Metrics
 from gateway.logs import setup_logging
 from gateway.simulator import Simulator, SimulatorConfig
-from tests.gateway_harness import gateway_config
+from tests.support.config import gateway_config
 
 P = "paxos_gateway_"
 MARKETS = ["BTCUSD", "ETHUSD"]

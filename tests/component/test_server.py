@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,8 +19,8 @@ import pytest
 import trio
 import trio.testing
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import ClientConnection, connect
 
+from bench.downstream_model import Model
 from gateway.config import ServerConfig
 from gateway.contract.protocol import CLOSE_PING_TIMEOUT, Encoding
 from gateway.fanout.hub import Hub
@@ -28,9 +28,9 @@ from gateway.ingest.feeds import feed_from_url
 from gateway.ingest.normalizer import FeedNormalizer
 from gateway.io.metrics import Metrics
 from gateway.io.server import Route, RouteError, Server, route
-
-from .downstream_model import EPOCH, FakeFeed, Model
-from .test_protocol import HOSTILE
+from tests.support.clients import in_thread, open_client, read_until, recv_json
+from tests.support.downstream_model import EPOCH, FakeFeed
+from tests.unit.test_protocol import HOSTILE
 
 TIMEOUT = 20
 
@@ -49,33 +49,6 @@ async def running(
         await nursery.start(server.run)
         yield server, hub, f"ws://127.0.0.1:{server.port}"
         nursery.cancel_scope.cancel()
-
-
-def open_client(url: str, **kwargs: Any) -> ClientConnection:
-    # max_queue=None: with flow control the websockets client stops reading when it holds
-    # unread messages, and then waits in vain for the close handshake when leaving ``with``.
-    kwargs.setdefault("open_timeout", 10)
-    client: ClientConnection = connect(url, max_queue=None, close_timeout=5, **kwargs)
-    return client
-
-
-def recv_json(ws: ClientConnection, timeout: float = 10) -> Any:
-    data = ws.recv(timeout=timeout)
-    return json.loads(data)
-
-
-def read_until(
-    ws: ClientConnection, model: Model, done: Callable[[Model], bool], limit: int = 1_000_000
-) -> Model:
-    for _ in range(limit):
-        if done(model):
-            return model
-        model.feed(recv_json(ws))
-    raise AssertionError("message limit reached")
-
-
-async def in_thread(fn: Callable[[], Any]) -> Any:
-    return await trio.to_thread.run_sync(fn, abandon_on_cancel=True)
 
 
 async def test_many_subscribers_see_gap_free_sequences() -> None:

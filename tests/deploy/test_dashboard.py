@@ -21,10 +21,10 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.io.metrics import PREFIX
-from tests.test_metrics import EXPECTED_TYPES, drive_traffic, running_gateway
+from tests.component.test_metrics import EXPECTED_TYPES, drive_traffic, running_gateway
 
 DASHBOARD = (
-    Path(__file__).resolve().parent.parent
+    Path(__file__).resolve().parents[2]
     / "helm"
     / "paxos-gateway"
     / "dashboards"

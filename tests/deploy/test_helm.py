@@ -1,7 +1,7 @@
 """The Helm chart, rendered and linted by Helm's own engine (helm-python-sdk bundles Helm's Go
 SDK; no helm binary, no cluster), every manifest validated strictly against the Kubernetes
 schemas (kubernetes-validate --strict) and the ServiceMonitor against a schema of the CRD kept
-in tests/k8s_schemas/."""
+in tests/deploy/k8s_schemas/."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.test_dockerfile import exec_form, final_stage
+from tests.deploy.test_dockerfile import exec_form, final_stage
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = ROOT / "helm" / "paxos-gateway"
 SERVICEMONITOR_SCHEMA = (
     Path(__file__).resolve().parent / "k8s_schemas" / "servicemonitor-monitoring.coreos.com-v1.json"

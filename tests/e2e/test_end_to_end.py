@@ -20,17 +20,13 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
+from bench.checking_subscriber import Subscriber, as_levels, wait_all_reached
+from bench.downstream_model import Model
 from gateway.app import Gateway
 from gateway.simulator import FaultConfig, Simulator, SimulatorConfig
-from tests.downstream_model import Model
-from tests.gateway_harness import (
-    AsyncioClients,
-    Subscriber,
-    as_levels,
-    gateway_config,
-    wait_all_reached,
-    wait_books_equal_truth,
-)
+from tests.support.checks import wait_books_equal_truth
+from tests.support.clients import AsyncioClients
+from tests.support.config import gateway_config
 
 MARKETS = ["BTCUSD", "ETHUSD", "PAXGUSD"]
 

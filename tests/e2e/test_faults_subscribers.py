@@ -14,17 +14,12 @@ from typing import Any
 import pytest
 import trio
 
+from bench.checking_subscriber import Subscriber
 from gateway.app import Gateway
 from gateway.simulator import FaultConfig, SimulatorConfig
-from tests.gateway_harness import (
-    RawSubscriber,
-    Rig,
-    Subscriber,
-    leaked_subscribers,
-    running_rig,
-    snapshot_reasons,
-    subscriber_problems,
-)
+from tests.support.checks import leaked_subscribers, snapshot_reasons, subscriber_problems
+from tests.support.clients import RawSubscriber
+from tests.support.rig import Rig, running_rig
 
 MARKETS = ["BTCUSD", "ETHUSD", "PAXGUSD"]
 # Concrete streams only: a resume names the streams it continues.

@@ -23,17 +23,11 @@ from typing import Any
 import pytest
 import trio
 
+from bench.checking_subscriber import Subscriber
 from gateway.app import Gateway
 from gateway.simulator import Connection, FaultConfig, Simulator, SimulatorConfig
-from tests.gateway_harness import (
-    Rig,
-    Subscriber,
-    missing_trades,
-    running_rig,
-    snapshot_reasons,
-    statuses,
-    subscriber_problems,
-)
+from tests.support.checks import missing_trades, snapshot_reasons, statuses, subscriber_problems
+from tests.support.rig import Rig, running_rig
 
 MARKETS = ["BTCUSD", "ETHUSD", "PAXGUSD"]
 EIGHT_MARKETS = [

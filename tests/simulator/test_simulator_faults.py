@@ -10,7 +10,7 @@ import trio
 from trio.testing import MockClock
 
 from gateway.simulator import FaultConfig
-from tests.test_simulator_support import Replica, client, parse, serving, unthrottled
+from tests.support.simulator_support import Replica, client, parse, serving, unthrottled
 
 FEW = ("BTCUSD", "ETHUSD")
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from gateway.simulator import formatting
 from gateway.simulator.framing import text_frame
-from tests.test_simulator_support import TIMESTAMP, TRIMMED, assert_compact_all_strings
+from tests.support.simulator_support import TIMESTAMP, TRIMMED, assert_compact_all_strings
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import pytest
 
 from gateway.simulator import DEFAULT_MARKETS, Execution, LevelUpdate, MarketModel, MarketSpec
 from gateway.simulator.markets import MarketError, resolve_markets
-from tests.test_simulator_support import (
+from tests.support.simulator_support import (
     TIMESTAMP,
     TRIMMED,
     Replica,

@@ -11,7 +11,7 @@ import trio_websocket
 from trio.testing import MockClock
 
 from gateway.simulator import FaultConfig, SimulatorConfig
-from tests.test_simulator_support import (
+from tests.support.simulator_support import (
     Replica,
     assert_compact_all_strings,
     client,

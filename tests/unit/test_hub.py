@@ -13,11 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gateway.fanout.hub as hub_module
+from bench.downstream_model import Model
 from gateway.contract.protocol import CLOSE_GOING_AWAY, CLOSE_SLOW, Encoding, ResumeFrom
 from gateway.fanout.hub import Hub, Subscriber
 from gateway.io.metrics import Metrics
-
-from .downstream_model import EPOCH, FakeFeed, Model
+from tests.support.downstream_model import EPOCH, FakeFeed
 
 
 def drain(sub: Subscriber) -> list[Any]:
