@@ -6,8 +6,9 @@ Bounded (``--duration`` seconds of faults, then a bounded check) and not part of
 test run. Processes: this one runs the simulator (trio) and the fault schedule; the gateway runs
 as ``python -m gateway run`` in its own process (its RSS is what is sampled, with psutil); the
 subscribers are split over ``--workers`` processes, each an asyncio loop of checking clients
-(``tests.downstream_model.Model``) that also churn: close or vanish (TCP reset) and reconnect,
-resuming from their last record, and reconnect whenever the gateway closes them (slow policy).
+(``bench.checking_subscriber.Subscriber``) that also churn: close or vanish (TCP reset) and
+reconnect, resuming from their last record, and reconnect whenever the gateway closes them (slow
+policy).
 
 Upstream faults, one every 1-4 s (seeded): abrupt and graceful drops, a stalled connection (no
 data, no pong), a crossed book, a burst of malformed / truncated / wrongly typed frames, refused
