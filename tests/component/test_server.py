@@ -30,7 +30,7 @@ from gateway.io.metrics import Metrics
 from gateway.io.server import Route, RouteError, Server, route
 from tests.support.clients import in_thread, open_client, read_until, recv_json
 from tests.support.downstream_model import EPOCH, FakeFeed
-from tests.unit.test_protocol import HOSTILE
+from tests.support.hostile_requests import HOSTILE, MAX_BYTES, MAX_STREAMS
 
 TIMEOUT = 20
 
@@ -170,7 +170,9 @@ async def test_msgpack_encoding() -> None:
 async def test_hostile_requests_each_get_their_error_and_the_server_stays_healthy() -> None:
     with trio.fail_after(TIMEOUT):
         metrics = Metrics()
-        async with running(metrics=metrics, max_request_bytes=1024, max_subscriptions=8) as (
+        async with running(
+            metrics=metrics, max_request_bytes=MAX_BYTES, max_subscriptions=MAX_STREAMS
+        ) as (
             _, hub, url,
         ):  # fmt: skip
             feed = FakeFeed(hub)

@@ -21,7 +21,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.io.metrics import PREFIX
-from tests.component.test_metrics import EXPECTED_TYPES, drive_traffic, running_gateway
+from tests.support.metrics_traffic import EXPECTED_TYPES, drive_traffic, running_gateway
 
 DASHBOARD = (
     Path(__file__).resolve().parents[2]
