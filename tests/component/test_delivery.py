@@ -43,7 +43,7 @@ from gateway.io.delivery import (
 )
 from gateway.io.server import Server
 from tests.support.clients import in_thread, open_client, read_until, recv_json
-from tests.support.downstream_model import EPOCH, FakeFeed
+from tests.support.fake_feed import EPOCH, FakeFeed
 
 TIMEOUT = 30
 BOUNDARIES = [0, 1, 124, 125, 126, 127, 65534, 65535, 65536, 65537, 200_000]

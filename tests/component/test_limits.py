@@ -24,7 +24,7 @@ from gateway.io.metrics import Metrics
 from gateway.io.server import Server
 from tests.support.clients import in_thread, open_client, recv_json
 from tests.support.config import gateway_config
-from tests.support.downstream_model import EPOCH
+from tests.support.fake_feed import EPOCH
 
 TIMEOUT = 20
 TOKEN = "s3cret-token-0123456789abcdef"

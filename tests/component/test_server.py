@@ -29,7 +29,7 @@ from gateway.ingest.normalizer import FeedNormalizer
 from gateway.io.metrics import Metrics
 from gateway.io.server import Route, RouteError, Server, route
 from tests.support.clients import in_thread, open_client, read_until, recv_json
-from tests.support.downstream_model import EPOCH, FakeFeed
+from tests.support.fake_feed import EPOCH, FakeFeed
 from tests.support.hostile_requests import HOSTILE, MAX_BYTES, MAX_STREAMS
 
 TIMEOUT = 20

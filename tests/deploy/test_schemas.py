@@ -11,7 +11,7 @@ import pytest
 from gateway.contract import schemagen
 from gateway.contract.protocol import Encoding
 from gateway.fanout.hub import Hub
-from tests.support.downstream_model import EPOCH, FakeFeed
+from tests.support.fake_feed import EPOCH, FakeFeed
 
 
 def test_schema_files_are_current() -> None:

@@ -11,7 +11,7 @@ from gateway.config import ServerConfig
 from gateway.fanout.hub import Hub
 from gateway.io.server import Server
 from gateway.tools import tail
-from tests.support.downstream_model import EPOCH, FakeFeed
+from tests.support.fake_feed import EPOCH, FakeFeed
 
 
 def record(stream: str, seq: int, kind: str = "trade", epoch: int = EPOCH) -> dict[str, object]:

@@ -17,7 +17,7 @@ from bench.downstream_model import Model
 from gateway.contract.protocol import CLOSE_GOING_AWAY, CLOSE_SLOW, Encoding, ResumeFrom
 from gateway.fanout.hub import Hub, Subscriber
 from gateway.io.metrics import Metrics
-from tests.support.downstream_model import EPOCH, FakeFeed
+from tests.support.fake_feed import EPOCH, FakeFeed
 
 
 def drain(sub: Subscriber) -> list[Any]:

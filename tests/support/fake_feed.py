@@ -1,11 +1,8 @@
-"""Test helpers for the downstream side: a synthetic upstream and a checking subscriber model.
+"""A synthetic upstream for fan-out tests: ``FakeFeed`` plays normalizer + upstream task.
 
-``FakeFeed`` plays session + upstream: it keeps sequence numbers and a real ``OrderBook``,
-mutates the book and then publishes, like ``FeedNormalizer.receive`` followed by ``hub.publish``.
-
-``Model`` is what a careful client does with the messages (decoded JSON objects): it follows
-``subscribed`` / ``resumed`` answers, applies book snapshots and updates, and records every
-sequence problem instead of raising, so a test can assert there were none.
+It keeps sequence numbers and a real ``OrderBook``, mutates the book and then publishes, like
+``FeedNormalizer.receive`` followed by ``hub.publish``. Subscribers' messages are checked with
+``bench.downstream_model.Model``.
 """
 
 from __future__ import annotations
