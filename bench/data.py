@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import msgspec
 
-from gateway.records import BookSnapshot, Trade
+from gateway.contract.records import BookSnapshot, Trade
 
 MARKET = "BTCUSD"
 TICK = Decimal("0.25")

@@ -1,6 +1,6 @@
 """Ingest alone, on one core: upstream book messages decoded, normalized and applied to books.
 
-The gateway figure is ``FeedSession.receive`` over a SNAPSHOT and then UPDATE messages of one
+The gateway figure is ``FeedNormalizer.receive`` over a SNAPSHOT and then UPDATE messages of one
 market (``bench.data.paxos_book_stream``); the reference is what a Python team would write:
 ``json.loads``, ``Decimal``, a dict per side, a record dict per update. Run as
 ``python -m bench.ingest --updates N`` (pinned to one CPU); prints one JSON line.
@@ -23,11 +23,11 @@ from bench.procs import die_with_parent
 
 
 def gateway_ingest(frames: list[bytes]) -> Callable[[], int]:
-    from gateway.feeds import feed_from_url
-    from gateway.session import FeedSession
+    from gateway.ingest.feeds import feed_from_url
+    from gateway.ingest.normalizer import FeedNormalizer
 
     def run() -> int:
-        session = FeedSession(feed_from_url(f"ws://127.0.0.1/marketdata/{data.MARKET}"), 1)
+        session = FeedNormalizer(feed_from_url(f"ws://127.0.0.1/marketdata/{data.MARKET}"), 1)
         session.connected(0)
         records = 0
         now = time.time_ns()

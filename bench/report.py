@@ -212,7 +212,7 @@ def markdown(results: Row) -> str:
         "",
         "| implementation | messages/s | ratio to naive |",
         "|---|---:|---:|",
-        f"| gateway FeedSession.receive | {fmt(gw_ingest)} "
+        f"| gateway FeedNormalizer.receive | {fmt(gw_ingest)} "
         f"| {fmt(gw_ingest / naive_ingest if gw_ingest else None, '.2f', 'x')} |",
         f"| naive json + Decimal + dict | {fmt(naive_ingest)} | 1.00x |",
     ]

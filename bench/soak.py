@@ -6,8 +6,9 @@ Bounded (``--duration`` seconds of faults, then a bounded check) and not part of
 test run. Processes: this one runs the simulator (trio) and the fault schedule; the gateway runs
 as ``python -m gateway run`` in its own process (its RSS is what is sampled, with psutil); the
 subscribers are split over ``--workers`` processes, each an asyncio loop of checking clients
-(``tests.downstream_model.Model``) that also churn: close or vanish (TCP reset) and reconnect,
-resuming from their last record, and reconnect whenever the gateway closes them (slow policy).
+(``bench.checking_subscriber.CheckingSubscriber``) that also churn: close or vanish (TCP
+reset) and reconnect, resuming from their last record, and reconnect whenever the gateway closes
+them (slow policy).
 
 Upstream faults, one every 1-4 s (seeded): abrupt and graceful drops, a stalled connection (no
 data, no pong), a crossed book, a burst of malformed / truncated / wrongly typed frames, refused
@@ -91,11 +92,11 @@ def worker_main(index: int, count: int, base_url: str, seed: int, pipe: Pipe) ->
 
 async def _worker(index: int, count: int, base: str, seed: int, pipe: Pipe) -> dict[str, Any]:
     # Imported here: the spawned child imports this module first, cheaply.
-    from tests.gateway_harness import Subscriber, as_levels, wait_all_reached
+    from bench.checking_subscriber import CheckingSubscriber, as_levels, wait_all_reached
 
     rng = random.Random(f"soak-worker:{seed}:{index}")
     subs = [
-        Subscriber(f"w{index}s{i}", SUBSCRIPTIONS[(i + index) % len(SUBSCRIPTIONS)])
+        CheckingSubscriber(f"w{index}s{i}", SUBSCRIPTIONS[(i + index) % len(SUBSCRIPTIONS)])
         for i in range(count)
     ]
     for start in range(0, count, 50):  # a burst of handshakes, not hundreds at once
@@ -126,7 +127,7 @@ async def _worker(index: int, count: int, base: str, seed: int, pipe: Pipe) -> d
     pipe.send("ready")
     heads, truth = await loop.run_in_executor(None, pipe.recv)
 
-    def heads_of(sub: Subscriber) -> dict[str, int]:
+    def heads_of(sub: CheckingSubscriber) -> dict[str, int]:
         return {n: heads[n] for n in sub.streams if heads.get(n, 0) > 0}
 
     late: list[str] = []

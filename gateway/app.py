@@ -33,14 +33,16 @@ import trio
 
 from gateway import __version__
 from gateway import config as config_mod
-from gateway.access import ConnectionRateLimiter, TokenAuth, auth_warning, load_tokens
-from gateway.book import OrderBook
 from gateway.config import Config, ConfigError
-from gateway.connect_gate import ConnectGate
-from gateway.feeds import FeedSpec
-from gateway.hub import Hub
-from gateway.logs import setup_logging
-from gateway.metrics import (
+from gateway.contract.protocol import STREAM_KINDS, ErrorCode
+from gateway.contract.records import Record
+from gateway.fanout.access import ConnectionRateLimiter, TokenAuth, auth_warning, load_tokens
+from gateway.fanout.hub import Hub
+from gateway.ingest.book import OrderBook
+from gateway.ingest.feeds import FeedSpec
+from gateway.ingest.normalizer import FeedNormalizer
+from gateway.io.connect_gate import ConnectGate
+from gateway.io.metrics import (
     DEPTH_BYTES_BUCKETS,
     DEPTH_RECORDS_BUCKETS,
     PREFIX,
@@ -49,12 +51,10 @@ from gateway.metrics import (
     GaugeCallbackCollector,
     Metrics,
 )
-from gateway.ops_http import FeedHealth, OpsServer, Readiness
-from gateway.protocol import STREAM_KINDS, ErrorCode
-from gateway.records import Record
-from gateway.server import DisconnectReason, Server
-from gateway.session import FeedSession
-from gateway.upstream import FeedState, run_feed
+from gateway.io.ops_http import FeedHealth, OpsServer, Readiness
+from gateway.io.server import DisconnectReason, Server
+from gateway.io.upstream import FeedState, run_feed
+from gateway.logs import setup_logging
 
 log = logging.getLogger("gateway.app")
 
@@ -63,7 +63,7 @@ log = logging.getLogger("gateway.app")
 class _Feed:
     spec: FeedSpec
     required: bool
-    session: FeedSession
+    session: FeedNormalizer
     state: FeedState
 
 
@@ -96,7 +96,7 @@ class Gateway:
             _Feed(
                 spec=spec,
                 required=feed_config.required,
-                session=FeedSession(
+                session=FeedNormalizer(
                     spec, self.epoch, dedup_capacity=config.upstream.dedup_capacity
                 ),
                 state=FeedState(spec.name),
@@ -323,7 +323,7 @@ class Gateway:
                 yield [feed.spec.name], max(0.0, (now - last) / 1e9)
 
 
-def _not_ready_reason(session: FeedSession, state: FeedState) -> str:
+def _not_ready_reason(session: FeedNormalizer, state: FeedState) -> str:
     if not state.connected:
         if state.connections == 0 and state.last_reason is None:
             return "connecting"
@@ -383,7 +383,7 @@ def freeze_startup_heap() -> None:
 
     Every full collection walks all tracked objects; with these in, one took ~15 ms, a pause
     felt by every subscriber at once. Together with untracked records and frames
-    (``hub.Frame``) it keeps the collector's pauses off the fan-out's tail latency. For a
+    (``hub.OutFrame``) it keeps the collector's pauses off the fan-out's tail latency. For a
     process that runs one gateway (``run``, ``demo``); tests that start many in one process
     must not freeze what they will drop.
     """

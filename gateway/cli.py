@@ -14,11 +14,11 @@ from gateway import __version__
 
 SUBCOMMAND_MODULES = (
     "gateway.app",  # run
-    "gateway.demo",  # demo
+    "gateway.tools.demo",  # demo
     "gateway.simulator.command",  # simulate
-    "gateway.tail",  # tail
-    "gateway.record",  # record
-    "gateway.simulator.replay",  # replay
+    "gateway.tools.tail",  # tail
+    "gateway.recording.record",  # record
+    "gateway.recording.replay",  # replay
 )
 
 

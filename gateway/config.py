@@ -27,8 +27,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from gateway import feeds as feeds_mod
-from gateway.feeds import FeedSpec
+from gateway.ingest import feeds as feeds_mod
+from gateway.ingest.feeds import FeedSpec
 
 ENV_PREFIX = "PAXOS_GATEWAY__"
 DEFAULT_FEED_PATHS = ("/executiondata", "/marketdata", "/marketdata/stablecoin")

@@ -1,0 +1,98 @@
+"""Normalized, sequenced records: what the gateway publishes downstream.
+
+Every record belongs to exactly one stream (``trades.BTCUSD``, ``book.BTCUSD``,
+``price.USDCUSD``) and carries that stream's gap-free sequence number ``seq``
+(1, 2, 3, ...) and the gateway ``epoch`` (changes on every gateway start), so a
+consumer can always tell a gap from a restart.
+
+Numbers are exact: prices and amounts are ``Decimal`` (encoded as canonical
+decimal strings, trailing zeros trimmed), times are integer nanoseconds since
+the Unix epoch. ``receive_time`` is the gateway's wall clock when the upstream
+frame arrived (for status records: when the state changed).
+
+These types are the downstream contract: ``schemas/`` is generated from them.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+import msgspec
+
+Side = Literal["bid", "ask"]
+
+# A price level: [price, amount]. Arrays, not objects, because snapshots carry
+# thousands of them and the keys would double the bytes on the wire.
+Level = tuple[Decimal, Decimal]
+
+
+# gc=False: records are immutable values (strings, numbers, tuples of Decimals) and the hub's
+# history holds tens of thousands of them; the cyclic collector need not walk them (see
+# ``hub.OutFrame``).
+class _Record(msgspec.Struct, kw_only=True, tag_field="type", gc=False):
+    stream: str
+    seq: int
+    epoch: int
+    receive_time: int
+
+
+class Trade(_Record, tag="trade"):
+    """One execution. Deduplicated by ``match_number`` across reconnects."""
+
+    market: str
+    price: Decimal
+    amount: Decimal
+    match_number: str
+    exchange_time: int
+
+
+class BookSnapshot(_Record, tag="book_snapshot"):
+    """The whole book of one market; it replaces whatever the consumer held.
+
+    ``seq`` is the sequence number the snapshot is valid at: the next update
+    of the stream has ``seq + 1``. ``reason`` says why it was sent:
+    ``initial`` (first snapshot from upstream), ``reconnect`` / ``crossed``
+    (upstream resync, published into the stream), and, sent to one subscriber
+    only, ``subscribe`` (late joiner), ``conflation`` (the subscriber's backlog
+    was dropped), ``resume_failed`` (history no longer covers the resume).
+    """
+
+    market: str
+    bids: list[Level]  # best (highest) first
+    asks: list[Level]  # best (lowest) first
+    resync: bool
+    reason: str
+
+
+class BookUpdate(_Record, tag="book_update"):
+    """One level's new absolute size; ``amount == 0`` removes the level."""
+
+    market: str
+    side: Side
+    price: Decimal
+    amount: Decimal
+
+
+class Price(_Record, tag="price"):
+    """Stablecoin index price."""
+
+    market: str
+    price: Decimal
+    exchange_time: int
+
+
+StatusState = Literal["connected", "disconnected", "resyncing", "resynced"]
+
+
+class Status(_Record, tag="status"):
+    """Upstream state of the feed that produces this stream, with the reason."""
+
+    feed: str
+    state: StatusState
+    reason: str
+
+
+Record = Trade | BookSnapshot | BookUpdate | Price | Status
+
+RECORD_TYPES: tuple[type[_Record], ...] = (Trade, BookSnapshot, BookUpdate, Price, Status)

@@ -1,0 +1,29 @@
+"""Ingest (sans-IO): upstream bytes in, normalized and sequenced records out.
+
+One ``FeedNormalizer`` per configured feed turns the frames of one Paxos WebSocket into
+``contract.records``: exact decimals, integer-nanosecond times, books kept in sync across
+reconnects, executions deduplicated, gap-free ``seq`` per stream. Nothing here owns a socket or
+a clock: the upstream task (``io.upstream``) passes bytes and the time in, and publishes what
+comes back, one batch per socket read.
+
+Modules, in the data's order: ``wsclient`` (the WebSocket client protocol: handshake and
+frames, h11 for the HTTP part), ``paxos_messages`` (the Paxos feed messages as msgspec types and
+their decoders, values left as the strings Paxos sent), ``decimals`` and ``timestamps`` (exact
+numbers and times), ``book`` (one market's ``OrderBook``), ``dedup`` (``RecentIds``: replayed
+executions), ``sequence`` (``Sequencer``: per-stream numbers), ``feeds`` (``FeedSpec``: which path a
+feed reads and which streams it produces), ``normalizer`` (``FeedNormalizer``: all of the above,
+one feed).
+
+Usage::
+
+    normalizer = FeedNormalizer(feed_from_url("wss://ws.paxos.com/marketdata"), epoch)
+    records = normalizer.connected(now_ns)
+    for message in client.receive(data):          # wsclient.ClientProtocol
+        records += normalizer.receive(message, now_ns)
+    hub.publish(records)                           # no checkpoint since the read
+
+May import: the standard library, msgspec, h11, sortedcontainers and ``gateway.contract``.
+Never trio, trio-websocket or prometheus_client: ``tests/unit/test_sans_io_boundary.py`` imports
+every module here in a fresh interpreter and fails if one of them is loaded (``normalizer`` is
+still a known violator through ``io.metrics.FeedStats``, marked xfail until it moves here).
+"""

@@ -1,0 +1,413 @@
+"""The upstream's WebSocket client protocol, sans-IO: the opening handshake and the frames.
+
+Why the upstream does not use trio-websocket (the subscriber server still does, see
+``io.delivery``): its reader task hands each message to the consumer through a memory channel
+whose ``send`` is a checkpoint, and parses each frame with wsproto (~7 us per frame). Every
+upstream message therefore cost a trip through the scheduler, and the whole path tops out near
+13-17k messages/s on one connection, while the session normalizes one in ~2 us. Worse for the
+fan-out, records arrived one per scheduling tick, so a subscriber's write could never carry more
+than a tick's worth of them. ``ClientProtocol.receive`` instead parses everything one socket read
+brought and returns the complete messages together; the upstream task normalizes and publishes
+them as one batch, and each subscriber gets them in one write.
+
+What is checked here (RFC 6455), and what a violation leads to (``Closing``):
+
+* server frames are unmasked, no RSV bit is set (no extension is ever offered), opcodes are
+  known, control frames are final and at most 125 bytes, continuations follow a started
+  message: else close 1002;
+* a message (or a frame announcing it) larger than ``max_message_bytes``: close 1009, decided
+  from the frame header, before its payload is buffered;
+* text messages and close reasons are UTF-8: else close 1007;
+* a ping is answered with a pong carrying its payload; a close frame is answered with a close
+  frame with the same code (RFC 6455 5.5.1), then nothing more is read.
+
+The handshake uses h11 (an HTTP/1.1 response may come in any number of pieces, with headers
+folded in any case); an answer other than 101 is a ``Rejected`` with its status and the start of
+its body, a 101 without the right ``Sec-WebSocket-Accept`` is a ``HandshakeError``.
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Final
+
+import h11
+
+__all__ = [
+    "CLOSE_MESSAGE_TOO_BIG",
+    "CLOSE_PROTOCOL_ERROR",
+    "OP_BINARY",
+    "OP_PING",
+    "OP_TEXT",
+    "ClientProtocol",
+    "Closing",
+    "Handshake",
+    "HandshakeError",
+    "Rejected",
+    "accept_token",
+    "client_frame",
+]
+
+OP_CONTINUATION: Final = 0x0
+OP_TEXT: Final = 0x1
+OP_BINARY: Final = 0x2
+OP_CLOSE: Final = 0x8
+OP_PING: Final = 0x9
+OP_PONG: Final = 0xA
+
+CLOSE_PROTOCOL_ERROR: Final = 1002
+CLOSE_NO_STATUS: Final = 1005  # never sent: "the close frame carried no code"
+CLOSE_INVALID_DATA: Final = 1007
+CLOSE_MESSAGE_TOO_BIG: Final = 1009
+
+_UTF8: Final = codecs.getincrementaldecoder("utf-8")
+_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+# Enough of a refusal's body to tell the operator why (e.g. Paxos's "Not Found").
+MAX_REJECTION_BODY: Final = 4096
+MAX_RESPONSE_HEAD: Final = 16384
+
+
+def accept_token(key: bytes) -> bytes:
+    """The ``Sec-WebSocket-Accept`` a server must answer ``key`` with."""
+    return base64.b64encode(hashlib.sha1(key + _GUID).digest())
+
+
+def client_frame(opcode: int, payload: bytes = b"", mask: bytes | None = None) -> bytes:
+    """One final, masked client-to-server frame (the upstream only ever sends control frames,
+    so the payload is at most 125 bytes and masking it in Python costs nothing)."""
+    if len(payload) > 125:
+        raise ValueError("a control frame carries at most 125 bytes")
+    key = os.urandom(4) if mask is None else mask
+    n = len(payload)
+    keystream = (key * (n // 4 + 1))[:n]
+    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(keystream, "big")).to_bytes(n, "big")
+    return bytes((0x80 | opcode, 0x80 | n)) + key + masked
+
+
+def close_payload(code: int, reason: str = "") -> bytes:
+    """A close frame's payload: the code and as much of ``reason`` as fits (whole characters)."""
+    data = reason.encode()[:123]
+    return code.to_bytes(2, "big") + data.decode(errors="ignore").encode()
+
+
+# -- the opening handshake ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The server answered the upgrade with an HTTP status instead of 101."""
+
+    status: int
+    body: bytes
+
+
+class HandshakeError(Exception):
+    """The server's answer is no valid WebSocket upgrade (a protocol error)."""
+
+
+class Handshake:
+    """Client side of the opening handshake: send ``request``, feed what arrives to ``receive``
+    until it returns True; then ``rejected`` is set, or ``leftover`` holds the bytes that came
+    after the 101 response (frames the server sent at once, as Paxos does)."""
+
+    def __init__(self, host_header: str, resource: str, *, key: bytes | None = None) -> None:
+        self.key = key if key is not None else base64.b64encode(os.urandom(16))
+        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_RESPONSE_HEAD)
+        self.request = self._h11.send(
+            h11.Request(
+                method="GET",
+                target=resource,
+                headers=[
+                    (b"Host", host_header.encode("idna" if not host_header.isascii() else "ascii")),
+                    (b"Upgrade", b"websocket"),
+                    (b"Connection", b"Upgrade"),
+                    (b"Sec-WebSocket-Key", self.key),
+                    (b"Sec-WebSocket-Version", b"13"),
+                    (b"User-Agent", b"paxos-gateway"),
+                ],
+            )
+        ) + (self._h11.send(h11.EndOfMessage()) or b"")
+        self.rejected: Rejected | None = None
+        self.leftover = b""
+        self._status = 0
+        self._body = bytearray()
+
+    def receive(self, data: bytes) -> bool:
+        """Feed received bytes (``b""`` at EOF). True once the handshake is decided."""
+        conn = self._h11
+        conn.receive_data(data)
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise HandshakeError(f"bad HTTP response: {exc}") from None
+            if event is h11.NEED_DATA:
+                if not data:  # EOF before the answer was complete
+                    if self._status:
+                        return self._reject()
+                    raise HandshakeError("connection closed during the handshake")
+                return False
+            if event is h11.PAUSED or isinstance(event, h11.ConnectionClosed):
+                if self._status:
+                    return self._reject()
+                raise HandshakeError("connection closed during the handshake")
+            if isinstance(event, h11.InformationalResponse):
+                if event.status_code != 101:
+                    continue  # 1xx other than 101: keep waiting for the real answer
+                self._accept(list(event.headers))
+                self.leftover = conn.trailing_data[0]
+                return True
+            if isinstance(event, h11.Response):
+                self._status = event.status_code
+            elif isinstance(event, h11.Data):
+                room = MAX_REJECTION_BODY - len(self._body)
+                self._body += event.data[: max(0, room)]
+            elif isinstance(event, h11.EndOfMessage):
+                return self._reject()
+
+    def _reject(self) -> bool:
+        self.rejected = Rejected(self._status, bytes(self._body))
+        return True
+
+    def _accept(self, headers: list[tuple[bytes, bytes]]) -> None:
+        values: dict[bytes, list[bytes]] = {}
+        for name, value in headers:
+            values.setdefault(name.lower(), []).append(value)
+        upgrade = b",".join(values.get(b"upgrade", [])).lower()
+        connection = b",".join(values.get(b"connection", [])).lower()
+        if upgrade.strip() != b"websocket":
+            raise HandshakeError("101 response without 'Upgrade: websocket'")
+        if b"upgrade" not in (t.strip() for t in connection.split(b",")):
+            raise HandshakeError("101 response without 'Connection: Upgrade'")
+        if values.get(b"sec-websocket-accept") != [accept_token(self.key)]:
+            raise HandshakeError("101 response with a wrong Sec-WebSocket-Accept")
+        if values.get(b"sec-websocket-extensions"):
+            raise HandshakeError("the server accepted an extension that was never offered")
+
+
+# -- frames ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Closing:
+    """Why the connection is closing: the code and reason of the peer's close frame
+    (``by_peer``), or of the one this side sends after a protocol violation."""
+
+    code: int
+    reason: str
+    by_peer: bool
+
+
+def _valid_close_code(code: int) -> bool:
+    return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014) or (
+        3000 <= code <= 4999
+    )
+
+
+class ClientProtocol:
+    """The open connection, client side.
+
+    ``receive(data)`` returns the complete data messages (payload bytes, text and binary alike)
+    in the order they arrived. Frames to send back (pongs, the close reply) accumulate in
+    ``outgoing``; the payloads of pongs received in ``pongs``; ``closing`` is set once the
+    peer sent a close frame or broke the protocol, and nothing is parsed after that.
+    """
+
+    __slots__ = (
+        "_buf",
+        "_fragments",
+        "_fragments_size",
+        "_need",
+        "_utf8_stream",
+        "closing",
+        "max_message_bytes",
+        "outgoing",
+        "pongs",
+    )
+
+    def __init__(self, max_message_bytes: int, leftover: bytes = b"") -> None:
+        self.max_message_bytes = max_message_bytes
+        self.outgoing = bytearray()
+        self.pongs: list[bytes] = []
+        self.closing: Closing | None = None
+        self._buf = bytearray(leftover)  # an incomplete frame (rarely more)
+        self._need = 0  # bytes ``_buf`` must hold before parsing it is worth it
+        self._fragments: list[bytes] = []
+        self._fragments_size = 0
+        # The UTF-8 check of a text message under way: fragment by fragment, so that an
+        # impossible byte fails the connection when it arrives, not when the message ends.
+        self._utf8_stream: codecs.IncrementalDecoder | None = None
+
+    @property
+    def pending(self) -> int:
+        """Bytes held of a frame not yet complete."""
+        return len(self._buf)
+
+    def send_close(self, code: int, reason: str = "") -> bytes:
+        """The close frame this side starts a closing handshake with."""
+        return client_frame(OP_CLOSE, close_payload(code, reason))
+
+    def receive(self, data: bytes) -> list[bytes]:
+        if self.closing is not None:
+            return []
+        buf: bytes | bytearray
+        if self._buf:
+            self._buf += data
+            if len(self._buf) < self._need:
+                return []
+            buf = self._buf
+        else:
+            buf = data
+        out: list[bytes] = []
+        end = len(buf)
+        pos = 0
+        max_size = self.max_message_bytes
+        while end - pos >= 2:
+            b0 = buf[pos]
+            n = buf[pos + 1]
+            # The common case first: a final, unmasked, short text or binary frame, no
+            # fragmented message under way.
+            if n < 126 and (b0 == 0x81 or b0 == 0x82) and not self._fragments:
+                stop = pos + 2 + n
+                if stop > end:
+                    self._need = stop - pos
+                    break
+                if n > max_size:
+                    self._fail(CLOSE_MESSAGE_TOO_BIG, f"a {n}-byte message (limit {max_size})")
+                    break
+                payload = bytes(buf[pos + 2 : stop])
+                pos = stop
+                if b0 == 0x81 and not self._utf8(payload):
+                    break
+                out.append(payload)
+                continue
+            if n & 0x80:
+                self._fail(CLOSE_PROTOCOL_ERROR, "masked frame from the server")
+                break
+            if b0 & 0x70:
+                self._fail(CLOSE_PROTOCOL_ERROR, "RSV bit set without an extension")
+                break
+            head = 2
+            if n >= 126:  # 16- or 64-bit extended length
+                head = 4 if n == 126 else 10
+                if end - pos < head:
+                    self._need = head
+                    break
+                n = int.from_bytes(buf[pos + 2 : pos + head], "big")
+                if n >> 63:
+                    self._fail(CLOSE_PROTOCOL_ERROR, "frame length with the top bit set")
+                    break
+            if not self._frame_header_ok(b0, n):
+                break
+            stop = pos + head + n
+            if stop > end:
+                self._need = stop - pos
+                break
+            payload = bytes(buf[pos + head : stop])
+            pos = stop
+            message = self._frame(b0, payload)
+            if message is not None:
+                out.append(message)
+            if self.closing is not None:
+                break
+        else:
+            self._need = 0
+        if self.closing is not None:
+            self._buf = bytearray()
+        elif buf is self._buf:
+            del self._buf[:pos]
+        elif pos < end:
+            self._buf = bytearray(buf[pos:])
+        return out
+
+    # -- the rest of the protocol -----------------------------------------------------------
+
+    def _frame_header_ok(self, b0: int, n: int) -> bool:
+        opcode = b0 & 0x0F
+        if OP_BINARY < opcode < OP_CLOSE or opcode > OP_PONG:
+            self._fail(CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode:#x}")
+            return False
+        if opcode >= OP_CLOSE:
+            if not b0 & 0x80 or n > 125:
+                self._fail(CLOSE_PROTOCOL_ERROR, "fragmented or oversized control frame")
+                return False
+            return True
+        if opcode == OP_CONTINUATION and not self._fragments:
+            self._fail(CLOSE_PROTOCOL_ERROR, "continuation frame without a message")
+            return False
+        if opcode != OP_CONTINUATION and self._fragments:
+            self._fail(CLOSE_PROTOCOL_ERROR, "new message before the last one ended")
+            return False
+        size = self._fragments_size + n
+        if size > self.max_message_bytes:
+            limit = self.max_message_bytes
+            self._fail(CLOSE_MESSAGE_TOO_BIG, f"a message of {size}+ bytes (limit {limit})")
+            return False
+        return True
+
+    def _frame(self, b0: int, payload: bytes) -> bytes | None:
+        opcode = b0 & 0x0F
+        if opcode == OP_PING:
+            self.outgoing += client_frame(OP_PONG, payload)
+            return None
+        if opcode == OP_PONG:
+            self.pongs.append(payload)
+            return None
+        if opcode == OP_CLOSE:
+            self._peer_closed(payload)
+            return None
+        fin = bool(b0 & 0x80)
+        if opcode == OP_TEXT:
+            self._utf8_stream = _UTF8()
+        elif opcode == OP_BINARY:
+            self._utf8_stream = None
+        if self._utf8_stream is not None:
+            try:
+                self._utf8_stream.decode(payload, final=fin)
+            except UnicodeDecodeError:
+                self._fail(CLOSE_INVALID_DATA, "text message is not UTF-8")
+                return None
+        self._fragments.append(payload)
+        self._fragments_size += len(payload)
+        if not fin:
+            return None
+        message = b"".join(self._fragments)
+        self._fragments = []
+        self._fragments_size = 0
+        return message
+
+    def _utf8(self, payload: bytes) -> bool:
+        if payload.isascii():
+            return True
+        try:
+            payload.decode()
+        except UnicodeDecodeError:
+            self._fail(CLOSE_INVALID_DATA, "text message is not UTF-8")
+            return False
+        return True
+
+    def _peer_closed(self, payload: bytes) -> None:
+        if not payload:
+            self.closing = Closing(CLOSE_NO_STATUS, "", by_peer=True)
+            self.outgoing += client_frame(OP_CLOSE)
+            return
+        code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 0
+        if not _valid_close_code(code):
+            self._fail(CLOSE_PROTOCOL_ERROR, f"close frame with invalid code {code}")
+            return
+        try:
+            reason = payload[2:].decode()
+        except UnicodeDecodeError:
+            self._fail(CLOSE_INVALID_DATA, "close reason is not UTF-8")
+            return
+        self.closing = Closing(code, reason, by_peer=True)
+        self.outgoing += client_frame(OP_CLOSE, close_payload(code))
+
+    def _fail(self, code: int, reason: str) -> None:
+        """A protocol violation: send a close frame with ``code``, read nothing more."""
+        self.closing = Closing(code, reason, by_peer=False)
+        self.outgoing += client_frame(OP_CLOSE, close_payload(code, reason))

@@ -1,0 +1,22 @@
+"""The I/O edges: the only package that imports trio, trio-websocket or prometheus_client.
+
+Everything with a socket, a clock, a task or a Prometheus metric lives here, and drives the
+sans-IO packages: it feeds bytes and the time to ``ingest``, hands the resulting batch to
+``fanout``, and writes the frames ``fanout`` queued.
+
+Modules, in the data's order: ``connect_gate`` (``ConnectGate``: at most one new upstream
+connection per interval, shared by all feeds; awaits trio), ``backoff`` (``Backoff``: the
+reconnect delays, pure policy with the random source passed in; it lives here, next to its only
+user, because it is the upstream task's retry policy, not part of turning bytes into records),
+``upstream`` (``run_feed``: one trio task per feed, connect/read/keepalive/close, publishes one
+batch per socket read), ``server`` (the subscriber WebSocket server on trio-websocket: routes,
+admission, reader, pinger, shutdown drain), ``delivery`` (the fast send path: pre-built frames
+written straight to the socket, ``Flusher`` and ``SocketWriter``), ``ops_http`` (``/metrics``,
+``/healthz``, ``/readyz`` over h11), ``metrics`` (``Metrics``: the Prometheus registry, and the
+collectors that read sans-IO counters at scrape time).
+
+May import: anything, including ``gateway.contract``, ``gateway.ingest`` and ``gateway.fanout``;
+nothing outside ``io`` may import trio, trio-websocket or prometheus_client except the
+composition root (``gateway.app``) and the commands (``gateway.tools``, ``gateway.recording``,
+``gateway.simulator``).
+"""

@@ -1,0 +1,206 @@
+"""The composed gateway in-process, against the in-process simulator (real loopback sockets)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+from trio_websocket import ConnectionClosed, open_websocket_url
+
+from gateway.app import Gateway, _not_ready_reason, _url
+from gateway.config import Config, load_config
+from gateway.ingest.book import OrderBook
+from gateway.ingest.feeds import FeedSpec
+from gateway.ingest.normalizer import FeedNormalizer
+from gateway.io.upstream import FeedState
+from gateway.simulator import Simulator, SimulatorConfig
+
+MARKETS = ["BTCUSD", "ETHUSD"]
+
+
+def gateway_config(sim_url: str, **sets: str) -> Config:
+    overrides = {
+        "upstream.base_url": sim_url,
+        "upstream.allow_fast_retry": "true",
+        "upstream.backoff_initial": "0.05",
+        "upstream.backoff_max": "0.5",
+        "upstream.connect_interval": "0",
+        "server.port": "0",
+        "metrics.host": '"127.0.0.1"',
+        "metrics.port": "0",
+        "shutdown.drain_timeout": "2",
+        **sets,
+    }
+    return load_config(None, {}, [f"{k}={v}" for k, v in overrides.items()])
+
+
+@dataclass
+class Running:
+    sim: Simulator
+    gateway: Gateway
+
+
+@pytest.fixture
+async def running(nursery: trio.Nursery) -> AsyncIterator[Running]:
+    sim = Simulator(SimulatorConfig(seed=3, markets=MARKETS, levels=20, rate=200.0))
+    sim_url = await nursery.start(sim.serve)
+    gateway = Gateway(gateway_config(sim_url), handle_signals=False)
+    await nursery.start(gateway.serve)
+    yield Running(sim, gateway)
+    gateway.request_shutdown()
+    with trio.fail_after(10):
+        await gateway.stopped.wait()
+
+
+async def wait_ready(gateway: Gateway) -> None:
+    with trio.fail_after(10):
+        # Readiness is a derived condition with no event to wait on: polling is the way.
+        while not gateway.readiness.check(trio.current_time()).ready:
+            await trio.sleep(0.02)
+
+
+async def http_get(url: str, path: str) -> tuple[int, bytes]:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with trio.fail_after(5):
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            await stream.send_all(
+                f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+            )
+            data = b""
+            while chunk := await stream.receive_some():
+                data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+async def test_becomes_ready_and_reports_it(running: Running) -> None:
+    gateway = running.gateway
+    status, body = await http_get(gateway.metrics_url, "/readyz")
+    # Right after start nothing has a snapshot yet, or everything already has: both are legal.
+    assert status in (200, 503)
+    await wait_ready(gateway)
+    status, body = await http_get(gateway.metrics_url, "/readyz")
+    assert status == 200, body
+    report = json.loads(body)
+    assert set(report["feeds"]) == {"executiondata", "marketdata", "marketdata-stablecoin"}
+
+
+async def test_session_books_are_registered_with_the_hub(running: Running) -> None:
+    await wait_ready(running.gateway)
+    session = running.gateway.feeds[1].session
+    assert set(session.books) == set(MARKETS)
+    for market, book in session.books.items():
+        stream = running.gateway.hub._streams[f"book.{market}"]
+        # The hub serves late joiners from the session's book, not from a copy of its own.
+        assert stream.book is book
+        assert stream.own_book is None
+
+
+async def test_metrics_include_the_collectors(running: Running) -> None:
+    await wait_ready(running.gateway)
+    async with open_websocket_url(running.gateway.subscriber_url + "/v1/stream") as ws:
+        await ws.send_message(json.dumps({"op": "subscribe", "id": 1, "streams": ["trades.*"]}))
+        with trio.fail_after(5):
+            await ws.get_message()
+        status, body = await http_get(running.gateway.metrics_url, "/metrics")
+    assert status == 200
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    ages = families["paxos_gateway_upstream_last_message_age_seconds"].samples
+    assert {s.labels["feed"] for s in ages} == {
+        "executiondata",
+        "marketdata",
+        "marketdata-stablecoin",
+    }
+    assert all(0 <= s.value < 10 for s in ages)
+    messages = families["paxos_gateway_upstream_messages"].samples
+    assert any(s.labels == {"feed": "marketdata", "kind": "snapshot"} for s in messages)
+    (ready,) = families["paxos_gateway_ready"].samples
+    assert ready.value == 1.0
+    buffers = families["paxos_gateway_subscriber_buffer_bytes"].samples
+    count = next(s for s in buffers if s.name.endswith("_count"))
+    assert count.value == 1.0  # the one subscriber connected during the scrape
+    (info,) = families["paxos_gateway_info"].samples
+    assert info.labels["epoch"] == str(running.gateway.epoch)
+
+
+async def test_request_shutdown_closes_subscribers_with_1001_and_returns(
+    nursery: trio.Nursery,
+) -> None:
+    sim = Simulator(SimulatorConfig(seed=4, markets=MARKETS, levels=20, rate=200.0))
+    sim_url = await nursery.start(sim.serve)
+    gateway = Gateway(gateway_config(sim_url), handle_signals=False)
+    await nursery.start(gateway.serve)
+    await wait_ready(gateway)
+    async with open_websocket_url(gateway.subscriber_url + "/v1/stream") as ws:
+        await ws.send_message(json.dumps({"op": "subscribe", "id": 1, "streams": ["book.*"]}))
+        with trio.fail_after(5):
+            await ws.get_message()
+        gateway.request_shutdown()
+        assert not gateway.readiness.check(trio.current_time()).ready
+        with trio.fail_after(10), pytest.raises(ConnectionClosed) as closed:
+            for _ in range(1_000_000):
+                await ws.get_message()
+        assert closed.value.reason is not None
+        assert closed.value.reason.code == 1001
+    with trio.fail_after(10):
+        await gateway.stopped.wait()
+    # Upstreams were closed, not abandoned.
+    assert all(not feed.state.connected for feed in gateway.feeds)
+
+
+async def test_second_request_cuts_the_drain_short(nursery: trio.Nursery) -> None:
+    # As fast as the gateway reads, with deep books: far more than socket buffers hold.
+    sim = Simulator(SimulatorConfig(seed=5, markets=MARKETS, levels=200, rate=0.0))
+    sim_url = await nursery.start(sim.serve)
+    config = gateway_config(sim_url, **{"shutdown.drain_timeout": "60"})
+    gateway = Gateway(config, handle_signals=False)
+    await nursery.start(gateway.serve)
+    await wait_ready(gateway)
+    async with open_websocket_url(gateway.subscriber_url + "/v1/stream") as ws:
+        await ws.send_message(json.dumps({"op": "subscribe", "id": 1, "streams": ["book.*"]}))
+        # This subscriber never reads again: its buffer cannot drain.
+        await trio.sleep(0.5)
+        gateway.request_shutdown()
+        with trio.move_on_after(1.0):
+            await gateway.stopped.wait()
+        assert not gateway.stopped.is_set(), "the drain should still be waiting"
+        gateway.request_shutdown()
+        with trio.fail_after(10):
+            await gateway.stopped.wait()
+
+
+# -- pieces
+
+
+def test_not_ready_reasons() -> None:
+    spec = FeedSpec("marketdata", "ws://x/marketdata", "book", None)
+    session = FeedNormalizer(spec, 1)
+    state = FeedState("marketdata")
+    assert _not_ready_reason(session, state) == "connecting"
+    state.last_reason = "connect_refused"
+    assert _not_ready_reason(session, state) == "disconnected (connect_refused), reconnecting"
+    state.connected = True
+    session.connected(0)
+    assert _not_ready_reason(session, state) == "waiting for the first snapshot"
+    session.books["ETHUSD"] = OrderBook("ETHUSD")
+    assert _not_ready_reason(session, state) == "waiting for the snapshot of ETHUSD"
+    session.resync_reason = "crossed book BTCUSD"
+    assert _not_ready_reason(session, state) == "resyncing: crossed book BTCUSD"
+
+
+@pytest.mark.parametrize(
+    ("scheme", "host", "expected"),
+    [
+        ("ws", "0.0.0.0", "ws://127.0.0.1:1"),
+        ("http", "::", "http://[::1]:1"),
+        ("ws", "::1", "ws://[::1]:1"),
+        ("ws", "gw.example", "ws://gw.example:1"),
+    ],
+)
+def test_printed_urls_are_connectable(scheme: str, host: str, expected: str) -> None:
+    assert _url(scheme, host, 1) == expected

@@ -1,0 +1,144 @@
+"""``paxos-gateway tail``: the checker, the formatter and a run against a live server."""
+
+from __future__ import annotations
+
+import argparse
+import io
+
+import trio
+
+from gateway.config import ServerConfig
+from gateway.fanout.hub import Hub
+from gateway.io.server import Server
+from gateway.tools import tail
+from tests.support.fake_feed import EPOCH, FakeFeed
+
+
+def record(stream: str, seq: int, kind: str = "trade", epoch: int = EPOCH) -> dict[str, object]:
+    return {"type": kind, "stream": stream, "seq": seq, "epoch": epoch}
+
+
+def test_checker_follows_subscribed_snapshot_and_resume() -> None:
+    c = tail.SequenceChecker()
+    subscribed = {"type": "subscribed", "streams": [{"stream": "t.X", "epoch": EPOCH, "seq": 5}]}
+    assert c.check(subscribed) == []
+    assert c.check(record("t.X", 5)) == []  # the last value, at the head
+    assert c.check(record("t.X", 6)) == []
+    assert c.check(record("b.X", 10, "book_snapshot")) == []
+    assert c.check(record("b.X", 11, "book_update")) == []
+    assert c.check(record("b.X", 30, "book_snapshot")) == []  # conflation: a reset, not a gap
+    assert c.check(record("b.X", 31, "book_update")) == []
+    assert (c.gaps, c.problems) == (0, 0)
+    assert c.check({"type": "resumed", "stream": "t.X", "from_seq": 7, "to_seq": 9}) == []
+    assert c.check(record("t.X", 7)) == []
+
+
+def test_checker_reports_gaps_repeats_and_restarts() -> None:
+    c = tail.SequenceChecker()
+    c.check(record("t.X", 1))
+    assert "GAP" in c.check(record("t.X", 4))[0]
+    assert "back" in c.check(record("t.X", 2))[0]
+    assert "epoch changed" in c.check(record("t.X", 1, epoch=EPOCH + 1))[0]
+    assert c.check({"type": "trade"})  # no stream/seq
+    assert (c.gaps, c.problems) == (1, 3)
+
+
+def test_format_message_lines() -> None:
+    assert tail.format_message(
+        {"type": "book_update", "stream": "book.X", "seq": 3, "side": "bid", "price": "1",
+         "amount": "2"}
+    ) == "book.X #3 bid 1 = 2"  # fmt: skip
+    line = tail.format_message(
+        {"type": "book_snapshot", "stream": "book.X", "seq": 9, "reason": "conflation",
+         "resync": True, "bids": [["10", "1"]], "asks": []}
+    )  # fmt: skip
+    assert (
+        line
+        == "book.X #9 SNAPSHOT (conflation, resync) 1 bids / 0 asks, best bid 1 @ 10, best ask -"
+    )
+    assert tail.format_message({"type": "error", "code": "bad_stream", "message": "m"}) == (
+        "# error bad_stream: m"
+    )
+
+
+def test_stream_url() -> None:
+    assert tail.stream_url("ws://h:1", "json") == "ws://h:1/v1/stream"
+    assert tail.stream_url("ws://h:1/", "msgpack") == "ws://h:1/v1/stream?encoding=msgpack"
+    assert tail.stream_url("ws://h:1/v1/book/X", "json") == "ws://h:1/v1/book/X"
+
+
+def test_register_adds_the_subcommand() -> None:
+    parser = argparse.ArgumentParser()
+    tail.register(parser.add_subparsers())
+    args = parser.parse_args(["tail", "ws://h:1", "book.X", "trades.*", "--count", "3"])
+    assert (args.url, args.streams, args.count, args.func) == (
+        "ws://h:1", ["book.X", "trades.*"], 3, tail.main,
+    )  # fmt: skip
+    bad = parser.parse_args(["tail", "ws://h:1", "--count", "0"])
+    assert bad.func(bad) == tail.EXIT_REFUSED
+
+
+async def _serve(hub: Hub, nursery: trio.Nursery) -> Server:
+    server = Server(hub, ServerConfig(host="127.0.0.1", port=0))
+    await nursery.start(server.run)
+    return server
+
+
+async def test_tail_against_a_live_server() -> None:
+    with trio.fail_after(20):
+        hub = Hub(EPOCH)
+        feed = FakeFeed(hub)
+        feed.publish(feed.snapshot())
+        async with trio.open_nursery() as nursery:
+            server = await _serve(hub, nursery)
+            out, err = io.StringIO(), io.StringIO()
+
+            async def publish() -> None:
+                for _ in range(20):
+                    await trio.sleep(0.01)
+                    feed.publish(feed.update(), feed.trade())
+
+            nursery.start_soon(publish)
+            code = await tail.tail(
+                f"ws://127.0.0.1:{server.port}", ["book.BTCUSD", "trades.*"], count=15,
+                out=out, err=err,
+            )  # fmt: skip
+            assert code == tail.EXIT_OK, err.getvalue()
+            lines = out.getvalue().splitlines()
+            assert lines[0].startswith("# hello")
+            # Records flow while it connects, so the heads are whatever they were then.
+            assert lines[1].startswith("# subscribed book.BTCUSD@")
+            assert ", trades.BTCUSD@" in lines[1]
+            assert "SNAPSHOT (subscribe)" in lines[2]
+            assert sum(not line.startswith("#") for line in lines) == 15
+            assert "0 gaps" in err.getvalue()
+
+            out = io.StringIO()
+            refused = await tail.tail(
+                f"ws://127.0.0.1:{server.port}", ["book.nope"], duration=0.5, out=out, err=err
+            )
+            assert refused == tail.EXIT_REFUSED
+            assert "# error bad_stream" in out.getvalue()
+
+            closed = await tail.tail(
+                f"ws://127.0.0.1:{server.port}/nowhere", [], duration=1, out=out, err=err
+            )
+            assert closed == tail.EXIT_CONNECTION
+            nursery.cancel_scope.cancel()
+
+
+async def test_tail_reports_gateway_close() -> None:
+    with trio.fail_after(20):
+        hub = Hub(EPOCH)
+        async with trio.open_nursery() as nursery:
+            server = await _serve(hub, nursery)
+            err = io.StringIO()
+
+            async def stop() -> None:
+                await trio.sleep(0.3)
+                await server.shutdown(1)
+
+            nursery.start_soon(stop)
+            code = await tail.tail(f"ws://127.0.0.1:{server.port}", [], out=io.StringIO(), err=err)
+            assert code == tail.EXIT_CONNECTION
+            assert "1001 gateway shutting down" in err.getvalue()

@@ -1,0 +1,104 @@
+"""Test clients of the subscriber server: the ``websockets`` sync client run in trio worker
+threads, and a hand-made raw-socket client for peers that misbehave below the WebSocket layer.
+(The checking subscribers of the end-to-end rig run in worker processes: ``client_workers``.)
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import trio
+import trio.testing
+from websockets.sync.client import ClientConnection, connect
+
+from bench.downstream_model import Model
+
+
+def open_client(url: str, **kwargs: Any) -> ClientConnection:
+    # max_queue=None: with flow control the websockets client stops reading when it holds
+    # unread messages, and then waits in vain for the close handshake when leaving ``with``.
+    kwargs.setdefault("open_timeout", 10)
+    client: ClientConnection = connect(url, max_queue=None, close_timeout=5, **kwargs)
+    return client
+
+
+def recv_json(ws: ClientConnection, timeout: float = 10) -> Any:
+    data = ws.recv(timeout=timeout)
+    return json.loads(data)
+
+
+def read_until(
+    ws: ClientConnection, model: Model, done: Callable[[Model], bool], limit: int = 1_000_000
+) -> Model:
+    for _ in range(limit):
+        if done(model):
+            return model
+        model.feed(recv_json(ws))
+    raise AssertionError("message limit reached")
+
+
+async def in_thread(fn: Callable[[], Any]) -> Any:
+    return await trio.to_thread.run_sync(fn, abandon_on_cancel=True)
+
+
+class RawSubscriber:
+    """A WebSocket client made by hand on a raw trio socket, for clients that misbehave below
+    the WebSocket layer: one that never reads (nor answers pings) and one that vanishes
+    without a closing handshake (FIN or RST)."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+
+    @classmethod
+    async def connect(cls, base_url: str, path: str, *, rcvbuf: int | None = None) -> RawSubscriber:
+        parts = urlsplit(base_url)
+        assert parts.hostname is not None and parts.port is not None
+        sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        await sock.connect((parts.hostname, parts.port))
+        stream = trio.SocketStream(sock)
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        await stream.send_all(request.encode())
+        head = b""
+        while b"\r\n\r\n" not in head:  # bounded by the caller's fail_after
+            chunk = await stream.receive_some(1)  # byte by byte: leave frames in the socket
+            if not chunk:
+                raise ConnectionError("closed during the handshake")
+            head += chunk
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise ConnectionError(f"upgrade refused: {head[:80]!r}")
+        return cls(stream)
+
+    async def send_text(self, text: str) -> None:
+        """One masked text frame (clients must mask)."""
+        payload = text.encode()
+        mask = os.urandom(4)
+        n = len(payload)
+        if n < 126:
+            header = struct.pack("!BB", 0x81, 0x80 | n)
+        elif n < 65536:
+            header = struct.pack("!BBH", 0x81, 0x80 | 126, n)
+        else:
+            header = struct.pack("!BBQ", 0x81, 0x80 | 127, n)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        await self.stream.send_all(header + mask + masked)
+
+    async def vanish(self, *, reset: bool) -> None:
+        """Close the socket without a WebSocket close: FIN, or RST if ``reset``."""
+        if reset:
+            self.stream.socket.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+        await trio.aclose_forcefully(self.stream)
