@@ -34,7 +34,6 @@ import trio
 from gateway import __version__
 from gateway import config as config_mod
 from gateway.config import Config, ConfigError
-from gateway.contract.protocol import STREAM_KINDS, ErrorCode
 from gateway.contract.records import Record
 from gateway.fanout.access import ConnectionRateLimiter, TokenAuth, auth_warning, load_tokens
 from gateway.fanout.hub import Hub
@@ -49,6 +48,7 @@ from gateway.io.metrics import (
     DepthHistogramCollector,
     FeedStatsCollector,
     GaugeCallbackCollector,
+    HubStatsCollector,
     Metrics,
 )
 from gateway.io.ops_http import FeedHealth, OpsServer, Readiness
@@ -89,9 +89,7 @@ class Gateway:
         # new epoch rather than as a sequence gap.
         self.epoch = time.time_ns()
         self.metrics = Metrics()
-        self.hub = Hub.from_config(
-            config.server, self.epoch, metrics=self.metrics, monotonic_ns=time.monotonic_ns
-        )
+        self.hub = Hub.from_config(config.server, self.epoch)
         self.feeds: list[_Feed] = [
             _Feed(
                 spec=spec,
@@ -227,7 +225,7 @@ class Gateway:
                     if registered.get(market) is not book:
                         hub.register_book(feed.spec.stream_for(market), book)
                         registered[market] = book
-            hub.publish(records, received_monotonic_ns)
+            hub.publish(records)
 
         return publish
 
@@ -262,13 +260,7 @@ class Gateway:
         # that only appears on its first event breaks rate() and "absent" alerts.
         for reason in get_args(DisconnectReason):
             m.subscriber_disconnects.labels(reason)
-        for result in ("served", "refused"):
-            m.resumes.labels(result)
-        for code in get_args(ErrorCode):
-            m.request_errors.labels(code)
-        for kind in STREAM_KINDS:
-            m.subscriptions.labels(kind)
-            m.records_published.labels(kind)
+        m.add_collector(HubStatsCollector(self.hub.stats))
         m.add_collector(
             FeedStatsCollector(lambda: ((f.spec.name, f.session.stats) for f in self.feeds))
         )

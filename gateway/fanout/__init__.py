@@ -1,4 +1,4 @@
-"""Fan-out (sans-IO target): sequenced records in, framed bytes per subscriber out.
+"""Fan-out (sans-IO): sequenced records in, framed bytes per subscriber out.
 
 The ``Hub`` keeps every stream's history and last values, the subscriptions (exact names and
 patterns), each subscriber's bounded buffer of pre-built frames, and the policies around them:
@@ -7,7 +7,9 @@ subscriber. Each record is encoded and framed once per encoding in use (``OutFra
 same bytes are shared by every subscriber's buffer; the I/O side (``io.delivery``,
 ``io.server``) only drains those buffers onto sockets.
 
-Modules: ``hub`` (``Hub``, ``Subscriber``, ``OutFrame``, ``HubStats``), ``mirror`` (the
+Modules: ``hub`` (``Hub``, ``Subscriber``, ``OutFrame``), ``stats`` (``HubStats``: plain
+counters, exported at scrape time by ``io.metrics.HubStatsCollector``), ``wsframe`` (RFC 6455
+opcodes and unmasked server frames: the gateway's one home for framing), ``mirror`` (the
 Paxos-format encoding for the mirror paths, so existing Paxos clients only change their URL),
 ``access`` (``ConnectionRateLimiter`` and ``TokenAuth``: who may connect and how often, time
 passed in).
@@ -19,7 +21,5 @@ The data's way: ``io.upstream`` → ``Hub.publish(records)`` (synchronous, same 
 May import: the standard library, msgspec, ``gateway.contract`` and the pure value modules of
 ``gateway.ingest`` (``book``, ``decimals``, ``timestamps``, ``feeds``); ``access`` also raises
 ``gateway.config.ConfigError`` for a bad token file. Never trio, trio-websocket
-or prometheus_client: ``tests/unit/test_sans_io_boundary.py`` enforces it. ``hub`` still violates it
-(it imports ``io.delivery`` for ``build_frame`` and the opcodes, and is handed Prometheus
-metrics): marked xfail there until framing and the hub counters move (issue 12, phase 2).
+or prometheus_client: ``tests/unit/test_sans_io_boundary.py`` enforces it.
 """

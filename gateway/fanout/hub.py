@@ -6,7 +6,7 @@ hub operations are synchronous; a late joiner's snapshot and the records publish
 therefore gap- and overlap-free without a lock.
 
 Encoding happens once per record per encoding in use: a record becomes one ``OutFrame`` whose
-cache of complete WebSocket frames (header + payload, ``delivery.build_frame``: server frames are
+cache of complete WebSocket frames (header + payload, ``wsframe.build_frame``: server frames are
 unmasked, so the bytes are the same for every subscriber) is filled the first time an encoding
 needs it, and every subscriber's buffer holds a reference to that same frame. The hot path per
 delivery is a deque append and an integer add; the I/O side takes a subscriber's whole backlog
@@ -31,9 +31,8 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from operator import attrgetter
-from typing import TYPE_CHECKING, Final, Literal, Protocol
+from typing import Final, Literal, Protocol
 
 import msgspec
 
@@ -69,12 +68,10 @@ from gateway.contract.protocol import (
 )
 from gateway.contract.records import BookSnapshot, BookUpdate, Record, Status
 from gateway.fanout import mirror
+from gateway.fanout.stats import HubStats
+from gateway.fanout.wsframe import OP_BINARY, OP_TEXT, build_frame, header_length
 from gateway.ingest import decimals
 from gateway.ingest.book import OrderBook
-from gateway.io.delivery import OP_BINARY, OP_TEXT, build_frame
-
-if TYPE_CHECKING:
-    from gateway.io.metrics import Metrics
 
 __all__ = ["Hub", "HubStats", "OutFrame", "SlowPolicy", "Subscriber"]
 
@@ -87,11 +84,6 @@ _ENCODINGS: Final = tuple(Encoding)
 # The writer takes at most this much per batch (at least one frame), so bytes in flight stay
 # bounded and a conflation can still reach most of a backlog.
 DEFAULT_BATCH_BYTES: Final = 256 * 1024
-
-
-def _header_length(wire: bytes) -> int:
-    n = wire[1] & 0x7F
-    return 2 if n < 126 else 4 if n == 126 else 10
 
 
 class OutFrame(msgspec.Struct, gc=False):
@@ -129,7 +121,7 @@ class OutFrame(msgspec.Struct, gc=False):
         p = self.payloads[encoding]
         if p is None:
             wire = self.framed(encoding)
-            body = wire[_header_length(wire) :] if wire else b""
+            body = wire[header_length(wire) :] if wire else b""
             p = body if encoding == Encoding.MSGPACK else body.decode()
             self.payloads[encoding] = p
         return p
@@ -286,21 +278,6 @@ class _Stream:
         return self.book is not None and self.book.has_snapshot
 
 
-@dataclass(slots=True)
-class HubStats:
-    """Plain counters (the sans-IO side never touches Prometheus)."""
-
-    records: int = 0
-    deliveries: int = 0
-    conflations: int = 0
-    resumes_served: int = 0
-    resumes_refused: int = 0
-    slow_disconnects: int = 0
-    sequence_breaks: int = 0  # a record whose seq did not follow its stream's head
-    book_errors: int = 0  # records the hub's own fallback book could not apply
-    request_errors: int = 0
-
-
 class HubSettings(Protocol):
     """The ``[server]`` fields the hub uses (``config.ServerConfig`` has them)."""
 
@@ -326,8 +303,6 @@ class Hub:
         slow_policy: SlowPolicy = "conflate",
         max_subscriptions: int = 1000,
         max_request_bytes: int = 65536,
-        metrics: Metrics | None = None,
-        monotonic_ns: Callable[[], int] | None = None,
     ) -> None:
         if slow_policy not in ("conflate", "disconnect"):
             raise ValueError(f"slow_policy must be conflate or disconnect, not {slow_policy!r}")
@@ -338,9 +313,6 @@ class Hub:
         self.max_subscriptions = max_subscriptions
         self.max_request_bytes = max_request_bytes
         self.stats = HubStats()
-        self._metrics = metrics
-        # Injected, so this module stays clock-free; only used for the publish latency metric.
-        self._monotonic_ns = monotonic_ns
         self._streams: dict[str, _Stream] = {}
         self._patterns: dict[str, tuple[StreamName, set[Subscriber]]] = {}
         self._subscribers: set[Subscriber] = set()
@@ -348,14 +320,7 @@ class Hub:
         self._pending: list[Subscriber] = []
 
     @classmethod
-    def from_config(
-        cls,
-        settings: HubSettings,
-        epoch: int,
-        *,
-        metrics: Metrics | None = None,
-        monotonic_ns: Callable[[], int] | None = None,
-    ) -> Hub:
+    def from_config(cls, settings: HubSettings, epoch: int) -> Hub:
         return cls(
             epoch,
             history=settings.history,
@@ -363,8 +328,6 @@ class Hub:
             slow_policy=settings.slow_policy,
             max_subscriptions=settings.max_subscriptions,
             max_request_bytes=settings.max_request_bytes,
-            metrics=metrics,
-            monotonic_ns=monotonic_ns,
         )
 
     # -- the upstream side ---------------------------------------------------------------
@@ -382,11 +345,11 @@ class Hub:
         st.own_book = None
         st.snapshot_cache.clear()
 
-    def publish(self, records: Sequence[Record], received_monotonic_ns: int | None = None) -> None:
+    def publish(self, records: Sequence[Record]) -> None:
         """Append records to their streams and to every subscriber's buffer."""
         streams = self._streams
         deliveries = 0
-        kinds: dict[str, int] = {}
+        kinds = self.stats.records_published
         for record in records:
             st = streams.get(record.stream)
             if st is None:
@@ -424,17 +387,7 @@ class Hub:
                         self._overflow(sub)
         if self._pending:
             self._settle()
-        self.stats.records += len(records)
         self.stats.deliveries += deliveries
-        metrics = self._metrics
-        if metrics is not None:
-            for kind, n in kinds.items():
-                metrics.records_published.labels(kind).inc(n)
-            if deliveries:
-                metrics.deliveries.inc(deliveries)
-            if received_monotonic_ns is not None and self._monotonic_ns is not None:
-                latency = (self._monotonic_ns() - received_monotonic_ns) / 1e9
-                metrics.publish_latency.observe(max(latency, 0.0))
 
     def _apply_own(self, book: OrderBook, record: Record) -> None:
         try:
@@ -687,15 +640,13 @@ class Hub:
     def _attach(self, sub: Subscriber, st: _Stream) -> None:
         sub.streams[st.name] = st
         st.add(sub)
-        if self._metrics is not None:
-            self._metrics.subscriptions.labels(st.kind).inc()
+        self.stats.count_subscription(st.kind, 1)
 
     def _detach(self, sub: Subscriber, st: _Stream) -> None:
         if sub.streams.pop(st.name, None) is None:
             return
         st.remove(sub)
-        if self._metrics is not None:
-            self._metrics.subscriptions.labels(st.kind).dec()
+        self.stats.count_subscription(st.kind, -1)
 
     def _detach_all(self, sub: Subscriber) -> None:
         for st in list(sub.streams.values()):
@@ -732,9 +683,7 @@ class Hub:
             self._enqueue(sub, OutFrame(message, None, 0))
 
     def _refuse(self, sub: Subscriber, error: Error) -> None:
-        self.stats.request_errors += 1
-        if self._metrics is not None:
-            self._metrics.request_errors.labels(error.code).inc()
+        self.stats.count_request_error(error.code)
         self._reply(sub, error)
         self._settle()
 
@@ -806,8 +755,6 @@ class Hub:
                 )
         if reason is None:
             self.stats.resumes_served += 1
-            if self._metrics is not None:
-                self._metrics.resumes.labels("served").inc()
             self._reply(
                 sub, Resumed(stream=st.name, epoch=st.epoch, from_seq=point.seq + 1, to_seq=st.seq)
             )
@@ -817,8 +764,6 @@ class Hub:
                     self._enqueue(sub, frame)
             return
         self.stats.resumes_refused += 1
-        if self._metrics is not None:
-            self._metrics.resumes.labels("refused").inc()
         self._reply(
             sub,
             ResumeFailed(stream=st.name, epoch=st.epoch, seq=st.seq, reason=reason, message=text),
@@ -878,8 +823,6 @@ class Hub:
                     self._slow(sub, CLOSE_REASON_SLOW + " (book could not be conflated)")
                     break
                 self.stats.conflations += 1
-                if self._metrics is not None:
-                    self._metrics.conflations.inc()
                 status = st.last_status
                 if status is not None and status.seq > have:
                     self._enqueue(sub, status)

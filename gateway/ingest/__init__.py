@@ -11,8 +11,9 @@ frames, h11 for the HTTP part), ``paxos_messages`` (the Paxos feed messages as m
 their decoders, values left as the strings Paxos sent), ``decimals`` and ``timestamps`` (exact
 numbers and times), ``book`` (one market's ``OrderBook``), ``dedup`` (``RecentIds``: replayed
 executions), ``sequence`` (``Sequencer``: per-stream numbers), ``feeds`` (``FeedSpec``: which path a
-feed reads and which streams it produces), ``normalizer`` (``FeedNormalizer``: all of the above,
-one feed).
+feed reads and which streams it produces), ``stats`` (``FeedStats``: plain counters, exported
+at scrape time by ``io.metrics.FeedStatsCollector``), ``normalizer`` (``FeedNormalizer``: all
+of the above, one feed).
 
 Usage::
 
@@ -22,8 +23,8 @@ Usage::
         records += normalizer.receive(message, now_ns)
     hub.publish(records)                           # no checkpoint since the read
 
-May import: the standard library, msgspec, h11, sortedcontainers and ``gateway.contract``.
+May import: the standard library, msgspec, h11, sortedcontainers, ``gateway.contract`` and
+``gateway.fanout.wsframe`` (the RFC 6455 opcodes, defined once).
 Never trio, trio-websocket or prometheus_client: ``tests/unit/test_sans_io_boundary.py`` imports
-every module here in a fresh interpreter and fails if one of them is loaded (``normalizer`` is
-still a known violator through ``io.metrics.FeedStats``, marked xfail until it moves here).
+every module here in a fresh interpreter and fails if one of them is loaded.
 """

@@ -58,7 +58,7 @@ from gateway.ingest.book import OrderBook
 from gateway.ingest.dedup import RecentIds
 from gateway.ingest.feeds import FeedSpec
 from gateway.ingest.sequence import Sequencer
-from gateway.io.metrics import FeedStats
+from gateway.ingest.stats import FeedStats
 
 __all__ = ["FeedNormalizer"]
 

@@ -37,12 +37,19 @@ from typing import Final
 
 import h11
 
+from gateway.fanout.wsframe import (
+    FIN,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONTINUATION,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+)
+
 __all__ = [
     "CLOSE_MESSAGE_TOO_BIG",
     "CLOSE_PROTOCOL_ERROR",
-    "OP_BINARY",
-    "OP_PING",
-    "OP_TEXT",
     "ClientProtocol",
     "Closing",
     "Handshake",
@@ -51,13 +58,6 @@ __all__ = [
     "accept_token",
     "client_frame",
 ]
-
-OP_CONTINUATION: Final = 0x0
-OP_TEXT: Final = 0x1
-OP_BINARY: Final = 0x2
-OP_CLOSE: Final = 0x8
-OP_PING: Final = 0x9
-OP_PONG: Final = 0xA
 
 CLOSE_PROTOCOL_ERROR: Final = 1002
 CLOSE_NO_STATUS: Final = 1005  # never sent: "the close frame carried no code"
@@ -85,7 +85,7 @@ def client_frame(opcode: int, payload: bytes = b"", mask: bytes | None = None) -
     n = len(payload)
     keystream = (key * (n // 4 + 1))[:n]
     masked = (int.from_bytes(payload, "big") ^ int.from_bytes(keystream, "big")).to_bytes(n, "big")
-    return bytes((0x80 | opcode, 0x80 | n)) + key + masked
+    return bytes((FIN | opcode, 0x80 | n)) + key + masked
 
 
 def close_payload(code: int, reason: str = "") -> bytes:
@@ -332,7 +332,7 @@ class ClientProtocol:
             self._fail(CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode:#x}")
             return False
         if opcode >= OP_CLOSE:
-            if not b0 & 0x80 or n > 125:
+            if not b0 & FIN or n > 125:
                 self._fail(CLOSE_PROTOCOL_ERROR, "fragmented or oversized control frame")
                 return False
             return True
@@ -360,7 +360,7 @@ class ClientProtocol:
         if opcode == OP_CLOSE:
             self._peer_closed(payload)
             return None
-        fin = bool(b0 & 0x80)
+        fin = bool(b0 & FIN)
         if opcode == OP_TEXT:
             self._utf8_stream = _UTF8()
         elif opcode == OP_BINARY:

@@ -12,8 +12,8 @@ of the gateway's CPU: ~21k deliveries/s at 100 subscribers, against ~108k/s for 
 framed, nor to write without a task switch, nor to send several messages in one write. So,
 after trio-websocket's handshake, this module takes over the *data* path of a connection:
 
-* a record is encoded and framed once per encoding (``build_frame``, cached on the hub's shared
-  ``OutFrame``); every subscriber's buffer refers to those same bytes;
+* a record is encoded and framed once per encoding (``fanout.wsframe.build_frame``, cached on
+  the hub's shared ``OutFrame``); every subscriber's buffer refers to those same bytes;
 * once per scheduling tick the ``Flusher`` task writes what each ready subscriber has queued,
   all of it joined into one non-blocking ``write`` (no task switch per subscriber, and records
   published in the same tick are coalesced into one send);
@@ -50,23 +50,15 @@ from typing import Any, Final, Protocol
 
 import trio
 
-from gateway.ingest.wsclient import OP_BINARY, OP_TEXT
-
 __all__ = [
     "FAST_PATH_AVAILABLE",
-    "OP_BINARY",
-    "OP_TEXT",
     "Flusher",
     "SocketWriter",
     "WriterLock",
     "adopt",
-    "build_frame",
-    "frame_header",
 ]
 
 log = logging.getLogger("gateway.fastsend")
-
-_FIN: Final = 0x80
 
 # trio-websocket releases whose private ``_stream``/``_stream_lock`` this module relies on.
 SUPPORTED_VERSIONS: Final = ("0.11.", "0.12.")
@@ -88,27 +80,6 @@ if not FAST_PATH_AVAILABLE:  # pragma: no cover - depends on the installed versi
         TRIO_WEBSOCKET_VERSION,
         ", ".join(v + "x" for v in SUPPORTED_VERSIONS),
     )
-
-# Header bytes of small unmasked final frames, by opcode and length: the common case costs a
-# tuple lookup.
-_SMALL: Final = {
-    op: tuple(bytes((_FIN | op, n)) for n in range(126)) for op in (OP_TEXT, OP_BINARY)
-}
-
-
-def frame_header(opcode: int, length: int) -> bytes:
-    """The header of an unmasked, final (FIN) frame carrying ``length`` payload bytes."""
-    if length < 126:
-        small = _SMALL.get(opcode)
-        return small[length] if small is not None else bytes((_FIN | opcode, length))
-    if length < 65536:
-        return bytes((_FIN | opcode, 126)) + length.to_bytes(2, "big")
-    return bytes((_FIN | opcode, 127)) + length.to_bytes(8, "big")
-
-
-def build_frame(payload: bytes, opcode: int) -> bytes:
-    """One complete server-to-client WebSocket frame: the same bytes for every subscriber."""
-    return frame_header(opcode, len(payload)) + payload
 
 
 class WriterLock:

@@ -3,20 +3,25 @@
 One ``Metrics`` object per running gateway (tests start several in one
 process, so nothing is registered on the global default registry). The
 sans-IO layers never touch Prometheus: they keep plain integer counters
-(``FeedStats``) that a collector reads at scrape time, which costs nothing on
-the per-message path.
+(``ingest.stats.FeedStats``, ``fanout.stats.HubStats``) that collectors read
+at scrape time, which costs nothing on the per-message path.
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
+import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+from gateway.contract.protocol import STREAM_KINDS, ErrorCode
+from gateway.fanout.stats import HubStats
+from gateway.ingest.stats import FeedStats
 
 PREFIX = "paxos_gateway"
 
@@ -27,21 +32,6 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 DEPTH_BYTES_BUCKETS = (0, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
 DEPTH_RECORDS_BUCKETS = (0, 1, 4, 16, 64, 256, 1024, 4096, 16384)
-
-
-@dataclass(slots=True)
-class FeedStats:
-    """Counters kept by a sans-IO feed session; exported by ``FeedStatsCollector``."""
-
-    messages: dict[str, int] = field(default_factory=dict)  # by upstream message kind
-    decode_errors: int = 0
-    duplicates_suppressed: int = 0
-    resnapshots: int = 0
-    crossed_books: int = 0
-    error_frames: int = 0
-
-    def count_message(self, kind: str) -> None:
-        self.messages[kind] = self.messages.get(kind, 0) + 1
 
 
 class Metrics:
@@ -90,43 +80,15 @@ class Metrics:
             "From the upstream frame's receipt to its records sitting in subscriber buffers.",
             buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
-        self.records_published = Counter(
-            f"{p}_records_published",
-            "Sequenced records published, by stream kind.",
-            ["stream_kind"], registry=r,
-        )  # fmt: skip
         self.sent_bytes = Counter(
             f"{p}_sent_bytes", "Bytes handed to subscriber sockets.", registry=r
         )
-        self.deliveries = Counter(
-            f"{p}_deliveries", "Records handed to subscriber buffers.", registry=r
-        )
         # -- subscribers
         self.subscribers = Gauge(f"{p}_subscribers", "Connected subscriber WebSockets.", registry=r)
-        self.subscriptions = Gauge(
-            f"{p}_subscriptions",
-            "Active subscriptions, by stream kind.",
-            ["stream_kind"], registry=r,
-        )  # fmt: skip
         self.subscriber_disconnects = Counter(
             f"{p}_subscriber_disconnects",
             "Subscriber connections ended, by the reason.",
             ["reason"], registry=r,
-        )  # fmt: skip
-        self.conflations = Counter(
-            f"{p}_conflations",
-            "Book backlogs dropped and replaced by a fresh snapshot for a slow subscriber.",
-            registry=r,
-        )
-        self.resumes = Counter(
-            f"{p}_resumes",
-            "Resume requests, by result (served, refused).",
-            ["result"], registry=r,
-        )  # fmt: skip
-        self.request_errors = Counter(
-            f"{p}_request_errors",
-            "Subscriber requests answered with an error, by error code.",
-            ["code"], registry=r,
         )  # fmt: skip
         self.connection_task_failures = Counter(
             f"{p}_connection_task_failures",
@@ -218,6 +180,60 @@ class FeedStatsCollector(Collector):
             crossed.add_metric([feed], stats.crossed_books)
             error_frames.add_metric([feed], stats.error_frames)
         yield from (messages, errors, dups, resnaps, crossed, error_frames)
+
+
+class HubStatsCollector(Collector):
+    """Exports the sans-IO ``HubStats`` of the hub at scrape time: publish and delivery counts,
+    subscriptions, conflations, resumes and request errors. Every value of these small fixed
+    label sets is exposed from the start (at 0): a series that only appears on its first event
+    breaks rate() and "absent" alerts."""
+
+    def __init__(self, stats: HubStats) -> None:
+        self._stats = stats
+        # What prometheus_client's own counters export as <name>_created.
+        self._created = time.time()
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        p, s, created = PREFIX, self._stats, self._created
+        published = CounterMetricFamily(
+            f"{p}_records_published",
+            "Sequenced records published, by stream kind.",
+            labels=["stream_kind"],
+        )
+        for kind in _with_extra(STREAM_KINDS, s.records_published):
+            published.add_metric([kind], s.records_published.get(kind, 0), created=created)
+        deliveries = CounterMetricFamily(f"{p}_deliveries", "Records handed to subscriber buffers.")
+        deliveries.add_metric([], s.deliveries, created=created)
+        subscriptions = GaugeMetricFamily(
+            f"{p}_subscriptions", "Active subscriptions, by stream kind.", labels=["stream_kind"]
+        )
+        for kind in _with_extra(STREAM_KINDS, s.subscriptions):
+            subscriptions.add_metric([kind], s.subscriptions.get(kind, 0))
+        conflations = CounterMetricFamily(
+            f"{p}_conflations",
+            "Book backlogs dropped and replaced by a fresh snapshot for a slow subscriber.",
+        )
+        conflations.add_metric([], s.conflations, created=created)
+        resumes = CounterMetricFamily(
+            f"{p}_resumes", "Resume requests, by result (served, refused).", labels=["result"]
+        )
+        resumes.add_metric(["served"], s.resumes_served, created=created)
+        resumes.add_metric(["refused"], s.resumes_refused, created=created)
+        errors = CounterMetricFamily(
+            f"{p}_request_errors",
+            "Subscriber requests answered with an error, by error code.",
+            labels=["code"],
+        )
+        by_code = s.request_errors_by_code
+        for code in _with_extra(get_args(ErrorCode), by_code):
+            errors.add_metric([code], by_code.get(code, 0), created=created)
+        yield from (published, deliveries, subscriptions, conflations, resumes, errors)
+
+
+def _with_extra(fixed: Iterable[str], seen: Iterable[str]) -> list[str]:
+    """The fixed label values, then any other value that has been counted."""
+    values = list(fixed)
+    return values + sorted(set(seen) - set(values))
 
 
 class GaugeCallbackCollector(Collector):

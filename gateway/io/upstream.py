@@ -43,10 +43,10 @@ import trio
 
 from gateway.config import UpstreamConfig
 from gateway.contract.records import Price, Record, Trade
+from gateway.fanout.wsframe import OP_PING
 from gateway.ingest.feeds import FeedSpec
 from gateway.ingest.wsclient import (
     CLOSE_MESSAGE_TOO_BIG,
-    OP_PING,
     ClientProtocol,
     Closing,
     Handshake,
@@ -334,6 +334,7 @@ class _FeedRunner:
         self._m_down_seconds = metrics.upstream_disconnected_seconds.labels(feed=name)
         self._m_bytes = metrics.upstream_bytes.labels(feed=name)
         self._m_lag = metrics.upstream_lag.labels(feed=name)
+        self._m_publish_latency = metrics.publish_latency
         self._down_accounted_at = 0.0
         self._trio_token: trio.lowlevel.TrioToken | None = None
 
@@ -530,6 +531,7 @@ class _FeedRunner:
                 # reach the hub, or their streams would show a gap.
                 if records:
                     publish(records, received_mono)
+                    self._published(received_mono)
             # -- no checkpoint above this line since receive_some returned --
             if messages:
                 state.messages += len(messages)
@@ -598,7 +600,9 @@ class _FeedRunner:
         conn.established_ns = time.time_ns()
         records = self.session.connected(conn.established_ns)
         if records:
-            self.publish(records, time.monotonic_ns())
+            now_mono = time.monotonic_ns()
+            self.publish(records, now_mono)
+            self._published(now_mono)
         log.info(
             "feed %s: connected to %s (down %.1f s, %d failed attempts before)",
             self.feed.name, self.feed.url, down_for, attempts,
@@ -617,7 +621,9 @@ class _FeedRunner:
             records = self.session.disconnected(ended.reason, time.time_ns())
             if records:
                 try:
-                    self.publish(records, time.monotonic_ns())
+                    now_mono = time.monotonic_ns()
+                    self.publish(records, now_mono)
+                    self._published(now_mono)
                 except Exception:
                     # Nothing to repair by reconnecting here; the feed itself must go on.
                     log.exception(
@@ -632,6 +638,12 @@ class _FeedRunner:
                 self.feed.name,
                 extra={"feed": self.feed.name, "event": "disconnected", "reason": CANCELLED},
             )
+
+    def _published(self, received_mono: int) -> None:
+        """Publish latency: from the frame's receipt to its records sitting in subscriber
+        buffers (``publish`` is synchronous, so it is over when it returns)."""
+        latency = (time.monotonic_ns() - received_mono) / 1e9
+        self._m_publish_latency.observe(max(latency, 0.0))
 
     def _report_end(self, ended: _Ended, delay: float) -> None:
         """Count and log an attempt that ended for any reason but shutdown."""

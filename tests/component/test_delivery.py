@@ -20,74 +20,26 @@ import pytest
 import trio
 import trio.testing
 import trio_websocket
-from hypothesis import example, given
-from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
-from wsproto.frame_protocol import FrameProtocol
 
 import gateway.io.delivery as delivery
 from bench.downstream_model import Model
 from gateway.config import ServerConfig
 from gateway.contract.protocol import CLOSE_SLOW
 from gateway.fanout.hub import Hub
+from gateway.fanout.wsframe import OP_BINARY, OP_TEXT
 from gateway.io.delivery import (
     FAST_PATH_AVAILABLE,
-    OP_BINARY,
-    OP_TEXT,
     Flusher,
     SocketWriter,
     WriterLock,
     adopt,
-    build_frame,
-    frame_header,
 )
 from gateway.io.server import Server
 from tests.support.clients import in_thread, open_client, read_until, recv_json
 from tests.support.fake_feed import EPOCH, FakeFeed
 
 TIMEOUT = 30
-BOUNDARIES = [0, 1, 124, 125, 126, 127, 65534, 65535, 65536, 65537, 200_000]
-
-
-# -- frames ------------------------------------------------------------------------------------
-
-
-def _wsproto_frame(payload: bytes | str) -> bytes:
-    return bytes(FrameProtocol(client=False, extensions=[]).send_data(payload, fin=True))
-
-
-@pytest.mark.parametrize("size", BOUNDARIES)
-def test_frames_match_wsproto_at_length_boundaries(size: int) -> None:
-    data = bytes(i % 251 for i in range(size))
-    assert build_frame(data, OP_BINARY) == _wsproto_frame(data)
-    text = ("é" * size)[: max(size // 2, 0)] + "x" * (size - 2 * (size // 2))
-    encoded = text.encode()
-    assert build_frame(encoded, OP_TEXT) == _wsproto_frame(text)
-
-
-@given(st.binary(max_size=70_000), st.booleans())
-@example(b"x" * 125, True)
-@example(b"x" * 126, False)
-@example(b"x" * 65535, True)
-@example(b"x" * 65536, False)
-def test_frames_match_wsproto(payload: bytes, binary: bool) -> None:
-    if binary:
-        assert build_frame(payload, OP_BINARY) == _wsproto_frame(payload)
-    else:
-        text = payload.decode("latin-1")  # any code points, multi-byte in UTF-8 above 0x7F
-        assert build_frame(text.encode(), OP_TEXT) == _wsproto_frame(text)
-
-
-@given(st.integers(min_value=0, max_value=2**40))
-def test_header_length_field(length: int) -> None:
-    header = frame_header(OP_TEXT, length)
-    assert header[0] == 0x81
-    if length < 126:
-        assert header[1:] == bytes((length,))
-    elif length < 65536:
-        assert header[1] == 126 and struct.unpack("!H", header[2:])[0] == length
-    else:
-        assert header[1] == 127 and struct.unpack("!Q", header[2:])[0] == length
 
 
 # -- trio-websocket's private parts ----------------------------------------------------------

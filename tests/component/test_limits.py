@@ -20,7 +20,7 @@ from gateway.app import Gateway
 from gateway.config import ServerConfig
 from gateway.fanout.access import ConnectionRateLimiter, TokenAuth
 from gateway.fanout.hub import Hub
-from gateway.io.metrics import Metrics
+from gateway.io.metrics import HubStatsCollector, Metrics
 from gateway.io.server import Server
 from tests.support.clients import in_thread, open_client, recv_json
 from tests.support.config import gateway_config
@@ -45,7 +45,9 @@ async def serving(
     **settings: Any,
 ) -> AsyncIterator[Server]:
     config = ServerConfig(host="127.0.0.1", port=0, **settings)
-    hub = Hub.from_config(config, EPOCH, metrics=metrics)
+    hub = Hub.from_config(config, EPOCH)
+    if metrics is not None:
+        metrics.add_collector(HubStatsCollector(hub.stats))
     server = Server(
         hub,
         config,

@@ -27,7 +27,7 @@ from gateway.contract.protocol import CLOSE_PING_TIMEOUT, Encoding
 from gateway.fanout.hub import Hub
 from gateway.ingest.feeds import feed_from_url
 from gateway.ingest.normalizer import FeedNormalizer
-from gateway.io.metrics import Metrics
+from gateway.io.metrics import HubStatsCollector, Metrics
 from gateway.io.server import Route, RouteError, Server, _ContainedNursery, route
 from tests.support.clients import in_thread, open_client, read_until, recv_json
 from tests.support.fake_feed import EPOCH, FakeFeed
@@ -44,7 +44,10 @@ async def running(
     **settings: Any,
 ) -> AsyncIterator[tuple[Server, Hub, str]]:
     config = ServerConfig(host="127.0.0.1", port=0, **settings)
-    hub = hub or Hub.from_config(config, EPOCH, metrics=metrics)
+    if hub is None:
+        hub = Hub.from_config(config, EPOCH)
+        if metrics is not None:
+            metrics.add_collector(HubStatsCollector(hub.stats))
     server = Server(hub, config, metrics, close_timeout=close_timeout)
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)

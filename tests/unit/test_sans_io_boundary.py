@@ -18,13 +18,6 @@ import gateway
 SANS_IO_PACKAGES = ("contract", "ingest", "fanout")
 FORBIDDEN = ("trio", "trio_websocket", "prometheus_client")
 
-# Known violators, to be fixed by the next phase of the layout refactor (issue 12). strict:
-# the day one of them is clean, its case fails until it is taken off this list.
-KNOWN_VIOLATORS = {
-    "gateway.fanout.hub": "imports gateway.io.delivery (trio) for build_frame and the opcodes",
-    "gateway.ingest.normalizer": "imports gateway.io.metrics (prometheus_client) for FeedStats",
-}
-
 
 def _sans_io_modules() -> list[str]:
     root = Path(gateway.__file__).parent
@@ -43,21 +36,9 @@ def test_the_boundary_covers_the_sans_io_packages() -> None:
     # A glob that silently found nothing would make every case below vacuous.
     for expected in ("gateway.contract.records", "gateway.ingest.wsclient", "gateway.fanout.hub"):
         assert expected in MODULES
-    assert set(KNOWN_VIOLATORS) <= set(MODULES)
 
 
-@pytest.mark.parametrize(
-    "module",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(strict=True, reason=KNOWN_VIOLATORS[name]),
-        )
-        if name in KNOWN_VIOLATORS
-        else name
-        for name in MODULES
-    ],
-)
+@pytest.mark.parametrize("module", MODULES)
 def test_module_loads_no_io_library(module: str) -> None:
     code = f"import sys, {module}\nprint(' '.join(n for n in {FORBIDDEN!r} if n in sys.modules))\n"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
