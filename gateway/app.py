@@ -324,13 +324,20 @@ def _not_ready_reason(session: FeedNormalizer, state: FeedState) -> str:
         return f"resyncing: {session.resync_reason}"
     if session.upstream_error is not None:
         return f"upstream error: {session.upstream_error}"
-    waiting = sorted(m for m, book in session.books.items() if not book.has_snapshot)
+    # The normalizer's book-sync states are the truth; a book's ``has_snapshot`` stays true
+    # across reconnects and cannot tell a first snapshot from a resync.
+    resyncing = session.resyncing_markets()
+    if resyncing:
+        return f"resyncing: waiting for a fresh snapshot of {_shown(resyncing)}"
+    waiting = session.unsynced_markets()
     if waiting:
-        shown = ", ".join(waiting[:10]) + (
-            f" and {len(waiting) - 10} more" if len(waiting) > 10 else ""
-        )
-        return f"waiting for the snapshot of {shown}"
+        return f"waiting for the snapshot of {_shown(waiting)}"
     return "waiting for the first snapshot"
+
+
+def _shown(markets: list[str]) -> str:
+    more = len(markets) - 10
+    return ", ".join(markets[:10]) + (f" and {more} more" if more > 0 else "")
 
 
 async def _cancel_on(event: trio.Event, scope: trio.CancelScope) -> None:

@@ -12,8 +12,9 @@ their decoders, values left as the strings Paxos sent), ``decimals`` and ``times
 numbers and times), ``book`` (one market's ``OrderBook``), ``dedup`` (``RecentIds``: replayed
 executions), ``sequence`` (``Sequencer``: per-stream numbers), ``feeds`` (``FeedSpec``: which path a
 feed reads and which streams it produces), ``stats`` (``FeedStats``: plain counters, exported
-at scrape time by ``io.metrics.FeedStatsCollector``), ``normalizer`` (``FeedNormalizer``: all
-of the above, one feed).
+at scrape time by ``io.metrics.FeedStatsCollector``), ``book_sync`` (``MarketSync``: one
+market's book-sync state machine, awaiting snapshot → assembling → synced, crossed, dropped),
+``normalizer`` (``FeedNormalizer``: all of the above, one feed).
 
 Usage::
 

@@ -11,7 +11,8 @@ goes to ``status.<feed name>`` and to every data stream the feed has produced
 so far (a single-market feed's stream counts from the start), so a consumer
 of one market sees its feed's outages in line with the data.
 
-Order books (no sequence numbers upstream, so these rules are the protection):
+Order books (no sequence numbers upstream, so these rules are the protection; each market's
+state is a named state machine, ``book_sync.MarketSync``):
 
 * A SNAPSHOT replaces the market's book and is published whole. Fragments
   (``final_snapshot`` false) accumulate until the final one.
@@ -39,8 +40,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 from gateway.contract.records import (
     BookSnapshot,
@@ -55,6 +55,7 @@ from gateway.contract.records import (
 )
 from gateway.ingest import decimals, paxos_messages, timestamps
 from gateway.ingest.book import OrderBook
+from gateway.ingest.book_sync import DROPPED, SYNCED, Held, MarketSync
 from gateway.ingest.dedup import RecentIds
 from gateway.ingest.feeds import FeedSpec
 from gateway.ingest.sequence import Sequencer
@@ -75,8 +76,14 @@ INVALID_LOG_INTERVAL_NS = 10_000_000_000
 
 _SIDES: dict[str, Side] = {"BUY": "bid", "SELL": "ask"}
 
-# A held update: side, price, amount and the receive time of its frame.
-_Held = tuple[Side, Decimal, Decimal, int]
+
+class _Header(TypedDict):
+    """The fields every record starts with (``contract.records._Record``)."""
+
+    stream: str
+    seq: int
+    epoch: int
+    receive_time: int
 
 
 class FeedNormalizer:
@@ -112,13 +119,8 @@ class FeedNormalizer:
         # for a single-market feed, from the start). Also the status fan-out.
         self._streams: dict[str, str] = {}
         self._connected = False
-        # Book state of the current connection.
-        self._synced: set[str] = set()
-        self._held: dict[str, list[_Held]] = {}
-        self._fragments: dict[str, tuple[list[Level], list[Level]]] = {}
-        self._dropping: set[str] = set()
-        # Markets whose book was found crossed; their next snapshot is the repair.
-        self._crossed: set[str] = set()
+        # Every book's sync state (the same markets as ``books``).
+        self._sync: dict[str, MarketSync] = {}
 
         self._invalid_logged_at: int | None = None
         self._invalid_unlogged = 0
@@ -126,7 +128,7 @@ class FeedNormalizer:
         if feed.market is not None:
             self._streams[feed.market] = feed.stream_for(feed.market)
             if feed.kind == "book":
-                self.books[feed.market] = OrderBook(feed.market)
+                self._add_book(feed.market)
 
         self._handlers: dict[type[Any], Callable[[Any, int], list[Record]]] = {
             paxos_messages.Execution: self._on_execution,
@@ -148,8 +150,7 @@ class FeedNormalizer:
             return False
         if self.feed.kind != "book":
             return True
-        # _synced only ever holds markets that have a book.
-        return bool(self.books) and len(self._synced) == len(self.books)
+        return bool(self._sync) and all(s.state is SYNCED for s in self._sync.values())
 
     def streams(self) -> list[str]:
         """The status stream, then every data stream produced so far."""
@@ -159,7 +160,12 @@ class FeedNormalizer:
         """Known book markets still waiting for their snapshot on this connection
         (or for a repair after a crossed book), sorted; for /readyz explanations.
         ``OrderBook.has_snapshot`` cannot tell this: it stays true across reconnects."""
-        return sorted(m for m in self.books if m not in self._synced)
+        return sorted(m for m, s in self._sync.items() if s.state is not SYNCED)
+
+    def resyncing_markets(self) -> list[str]:
+        """The unsynced markets whose book was synced before (after a reconnect or a crossed
+        book: waiting for a fresh snapshot, not the first one), sorted."""
+        return sorted(m for m, s in self._sync.items() if s.resyncing)
 
     def head(self, stream: str) -> int:
         """Sequence number of the last record published on ``stream`` (0: none)."""
@@ -170,7 +176,8 @@ class FeedNormalizer:
         self._connected = True
         self.resync_reason = None
         self.upstream_error = None
-        self._reset_connection_state()
+        for sync in self._sync.values():
+            sync.connection_changed()
         return self._status("connected", f"connected to {self.feed.url}", now_ns)
 
     def disconnected(self, reason: str, now_ns: int) -> list[Record]:
@@ -179,7 +186,8 @@ class FeedNormalizer:
         if not self._connected:
             return []
         self._connected = False
-        self._reset_connection_state()
+        for sync in self._sync.values():
+            sync.connection_changed()
         return self._status("disconnected", reason, now_ns)
 
     def receive(self, payload: bytes | str, now_ns: int) -> list[Record]:
@@ -213,10 +221,7 @@ class FeedNormalizer:
             stream = self._add_stream(market)
         return [
             Trade(
-                stream=stream,
-                seq=self._seq.next(stream),
-                epoch=self.epoch,
-                receive_time=now_ns,
+                **self._stamp(stream, now_ns),
                 market=market,
                 price=price,
                 amount=amount,
@@ -239,10 +244,7 @@ class FeedNormalizer:
             stream = self._add_stream(market)
         return [
             Price(
-                stream=stream,
-                seq=self._seq.next(stream),
-                epoch=self.epoch,
-                receive_time=now_ns,
+                **self._stamp(stream, now_ns),
                 market=market,
                 price=price,
                 exchange_time=exchange_time,
@@ -258,17 +260,14 @@ class FeedNormalizer:
         amount = decimals.parse(msg.amount)
         if not price:
             raise ValueError(f"book update at price zero in {market}")
-        if market not in self._synced:
-            return self._hold(market, side, price, amount, now_ns)
+        sync = self._sync.get(market)
+        if sync is None or sync.state is not SYNCED:
+            return self._hold(market, sync, (side, price, amount, now_ns), now_ns)
         self.stats.count_message("update")
-        book = self.books[market]
+        book = sync.book
         book.apply(side, price, amount)
-        stream = self._streams[market]
         record = BookUpdate(
-            stream=stream,
-            seq=self._seq.next(stream),
-            epoch=self.epoch,
-            receive_time=now_ns,
+            **self._stamp(self._streams[market], now_ns),
             market=market,
             side=side,
             price=price,
@@ -277,33 +276,30 @@ class FeedNormalizer:
         # The book was not crossed before (else the market would not be
         # synced), so only a non-zero level can have crossed it.
         if amount and book.crosses(side, price):
-            return [record, *self._book_crossed(book, now_ns)]
+            return [record, *self._book_crossed(sync, now_ns)]
         return [record]
 
     def _hold(
-        self, market: str, side: Side, price: Decimal, amount: Decimal, now_ns: int
+        self, market: str, sync: MarketSync | None, update: Held, now_ns: int
     ) -> list[Record]:
-        if market not in self.books:
+        if sync is None:
             self._check_new_market(market)
-            self.books[market] = OrderBook(market)
+            sync = self._add_book(market)
         self.stats.count_message("update")
-        if market in self._dropping:
+        if sync.state is DROPPED:
             return []
-        held = self._held.get(market)
-        if held is None:
-            held = self._held[market] = []
-        if len(held) >= self._max_held:
+        if not sync.hold(update, self._max_held):
             return self._drop_market(
-                market,
-                f"{market}: {len(held)} updates waited for a snapshot that did not come",
+                sync,
+                f"{market}: {len(sync.held)} updates waited for a snapshot that did not come",
                 now_ns,
             )
-        held.append((side, price, amount, now_ns))
         return []
 
     def _on_snapshot(self, msg: paxos_messages.BookSnapshot, now_ns: int) -> list[Record]:
         market = msg.market
-        if market not in self.books:
+        sync = self._sync.get(market)
+        if sync is None:
             self._check_new_market(market)
         # Plain parse, not the cache: deep levels would only churn it.
         parse = decimals.parse
@@ -317,33 +313,27 @@ class FeedNormalizer:
                 raise ValueError(f"snapshot level at price zero in {market}")
         # Validated: from here on the frame is accepted.
         self.stats.count_message("snapshot")
-        book = self.books.get(market)
-        if book is None:
-            book = self.books[market] = OrderBook(market)
-        if market in self._dropping:
+        if sync is None:
+            sync = self._add_book(market)
+        if sync.state is DROPPED:
             return []
-        self._synced.discard(market)  # a snapshot in progress: updates wait
-        fragments = self._fragments.pop(market, None)
-        if fragments is not None:
-            fragments[0].extend(bids)
-            fragments[1].extend(asks)
-            bids, asks = fragments
         if not msg.is_final:
-            if len(bids) + len(asks) > self._max_snapshot_levels:
+            if sync.add_fragment(bids, asks) > self._max_snapshot_levels:
                 return self._drop_market(
-                    market, f"{market}: split snapshot exceeds {self._max_snapshot_levels} levels",
+                    sync, f"{market}: split snapshot exceeds {self._max_snapshot_levels} levels",
                     now_ns,
                 )  # fmt: skip
-            self._fragments[market] = (bids, asks)
             return []
-        return self._complete_snapshot(book, bids, asks, now_ns)
+        bids, asks = sync.complete_snapshot(bids, asks)
+        return self._complete_snapshot(sync, bids, asks, now_ns)
 
     def _complete_snapshot(
-        self, book: OrderBook, bids: list[Level], asks: list[Level], now_ns: int
+        self, sync: MarketSync, bids: list[Level], asks: list[Level], now_ns: int
     ) -> list[Record]:
+        book = sync.book
         market = book.market
         resync = book.has_snapshot
-        repaired = market in self._crossed
+        repaired = sync.repairing
         if not resync:
             reason = "initial"
         elif repaired:
@@ -358,10 +348,7 @@ class FeedNormalizer:
         stream = self._streams.get(market) or self._add_stream(market)
         records: list[Record] = [
             BookSnapshot(
-                stream=stream,
-                seq=self._seq.next(stream),
-                epoch=self.epoch,
-                receive_time=now_ns,
+                **self._stamp(stream, now_ns),
                 market=market,
                 bids=book.bids(),
                 asks=book.asks(),
@@ -369,23 +356,18 @@ class FeedNormalizer:
                 reason=reason,
             )
         ]
-        held = self._held.pop(market, ())
         if book.is_crossed():
             # Upstream's own snapshot is crossed: its waiting updates are moot.
-            records += self._book_crossed(book, now_ns)
+            records += self._book_crossed(sync, now_ns)
             return records
-        self._synced.add(market)
+        held = sync.synced()
         if repaired:
-            self._crossed.discard(market)
             records += self._status("resynced", f"{market}: fresh snapshot", now_ns)
         for side, price, amount, received in held:
             book.apply(side, price, amount)
             records.append(
                 BookUpdate(
-                    stream=stream,
-                    seq=self._seq.next(stream),
-                    epoch=self.epoch,
-                    receive_time=received,
+                    **self._stamp(stream, received),
                     market=market,
                     side=side,
                     price=price,
@@ -395,29 +377,26 @@ class FeedNormalizer:
             if amount and book.crosses(side, price):
                 # The rest would be applied to a book known to be wrong; the
                 # reconnect's snapshot supersedes them.
-                records += self._book_crossed(book, now_ns)
+                records += self._book_crossed(sync, now_ns)
                 break
         return records
 
-    def _book_crossed(self, book: OrderBook, now_ns: int) -> list[Record]:
-        market = book.market
+    def _book_crossed(self, sync: MarketSync, now_ns: int) -> list[Record]:
+        book = sync.book
         bid, ask = book.best_bid(), book.best_ask()
         assert bid is not None and ask is not None
         self.stats.crossed_books += 1
-        self._crossed.add(market)
-        self._synced.discard(market)
+        sync.crossed()
         reason = (
-            f"{market}: crossed book, best bid {decimals.to_str(bid[0])} >= "
+            f"{book.market}: crossed book, best bid {decimals.to_str(bid[0])} >= "
             f"best ask {decimals.to_str(ask[0])}"
         )
         return self._request_resync(reason, now_ns)
 
-    def _drop_market(self, market: str, reason: str, now_ns: int) -> list[Record]:
+    def _drop_market(self, sync: MarketSync, reason: str, now_ns: int) -> list[Record]:
         # Updates were lost for good on this connection: stop taking any for
         # this market and have the connection replaced.
-        self._dropping.add(market)
-        self._held.pop(market, None)
-        self._fragments.pop(market, None)
+        sync.drop()
         return self._request_resync(reason, now_ns)
 
     def _request_resync(self, reason: str, now_ns: int) -> list[Record]:
@@ -470,6 +449,21 @@ class FeedNormalizer:
         if not _MARKET.fullmatch(market):
             raise ValueError(f"bad market name {market[:40]!r}")
 
+    def _add_book(self, market: str) -> MarketSync:
+        book = self.books[market] = OrderBook(market)
+        sync = self._sync[market] = MarketSync(book)
+        return sync
+
+    def _stamp(self, stream: str, now_ns: int) -> _Header:
+        """The header every record carries: its stream, the stream's next ``seq``, the
+        gateway's epoch and the receive time."""
+        return {
+            "stream": stream,
+            "seq": self._seq.next(stream),
+            "epoch": self.epoch,
+            "receive_time": now_ns,
+        }
+
     def _add_stream(self, market: str) -> str:
         stream = self._streams[market] = self.feed.stream_for(market)
         return stream
@@ -479,22 +473,13 @@ class FeedNormalizer:
         for stream in (self._status_stream, *self._streams.values()):
             records.append(
                 Status(
-                    stream=stream,
-                    seq=self._seq.next(stream),
-                    epoch=self.epoch,
-                    receive_time=now_ns,
+                    **self._stamp(stream, now_ns),
                     feed=self.feed.name,
                     state=state,
                     reason=reason,
                 )
             )
         return records
-
-    def _reset_connection_state(self) -> None:
-        self._synced.clear()
-        self._held.clear()
-        self._fragments.clear()
-        self._dropping.clear()
 
 
 def _excerpt(payload: bytes | str) -> str:

@@ -13,7 +13,6 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 
 from gateway.app import Gateway, _not_ready_reason, _url
 from gateway.config import Config, load_config
-from gateway.ingest.book import OrderBook
 from gateway.ingest.feeds import FeedSpec
 from gateway.ingest.normalizer import FeedNormalizer
 from gateway.io.upstream import FeedState
@@ -187,10 +186,42 @@ def test_not_ready_reasons() -> None:
     state.connected = True
     session.connected(0)
     assert _not_ready_reason(session, state) == "waiting for the first snapshot"
-    session.books["ETHUSD"] = OrderBook("ETHUSD")
+    session.receive(_book_frame("UPDATE", "ETHUSD"), 0)  # a market appears, without a snapshot
     assert _not_ready_reason(session, state) == "waiting for the snapshot of ETHUSD"
     session.resync_reason = "crossed book BTCUSD"
     assert _not_ready_reason(session, state) == "resyncing: crossed book BTCUSD"
+
+
+def test_not_ready_reason_after_a_reconnect_names_the_resync() -> None:
+    """After an upstream drop every book has had a snapshot, so ``has_snapshot`` would claim
+    "first snapshot"; the normalizer's sync states know it is waiting for fresh ones."""
+    spec = FeedSpec("marketdata", "ws://x/marketdata", "book", None)
+    session = FeedNormalizer(spec, 1)
+    state = FeedState("marketdata", connected=True)
+    session.connected(0)
+    for market in ("BTCUSD", "ETHUSD"):
+        session.receive(_book_frame("SNAPSHOT", market), 1)
+    assert session.ready
+    session.disconnected("connection_lost", 2)
+    session.connected(3)
+    assert _not_ready_reason(session, state) == (
+        "resyncing: waiting for a fresh snapshot of BTCUSD, ETHUSD"
+    )
+    session.receive(_book_frame("SNAPSHOT", "BTCUSD"), 4)
+    assert _not_ready_reason(session, state) == "resyncing: waiting for a fresh snapshot of ETHUSD"
+    session.receive(_book_frame("SNAPSHOT", "ETHUSD"), 5)
+    assert session.ready
+
+
+def _book_frame(kind: str, market: str) -> bytes:
+    if kind == "UPDATE":
+        message: dict[str, object] = {
+            "type": "UPDATE", "market": market, "side": "BUY", "price": "100", "amount": "1",
+        }  # fmt: skip
+    else:
+        level = {"price": "100", "amount": "1"}
+        message = {"type": "SNAPSHOT", "market": market, "bids": [level], "asks": []}
+    return json.dumps(message).encode()
 
 
 @pytest.mark.parametrize(

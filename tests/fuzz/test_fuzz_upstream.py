@@ -461,11 +461,13 @@ def state_of(s: FeedNormalizer) -> Json:
         "books": {m: (b.has_snapshot, b.bids(), b.asks()) for m, b in s.books.items()},
         "heads": dict(s._seq._heads),
         "dedup": (list(s._dedup._order), set(s._dedup._present)),
-        "held": {m: list(h) for m, h in s._held.items()},
-        "fragments": {m: (list(b), list(a)) for m, (b, a) in s._fragments.items()},
-        "synced": set(s._synced),
-        "dropping": set(s._dropping),
-        "crossed": set(s._crossed),
+        "held": {m: list(x.held) for m, x in s._sync.items()},
+        "fragments": {
+            m: (list(x.fragments[0]), list(x.fragments[1]))
+            for m, x in s._sync.items()
+            if x.fragments is not None
+        },
+        "sync": {m: (x.state, x.repairing) for m, x in s._sync.items()},
         "streams": dict(s._streams),
         "flags": (s.resync_reason, s.upstream_error, s.is_connected, s.ready),
         "stats": (
@@ -481,10 +483,11 @@ def state_of(s: FeedNormalizer) -> Json:
 def check_bounds(s: FeedNormalizer) -> None:
     assert len(s._dedup) <= DEDUP_CAP
     assert len(s._dedup._order) == len(s._dedup) <= DEDUP_CAP
-    for held in s._held.values():
-        assert len(held) <= MAX_HELD
-    for bids, asks in s._fragments.values():
-        assert len(bids) + len(asks) <= MAX_SNAPSHOT_LEVELS
+    for sync in s._sync.values():
+        assert len(sync.held) <= MAX_HELD
+        if sync.fragments is not None:
+            bids, asks = sync.fragments
+            assert len(bids) + len(asks) <= MAX_SNAPSHOT_LEVELS
 
 
 def receive_checked(s: FeedNormalizer, payload: bytes | str, now: int) -> tuple[list[Record], bool]:
