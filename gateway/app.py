@@ -25,7 +25,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import get_args
 
@@ -34,10 +34,8 @@ import trio
 from gateway import __version__
 from gateway import config as config_mod
 from gateway.config import Config, ConfigError
-from gateway.contract.records import Record
 from gateway.fanout.access import ConnectionRateLimiter, TokenAuth, auth_warning, load_tokens
 from gateway.fanout.hub import Hub
-from gateway.ingest.book import OrderBook
 from gateway.ingest.feeds import FeedSpec
 from gateway.ingest.normalizer import FeedNormalizer
 from gateway.io.connect_gate import ConnectGate
@@ -204,30 +202,9 @@ class Gateway:
         self, feed: _Feed, gate: ConnectGate, *, task_status: trio.TaskStatus[FeedState]
     ) -> None:
         await run_feed(
-            feed.spec, feed.session, self._publisher(feed), self.config.upstream, self.metrics,
+            feed.spec, feed.session, self.hub, self.config.upstream, self.metrics,
             connect_gate=gate, state=feed.state, task_status=task_status,
         )  # fmt: skip
-
-    def _publisher(self, feed: _Feed) -> Callable[[list[Record], int], None]:
-        """``publish`` for ``run_feed``: registers the session's new books, then hands over.
-
-        An all-markets book feed creates an ``OrderBook`` when a market first appears; it must
-        be registered before that market's first records are published so that a late joiner
-        is served from the session's book. Both steps are synchronous (no checkpoint between
-        ``session.receive`` and the hub), and the length check keeps the common case O(1).
-        """
-        hub, books = self.hub, feed.session.books
-        registered: dict[str, OrderBook] = {}
-
-        def publish(records: list[Record], received_monotonic_ns: int) -> None:
-            if len(registered) != len(books):
-                for market, book in books.items():
-                    if registered.get(market) is not book:
-                        hub.register_book(feed.spec.stream_for(market), book)
-                        registered[market] = book
-            hub.publish(records)
-
-        return publish
 
     async def _watch_signals(self, *, task_status: trio.TaskStatus[None]) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

@@ -14,7 +14,8 @@ Paxos-format encoding for the mirror paths, so existing Paxos clients only chang
 ``access`` (``ConnectionRateLimiter`` and ``TokenAuth``: who may connect and how often, time
 passed in).
 
-The data's way: ``io.upstream`` → ``Hub.publish(records)`` (synchronous, same tick as the read)
+The data's way: ``io.upstream`` → ``ingest.batch.ingest_batch`` → ``Hub.publish(records)``
+(synchronous, same tick as the read)
 → ``Subscriber.queue`` → ``io.delivery`` writes it; requests go the other way,
 ``io.server`` → ``Hub.receive`` → replies queued like records.
 

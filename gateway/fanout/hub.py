@@ -1,7 +1,7 @@
 """The fan-out core (sans-IO): streams, history, subscriptions, per-subscriber buffers, policy.
 
-``publish`` is called by the upstream task right after ``FeedNormalizer.receive`` with no checkpoint
-in between, so whenever the hub runs, every registered ``OrderBook`` is at its stream's head. All
+``publish`` is called by ``ingest.batch.ingest_batch`` right after ``FeedNormalizer.receive``,
+synchronously, so whenever the hub runs, every registered ``OrderBook`` is at its stream's head. All
 hub operations are synchronous; a late joiner's snapshot and the records published after it are
 therefore gap- and overlap-free without a lock.
 
@@ -66,7 +66,7 @@ from gateway.contract.protocol import (
     parse_request,
     parse_stream,
 )
-from gateway.contract.records import BookSnapshot, BookUpdate, Record, Status
+from gateway.contract.records import BookSnapshot, Record, Status
 from gateway.fanout import mirror
 from gateway.fanout.stats import HubStats
 from gateway.fanout.wsframe import OP_BINARY, OP_TEXT, build_frame, header_length
@@ -233,8 +233,7 @@ class Subscriber:
 class _Stream:
     __slots__ = (
         "book", "epoch", "groups", "history", "is_book", "key", "kind", "last_data",
-        "last_status", "name", "own_book", "receive_time", "seq", "snapshot_cache",
-        "subscribers",
+        "last_status", "name", "receive_time", "seq", "snapshot_cache", "subscribers",
     )  # fmt: skip
 
     def __init__(self, name: str, epoch: int, history: int) -> None:
@@ -247,12 +246,8 @@ class _Stream:
         self.history: deque[OutFrame] = deque(maxlen=history)
         self.last_data: OutFrame | None = None
         self.last_status: OutFrame | None = None
+        # The normalizer's book of a book stream (``register_book``): late joiners' snapshots.
         self.book: OrderBook | None = None
-        # Kept only while no session book is registered, so late joiners of a book stream fed
-        # by publish() alone still get a correct snapshot.
-        self.own_book: OrderBook | None = None
-        if self.is_book:
-            self.book = self.own_book = OrderBook(self.key)
         self.subscribers: set[Subscriber] = set()
         # Per encoding in use: its subscribers, in attach order. Replaced, never mutated, so
         # publish can go on iterating while a subscriber is detached mid-call.
@@ -339,10 +334,11 @@ class Hub:
             self._create_stream(name)
 
     def register_book(self, stream: str, book: OrderBook) -> None:
-        """The session's book of a book stream: late joiners get snapshots built from it."""
+        """The normalizer's book of a book stream: late joiners get snapshots built from it.
+        Registered before the stream's first book record is published (``ingest.batch``); a
+        book stream without one has no snapshot to give."""
         st = self._streams.get(stream) or self._create_stream(stream)
         st.book = book
-        st.own_book = None
         st.snapshot_cache.clear()
 
     def publish(self, records: Sequence[Record]) -> None:
@@ -368,8 +364,6 @@ class Hub:
                 st.last_status = frame
             else:
                 st.last_data = frame
-            if st.own_book is not None:
-                self._apply_own(st.own_book, record)
             kinds[st.kind] = kinds.get(st.kind, 0) + 1
             for encoding, subs in st.groups:
                 wire = frame.encode(encoding)
@@ -388,15 +382,6 @@ class Hub:
         if self._pending:
             self._settle()
         self.stats.deliveries += deliveries
-
-    def _apply_own(self, book: OrderBook, record: Record) -> None:
-        try:
-            if type(record) is BookUpdate:
-                book.apply(record.side, record.price, record.amount)
-            elif type(record) is BookSnapshot:
-                book.replace(record.bids, record.asks)
-        except ValueError:
-            self.stats.book_errors += 1
 
     # -- the subscriber side -------------------------------------------------------------
 

@@ -24,7 +24,6 @@ class HubStats:
     resumes_refused: int = 0
     slow_disconnects: int = 0
     sequence_breaks: int = 0  # a record whose seq did not follow its stream's head
-    book_errors: int = 0  # records the hub's own fallback book could not apply
     request_errors_by_code: dict[str, int] = field(default_factory=dict)
 
     @property

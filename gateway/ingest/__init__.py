@@ -14,15 +14,17 @@ executions), ``sequence`` (``Sequencer``: per-stream numbers), ``feeds`` (``Feed
 feed reads and which streams it produces), ``stats`` (``FeedStats``: plain counters, exported
 at scrape time by ``io.metrics.FeedStatsCollector``), ``book_sync`` (``MarketSync``: one
 market's book-sync state machine, awaiting snapshot → assembling → synced, crossed, dropped),
-``normalizer`` (``FeedNormalizer``: all of the above, one feed).
+``normalizer`` (``FeedNormalizer``: all of the above, one feed), ``batch`` (``ingest_batch``: the
+messages of one read normalized and published once, a plain function so that no checkpoint can
+come between them).
 
 Usage::
 
     normalizer = FeedNormalizer(feed_from_url("wss://ws.paxos.com/marketdata"), epoch)
-    records = normalizer.connected(now_ns)
-    for message in client.receive(data):          # wsclient.ClientProtocol
-        records += normalizer.receive(message, now_ns)
-    hub.publish(records)                           # no checkpoint since the read
+    publish_records(normalizer, hub, normalizer.connected(now_ns))
+    messages = client.receive(data)                # wsclient.ClientProtocol
+    batch = ingest_batch(normalizer, hub, messages, now_ns)   # synchronous: one publish
+    if batch.verdict.action != "continue": ...     # resync or upstream error: reconnect
 
 May import: the standard library, msgspec, h11, sortedcontainers, ``gateway.contract`` and
 ``gateway.fanout.wsframe`` (the RFC 6455 opcodes, defined once).

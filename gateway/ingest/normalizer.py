@@ -122,6 +122,9 @@ class FeedNormalizer:
         # Every book's sync state (the same markets as ``books``).
         self._sync: dict[str, MarketSync] = {}
 
+        # Books created since ``take_new_books`` was last called.
+        self._new_books: list[tuple[str, OrderBook]] = []
+
         self._invalid_logged_at: int | None = None
         self._invalid_unlogged = 0
 
@@ -166,6 +169,13 @@ class FeedNormalizer:
         """The unsynced markets whose book was synced before (after a reconnect or a crossed
         book: waiting for a fresh snapshot, not the first one), sorted."""
         return sorted(m for m, s in self._sync.items() if s.resyncing)
+
+    def take_new_books(self) -> list[tuple[str, OrderBook]]:
+        """The books (with their streams) created since the last call, for the hub: a late
+        joiner's snapshot is built from them. ``ingest.batch`` registers them before it
+        publishes the records that fill them."""
+        new, self._new_books = self._new_books, []
+        return new
 
     def head(self, stream: str) -> int:
         """Sequence number of the last record published on ``stream`` (0: none)."""
@@ -452,6 +462,7 @@ class FeedNormalizer:
     def _add_book(self, market: str) -> MarketSync:
         book = self.books[market] = OrderBook(market)
         sync = self._sync[market] = MarketSync(book)
+        self._new_books.append((self.feed.stream_for(market), book))
         return sync
 
     def _stamp(self, stream: str, now_ns: int) -> _Header:

@@ -11,9 +11,10 @@ Why it is built the way it is:
   of up to ``_RECEIVE_BUFFER_SIZE`` bytes is parsed, normalized and published in one go, so a
   burst costs one task switch, not one per message, and its records reach each subscriber in
   one write.
-* ``session.receive`` and ``publish`` run back to back with no checkpoint in between, so every
-  book the hub can see always matches its stream's head sequence number (architecture
-  invariant). Metrics are updated after ``publish`` to keep them off the latency path.
+* The messages of one read are normalized and published by ``ingest.batch.ingest_batch``, a
+  synchronous function: no checkpoint can come between ``session.receive`` and ``publish``, so
+  every book the hub can see always matches its stream's head sequence number (architecture
+  invariant). Metrics are updated after it returns, to keep them off the latency path.
 * Liveness is judged by WebSocket ping/pong only. An idle market legitimately sends nothing for
   hours; a silent-but-alive upstream must stay connected, a connection whose pongs stop is dead.
 * The TLS handshake is done explicitly, before the WebSocket one, so that a failure (e.g. an
@@ -34,7 +35,6 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn, Protocol
 from urllib.parse import urlsplit
@@ -44,6 +44,7 @@ import trio
 from gateway.config import UpstreamConfig
 from gateway.contract.records import Price, Record, Trade
 from gateway.fanout.wsframe import OP_PING
+from gateway.ingest.batch import Batch, Normalizer, RecordSink, ingest_batch, publish_records
 from gateway.ingest.feeds import FeedSpec
 from gateway.ingest.wsclient import (
     CLOSE_MESSAGE_TOO_BIG,
@@ -92,19 +93,13 @@ _RECEIVE_BUFFER_SIZE = 65536
 # The records whose exchange time measures the feed's lag (built once, not per record).
 _LAG_RECORDS = (Trade, Price)
 
-Publish = Callable[[list[Record], int], None]
 
-
-class UpstreamSession(Protocol):
-    """What ``run_feed`` needs of ``session.FeedNormalizer`` (kept structural for test doubles)."""
+class UpstreamSession(Normalizer, Protocol):
+    """What ``run_feed`` needs of ``FeedNormalizer`` (kept structural for the ``record``
+    command's writer and for test doubles)."""
 
     def connected(self, now_ns: int) -> list[Record]: ...
-    def receive(self, payload: bytes | str, now_ns: int) -> list[Record]: ...
     def disconnected(self, reason: str, now_ns: int) -> list[Record]: ...
-    @property
-    def resync_reason(self) -> str | None: ...
-    @property
-    def upstream_error(self) -> str | None: ...
 
 
 @dataclass(slots=True)
@@ -269,7 +264,7 @@ def verified_tls_context(context: ssl.SSLContext | None = None) -> ssl.SSLContex
 async def run_feed(
     feed: FeedSpec,
     session: UpstreamSession,
-    publish: Publish,
+    sink: RecordSink,
     settings: UpstreamConfig,
     metrics: Metrics,
     *,
@@ -283,12 +278,12 @@ async def run_feed(
 ) -> NoReturn:
     """Keep ``feed``'s upstream connection alive until cancelled.
 
-    ``publish(records, received_monotonic_ns)`` is called synchronously right after the session
-    produced the records. ``nursery.start(run_feed, ...)`` returns the feed's ``FeedState`` at
-    once (it does not wait for the first connection).
+    The records the session produces go to ``sink`` (the hub) synchronously, one batch per
+    socket read (``ingest.batch``). ``nursery.start(run_feed, ...)`` returns the feed's
+    ``FeedState`` at once (it does not wait for the first connection).
     """
     runner = _FeedRunner(
-        feed, session, publish, settings, metrics,
+        feed, session, sink, settings, metrics,
         connect_gate=connect_gate,
         backoff=Backoff(
             settings.backoff_initial, settings.backoff_max,
@@ -307,7 +302,7 @@ class _FeedRunner:
         self,
         feed: FeedSpec,
         session: UpstreamSession,
-        publish: Publish,
+        sink: RecordSink,
         settings: UpstreamConfig,
         metrics: Metrics,
         *,
@@ -319,7 +314,7 @@ class _FeedRunner:
     ) -> None:
         self.feed = feed
         self.session = session
-        self.publish = publish
+        self.sink = sink
         self.settings = settings
         self.gate = connect_gate
         self.backoff = backoff
@@ -499,7 +494,7 @@ class _FeedRunner:
         """Every socket read is parsed, normalized and published as one batch: no task switch
         per message, and the records of one read reach each subscriber in one write."""
         session = self.session
-        publish = self.publish
+        sink = self.sink
         state = self.state
         protocol = ws.protocol
         data, conn.leftover = conn.leftover, b""
@@ -517,39 +512,31 @@ class _FeedRunner:
             now_ns = time.time_ns()
             messages = protocol.receive(data)
             data = b""
-            records: list[Record] = []
-            size = 0
+            batch = Batch()
             try:
-                for message in messages:
-                    records += session.receive(message, now_ns)
-                    size += len(message)
-                    conn.messages += 1
-                    if session.resync_reason is not None or session.upstream_error is not None:
-                        break  # the rest belongs to a connection about to be replaced
+                # Synchronous: no checkpoint between the read and the publish (invariant).
+                ingest_batch(session, sink, messages, now_ns, batch)
             finally:
-                # Also after a failure half-way: the records that got sequence numbers must
-                # reach the hub, or their streams would show a gap.
-                if records:
-                    publish(records, received_mono)
-                    self._published(received_mono)
-            # -- no checkpoint above this line since receive_some returned --
+                conn.messages += batch.messages
+            records = batch.records
+            if records:
+                self._published(received_mono)
             if messages:
                 state.messages += len(messages)
                 state.last_message_at = trio.current_time()
                 state.last_message_monotonic_ns = received_mono
-                self._m_bytes.inc(size)
+                self._m_bytes.inc(batch.size)
             replay_before_ns = conn.replay_before_ns
             for record in records:
                 if isinstance(record, _LAG_RECORDS) and record.exchange_time >= replay_before_ns:
                     self._m_lag.observe((record.receive_time - record.exchange_time) / 1e9)
             if protocol.pongs:
                 ws.pongs_received()
-            resync = session.resync_reason
-            if resync is not None:
-                return self._ended(conn, CROSSED_BOOK, f"resync requested: {resync}")
-            error = session.upstream_error
-            if error is not None:
-                return self._ended(conn, ERROR_FRAME, f"upstream error frame: {error}")
+            verdict = batch.verdict
+            if verdict.action == "resync":
+                return self._ended(conn, CROSSED_BOOK, f"resync requested: {verdict.reason}")
+            if verdict.action == "upstream_error":
+                return self._ended(conn, ERROR_FRAME, f"upstream error frame: {verdict.reason}")
             try:
                 await ws.send_pending()
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -601,7 +588,7 @@ class _FeedRunner:
         records = self.session.connected(conn.established_ns)
         if records:
             now_mono = time.monotonic_ns()
-            self.publish(records, now_mono)
+            publish_records(self.session, self.sink, records)
             self._published(now_mono)
         log.info(
             "feed %s: connected to %s (down %.1f s, %d failed attempts before)",
@@ -622,7 +609,7 @@ class _FeedRunner:
             if records:
                 try:
                     now_mono = time.monotonic_ns()
-                    self.publish(records, now_mono)
+                    publish_records(self.session, self.sink, records)
                     self._published(now_mono)
                 except Exception:
                     # Nothing to repair by reconnecting here; the feed itself must go on.

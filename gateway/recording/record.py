@@ -26,6 +26,7 @@ import trio
 
 from gateway.config import ConfigError, UpstreamConfig, load_config
 from gateway.contract.records import Record
+from gateway.ingest.book import OrderBook
 from gateway.ingest.feeds import FeedSpec
 from gateway.io.connect_gate import ConnectGate
 from gateway.io.metrics import Metrics
@@ -93,9 +94,18 @@ class _RecordingSession:
             self.budget.result.events += 1
         return []
 
+    def take_new_books(self) -> list[tuple[str, OrderBook]]:
+        return []
 
-def _ignore(records: list[Record], received_monotonic_ns: int) -> None:
-    pass
+
+class _Discard:
+    """The sink of a recording: nothing is normalized, so nothing is published."""
+
+    def register_book(self, stream: str, book: OrderBook) -> None:
+        pass
+
+    def publish(self, records: Sequence[Record]) -> None:
+        pass
 
 
 async def record(
@@ -128,7 +138,7 @@ async def record(
                         lambda task_status, feed=feed, session=session: run_feed(
                             feed,
                             session,
-                            _ignore,
+                            _Discard(),
                             settings,
                             metrics,
                             connect_gate=gate,

@@ -11,7 +11,8 @@ from __future__ import annotations
 import random
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ import wsproto.events
 
 from gateway.config import UpstreamConfig
 from gateway.contract.records import BookSnapshot, BookUpdate, Record, Status, Trade
+from gateway.ingest.book import OrderBook
 from gateway.ingest.feeds import feed_from_url
 from gateway.ingest.normalizer import FeedNormalizer
 from gateway.io.backoff import Backoff
@@ -115,16 +117,22 @@ class Feed:
     changes: Changes
     state: FeedState = field(init=False)
     records: list[Record] = field(default_factory=list)
-    receive_monotonic: list[int] = field(default_factory=list)
+    publish_monotonic: list[int] = field(default_factory=list)
+    books: dict[str, OrderBook] = field(default_factory=dict)
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     before_publish: Callable[[list[Record]], None] | None = None
 
-    def publish(self, records: list[Record], received_monotonic_ns: int) -> None:
+    # The sink run_feed publishes into (what the hub is in the gateway).
+
+    def register_book(self, stream: str, book: OrderBook) -> None:
+        self.books[stream] = book
+
+    def publish(self, records: Sequence[Record]) -> None:
         assert records, "empty batches are not published"
         if self.before_publish is not None:
-            self.before_publish(records)
+            self.before_publish(list(records))
         self.records.extend(records)
-        self.receive_monotonic.append(received_monotonic_ns)
+        self.publish_monotonic.append(time.monotonic_ns())
         self.changes.notify()
 
     def statuses(self) -> list[tuple[str, str]]:
@@ -176,7 +184,7 @@ class Rig:
         async def run(task_status: trio.TaskStatus[FeedState]) -> None:
             with feed.scope:
                 await run_feed(
-                    spec, feed.session, feed.publish, settings or make_settings(), self.metrics,
+                    spec, feed.session, feed, settings or make_settings(), self.metrics,
                     connect_gate=gate if gate is not None else self.gate(),
                     rng=random.Random(seed), task_status=task_status, **kwargs,
                 )  # fmt: skip
@@ -234,7 +242,8 @@ async def test_connects_and_publishes_records(clock: trio.testing.MockClock) -> 
         assert isinstance(data[0], BookSnapshot) and data[0].reason == "initial"
         assert all(isinstance(x, BookUpdate) for x in data[1:])
         assert book_of(book, "BTCUSD") == r.sim.truth("BTCUSD")
-        assert book.receive_monotonic == sorted(book.receive_monotonic)
+        assert book.publish_monotonic == sorted(book.publish_monotonic)
+        assert book.books == {"book.BTCUSD": book.session.books["BTCUSD"]}  # registered
 
         executions = [e.match_number for e in r.sim.sent_executions if e.market == "BTCUSD"]
         published = [x.match_number for x in trades.records if isinstance(x, Trade)]
@@ -243,7 +252,9 @@ async def test_connects_and_publishes_records(clock: trio.testing.MockClock) -> 
         for feed in (book, trades):
             assert feed.state.connected and feed.state.connections == 1
             assert feed.state.last_message_at is not None
-            assert feed.state.last_message_monotonic_ns == feed.receive_monotonic[-1]
+            # The last frame was received before its records were published.
+            assert feed.state.last_message_monotonic_ns is not None
+            assert feed.state.last_message_monotonic_ns <= feed.publish_monotonic[-1]
             assert feed.sample("upstream_connected") == 1.0
             assert feed.sample("upstream_received_bytes_total") > 0
         # Executions carry an exchange time: every trade executed since the connection opened

@@ -97,7 +97,6 @@ async def test_session_books_are_registered_with_the_hub(running: Running) -> No
         stream = running.gateway.hub._streams[f"book.{market}"]
         # The hub serves late joiners from the session's book, not from a copy of its own.
         assert stream.book is book
-        assert stream.own_book is None
 
 
 async def test_metrics_include_the_collectors(running: Running) -> None:

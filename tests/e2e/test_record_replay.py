@@ -44,6 +44,7 @@ from gateway.recording.format import (
 from gateway.recording.replay import ReplayServer
 from gateway.simulator import SimulatorConfig
 from gateway.simulator.server import Simulator
+from tests.support.sinks import CallbackSink
 
 EPOCH = 1_700_000_000_000_000_000
 SEC = 1_000_000_000
@@ -166,7 +167,7 @@ async def test_replay_reproduces_the_recorded_books_and_reconnects(
                 lambda task_status, spec=spec, out=out: run_feed(
                     spec,
                     sessions[spec.name],
-                    lambda recs, _mono: out.extend(recs),
+                    CallbackSink(out.extend),
                     settings(),
                     Metrics(),
                     connect_gate=gate,
@@ -276,7 +277,7 @@ async def test_replay_timing_and_recorded_disconnects(
         spec = feed_from_url(base + "/executiondata", feed)
         session = FeedNormalizer(spec, EPOCH)
 
-        def publish(records: list[Record], _mono: int) -> None:
+        def publish(records: list[Record]) -> None:
             for r in records:
                 kind = f"Status.{r.state}" if isinstance(r, Status) else type(r).__name__
                 arrivals.append((trio.current_time(), kind))
@@ -285,7 +286,7 @@ async def test_replay_timing_and_recorded_disconnects(
             lambda task_status: run_feed(
                 spec,
                 session,
-                publish,
+                CallbackSink(publish),
                 settings(),
                 Metrics(),
                 connect_gate=ConnectGate(0.0),

@@ -43,6 +43,7 @@ from gateway.contract.protocol import (
 )
 from gateway.contract.records import BookSnapshot, Status, Trade
 from gateway.fanout.hub import Hub, Subscriber
+from gateway.ingest.book import OrderBook
 
 EPOCH = 1_700_000_000_000_000_000
 MAX_BYTES = 65536
@@ -340,6 +341,10 @@ def test_valid_requests_parse_to_the_same_request(msgpack: bool) -> None:
 
 def new_hub() -> tuple[Hub, Subscriber]:
     hub = Hub(EPOCH, max_subscriptions=MAX_STREAMS, max_request_bytes=MAX_BYTES)
+    # As a normalizer would: the book of the snapshot below, registered before it is published.
+    book = OrderBook("BTCUSD")
+    book.replace([], [])
+    hub.register_book("book.BTCUSD", book)
     hub.publish(
         [
             Status(

@@ -98,20 +98,6 @@ def test_late_joiner_snapshot_plus_updates_equals_book(joins: list[int], seed: i
         assert model.book("book.BTCUSD") == feed.book_levels()
 
 
-def test_book_stream_without_registered_book_keeps_its_own() -> None:
-    hub = Hub(EPOCH)
-    feed = FakeFeed(hub, register=False)
-    feed.publish(feed.snapshot())
-    for _ in range(50):
-        feed.publish(feed.update())
-    sub = hub.connect()
-    model = consume(Model(), sub)
-    request(hub, sub, op="subscribe", streams=["book.BTCUSD"])
-    consume(model, sub)
-    assert model.snapshots[-1]["seq"] == 51
-    assert model.book("book.BTCUSD") == feed.book_levels()
-
-
 def test_book_without_snapshot_yet_gets_it_from_the_stream() -> None:
     hub = Hub(EPOCH)
     feed = FakeFeed(hub)  # registered, no snapshot yet
