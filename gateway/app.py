@@ -359,7 +359,7 @@ def freeze_startup_heap() -> None:
 
     Every full collection walks all tracked objects; with these in, one took ~15 ms, a pause
     felt by every subscriber at once. Together with untracked records and frames
-    (``hub.OutFrame``) it keeps the collector's pauses off the fan-out's tail latency. For a
+    (``outbox.OutFrame``) it keeps the collector's pauses off the fan-out's tail latency. For a
     process that runs one gateway (``run``, ``demo``); tests that start many in one process
     must not freeze what they will drop.
     """

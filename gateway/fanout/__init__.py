@@ -7,7 +7,12 @@ subscriber. Each record is encoded and framed once per encoding in use (``OutFra
 same bytes are shared by every subscriber's buffer; the I/O side (``io.delivery``,
 ``io.server``) only drains those buffers onto sockets.
 
-Modules: ``hub`` (``Hub``, ``Subscriber``, ``OutFrame``), ``stats`` (``HubStats``: plain
+Modules: ``hub`` (``Hub``: the stream registry, ``publish`` (the hot path, one tuned loop) and
+the subscriber lifecycle), ``outbox`` (``OutFrame``, ``Subscriber``: encode-once frames and the
+bounded buffers the I/O side drains), ``streams`` (``Stream``: history ring, last values, the
+normalizer's book and its snapshots), ``conversation`` (``Conversation``: one connection's
+requests in, responses out; its subscriptions), ``catchup`` (late join and resume),
+``conflation`` (``Conflation``: the slow-subscriber policy), ``stats`` (``HubStats``: plain
 counters, exported at scrape time by ``io.metrics.HubStatsCollector``), ``wsframe`` (RFC 6455
 opcodes and unmasked server frames: the gateway's one home for framing), ``mirror`` (the
 Paxos-format encoding for the mirror paths, so existing Paxos clients only change their URL),
@@ -15,9 +20,9 @@ Paxos-format encoding for the mirror paths, so existing Paxos clients only chang
 passed in).
 
 The data's way: ``io.upstream`` → ``ingest.batch.ingest_batch`` → ``Hub.publish(records)``
-(synchronous, same tick as the read)
-→ ``Subscriber.queue`` → ``io.delivery`` writes it; requests go the other way,
-``io.server`` → ``Hub.receive`` → replies queued like records.
+(synchronous, same tick as the read) → ``Subscriber.queue`` (``outbox``) → ``io.delivery``
+writes it; requests go the other way, ``io.server`` → ``Hub.receive`` → the subscriber's
+``Conversation`` → replies queued like records.
 
 May import: the standard library, msgspec, ``gateway.contract`` and the pure value modules of
 ``gateway.ingest`` (``book``, ``decimals``, ``timestamps``, ``feeds``); ``access`` also raises

@@ -391,7 +391,12 @@ def hub_state(hub: Hub) -> Json:
         {n: (st.seq, frozenset(s.id for s in st.subscribers)) for n, st in hub._streams.items()},
         {n: frozenset(s.id for s in subs) for n, (_, subs) in hub._patterns.items()},
         {
-            s.id: (frozenset(s.streams), frozenset(s.exact), frozenset(s.patterns), s.close_code)
+            s.id: (
+                frozenset(s.streams),
+                frozenset(s.conversation.exact if s.conversation else ()),
+                frozenset(s.conversation.patterns if s.conversation else ()),
+                s.close_code,
+            )
             for s in hub._subscribers
         },
     )
@@ -451,7 +456,8 @@ def test_hub_answers_once_and_refusals_change_nothing(seeds: list[int]) -> None:
             assert isinstance(new[0], ANSWERS[type(request)])
             assert new[0].id == request.id
             assert not any(isinstance(m, Error) for m in new)
-        assert len(sub.exact) + len(sub.patterns) <= MAX_STREAMS
+        assert sub.conversation is not None
+        assert len(sub.conversation.exact) + len(sub.conversation.patterns) <= MAX_STREAMS
         # Keep the buffers small; what was sent is not the point here.
         for s in (json_sub, msgpack_sub):
             while s.take():

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import gateway.fanout.hub as hub_module
+import gateway.fanout.outbox as outbox_module
 from bench.downstream_model import Model
 from gateway.contract.protocol import CLOSE_GOING_AWAY, CLOSE_SLOW, Encoding, ResumeFrom
 from gateway.fanout.hub import Hub, Subscriber
@@ -377,10 +377,10 @@ class CountingEncoder:
 
 
 def test_each_record_is_encoded_once_per_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
-    json_enc = CountingEncoder(hub_module._json_encoder)
-    msgpack_enc = CountingEncoder(hub_module._msgpack_encoder)
-    monkeypatch.setattr(hub_module, "_json_encoder", json_enc)
-    monkeypatch.setattr(hub_module, "_msgpack_encoder", msgpack_enc)
+    json_enc = CountingEncoder(outbox_module._json_encoder)
+    msgpack_enc = CountingEncoder(outbox_module._msgpack_encoder)
+    monkeypatch.setattr(outbox_module, "_json_encoder", json_enc)
+    monkeypatch.setattr(outbox_module, "_msgpack_encoder", msgpack_enc)
     hub = Hub(EPOCH)
     feed = FakeFeed(hub)
     feed.publish(feed.trade())
