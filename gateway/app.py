@@ -39,6 +39,7 @@ from gateway.fanout.hub import Hub
 from gateway.ingest.feeds import FeedSpec
 from gateway.ingest.normalizer import FeedNormalizer
 from gateway.io.connect_gate import ConnectGate
+from gateway.io.delivery import DisconnectReason
 from gateway.io.metrics import (
     DEPTH_BYTES_BUCKETS,
     DEPTH_RECORDS_BUCKETS,
@@ -50,7 +51,7 @@ from gateway.io.metrics import (
     Metrics,
 )
 from gateway.io.ops_http import FeedHealth, OpsServer, Readiness
-from gateway.io.server import DisconnectReason, Server
+from gateway.io.server import Server
 from gateway.io.upstream import FeedState, run_feed
 from gateway.logs import setup_logging
 

@@ -10,8 +10,10 @@ reconnect delays, pure policy with the random source passed in; it lives here, n
 user, because it is the upstream task's retry policy, not part of turning bytes into records),
 ``upstream`` (``run_feed``: one trio task per feed, connect/read/keepalive/close, publishes one
 batch per socket read), ``server`` (the subscriber WebSocket server on trio-websocket: routes,
-admission, reader, pinger, shutdown drain), ``delivery`` (the fast send path: pre-built frames
-written straight to the socket, ``Flusher`` and ``SocketWriter``), ``ops_http`` (``/metrics``,
+admission, reader, pinger, shutdown drain), ``delivery`` (hub outbox → socket in one place: the
+``Flusher`` and each connection's ``Delivery`` with its writer task), ``socket_writer`` (the fast
+send path's socket side: pre-built frames written straight to the socket, ``SocketWriter``,
+``adopt``), ``ops_http`` (``/metrics``,
 ``/healthz``, ``/readyz`` over h11), ``metrics`` (``Metrics``: the Prometheus registry, and the
 collectors that read sans-IO counters at scrape time).
 

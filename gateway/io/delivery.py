@@ -1,266 +1,35 @@
-"""The fan-out's fast send path: pre-built WebSocket frames written straight to the socket.
+"""Delivery in one place: the hub's outbox in, bytes on subscriber sockets out.
 
-Why trio-websocket's send path is bypassed
--------------------------------------------
+The way of a record: ``Hub.publish`` appends its ``OutFrame`` to each subscriber's queue
+(``fanout.outbox``) → the queue's ``on_ready`` (``Delivery.ready``) schedules the connection with
+the ``Flusher`` → once per scheduling tick the flusher runs every ready connection's ``flush``,
+which writes the whole backlog, already framed and joined, with one non-blocking write
+(``socket_writer.SocketWriter``; why trio-websocket's send path is bypassed: see there) → only
+what the socket does not take at once is left to the connection's writer task
+(``Delivery.run``), which waits for the socket to become writable.
 
-``WebSocketConnection.send_message`` frames every message with wsproto (~4 us per frame, per
-subscriber, although a server-to-client frame is unmasked and therefore the same bytes for every
-subscriber of an encoding), takes the connection's send lock and awaits ``send_all``: about
-three scheduler round-trips per delivery. Measured on the 2-core reference machine it costs ~68%
-of the gateway's CPU: ~21k deliveries/s at 100 subscribers, against ~108k/s for an asyncio
-``websockets.broadcast()`` server. Its public API has no way to send bytes that are already
-framed, nor to write without a task switch, nor to send several messages in one write. So,
-after trio-websocket's handshake, this module takes over the *data* path of a connection:
-
-* a record is encoded and framed once per encoding (``fanout.wsframe.build_frame``, cached on
-  the hub's shared ``OutFrame``); every subscriber's buffer refers to those same bytes;
-* once per scheduling tick the ``Flusher`` task writes what each ready subscriber has queued,
-  all of it joined into one non-blocking ``write`` (no task switch per subscriber, and records
-  published in the same tick are coalesced into one send);
-* only what the socket does not take at once (a backlog) is left to the subscriber's own writer
-  task, which waits for the socket to become writable (``SocketWriter.send``).
-
-trio-websocket keeps everything else: the handshake, reading and reassembling requests, pings,
-pongs and the closing handshake. Those control frames are still written by trio-websocket,
-under its ``_stream_lock``; ``adopt`` replaces that lock with a ``WriterLock``, which the data
-path takes too (synchronously, in the flusher), so exactly one writer is on the socket at any
-time and frames never interleave: a control frame waits for the end of the data frame being
-written (and the writer lets it in between two chunks of a long backlog). A chunk left
-half-written when its writer is cancelled makes the stream unusable, so
-``SocketWriter.abort`` closes the socket at once instead of letting a close frame follow half
-a frame.
-
-The private attributes used (``WebSocketConnection._stream`` and ``._stream_lock``) are touched
-in ``adopt`` only, only for the trio-websocket versions listed in ``SUPPORTED_VERSIONS`` (those
-tested: ``tests/component/test_delivery.py`` checks that ``_send`` still writes under
-``_stream_lock``), and only over a plain ``trio.SocketStream``. Otherwise ``adopt`` returns None
-and the server falls back to ``send_message`` (correct, slower). Extensions: trio-websocket's
-server accepts none (no permessage-deflate), so the payload of a frame is the message itself.
+The writer task is one loop for both paths; a ``_Sender`` is what differs: pre-framed chunks
+through the adopted socket (``_FrameSender``), or, when ``socket_writer.adopt`` cannot take a
+connection over (an untested trio-websocket version), every message through trio-websocket's
+``send_message`` (``_MessageSender``: correct, slower).
 """
 
 from __future__ import annotations
 
-import errno
-import logging
-import os
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _dist_version
-from typing import Any, Final, Protocol
+from typing import Literal, Protocol
 
 import trio
+from trio_websocket import ConnectionClosed
 
-__all__ = [
-    "FAST_PATH_AVAILABLE",
-    "Flusher",
-    "SocketWriter",
-    "WriterLock",
-    "adopt",
-]
+from gateway.contract.protocol import CLOSE_NORMAL, CLOSE_SLOW
+from gateway.fanout.outbox import Subscriber
+from gateway.io.socket_writer import SocketWriter
 
-log = logging.getLogger("gateway.fastsend")
+__all__ = ["Delivery", "DisconnectReason", "Flusher", "MessageSocket"]
 
-# trio-websocket releases whose private ``_stream``/``_stream_lock`` this module relies on.
-SUPPORTED_VERSIONS: Final = ("0.11.", "0.12.")
-
-
-def _installed_version() -> str:
-    try:
-        return _dist_version("trio-websocket")
-    except PackageNotFoundError:  # pragma: no cover - it is a dependency
-        return "unknown"
-
-
-TRIO_WEBSOCKET_VERSION: Final = _installed_version()
-FAST_PATH_AVAILABLE: Final = TRIO_WEBSOCKET_VERSION.startswith(SUPPORTED_VERSIONS)
-if not FAST_PATH_AVAILABLE:  # pragma: no cover - depends on the installed version
-    log.warning(
-        "trio-websocket %s is not a version the fast send path was tested with (%s); "
-        "subscribers are served through send_message (correct, slower)",
-        TRIO_WEBSOCKET_VERSION,
-        ", ".join(v + "x" for v in SUPPORTED_VERSIONS),
-    )
-
-
-class WriterLock:
-    """The one lock of a connection's write side, taken by trio-websocket's ``_send`` (control
-    frames, as ``async with``) and by the data path (``try_acquire`` from the flusher, without a
-    task switch; ``acquire`` from the writer task).
-
-    ``release`` hands the lock straight to the longest waiter, so a waiting pong or close frame
-    cannot be overtaken by a burst of data writes."""
-
-    __slots__ = ("_lot", "held")
-
-    def __init__(self) -> None:
-        self.held = False
-        self._lot = trio.lowlevel.ParkingLot()
-
-    def locked(self) -> bool:
-        return self.held
-
-    @property
-    def waiting(self) -> int:
-        return len(self._lot)
-
-    def try_acquire(self) -> bool:
-        if self.held:
-            return False
-        self.held = True
-        return True
-
-    async def acquire(self) -> None:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        if not self.held:
-            self.held = True
-            return
-        # Woken by ``release`` with the lock already ours; a cancel before that leaves it alone.
-        await self._lot.park()
-
-    def release(self) -> None:
-        assert self.held, "release of a WriterLock that is not held"
-        if self._lot:
-            self._lot.unpark(count=1)  # ownership passes on: held stays True
-        else:
-            self.held = False
-
-    async def __aenter__(self) -> None:
-        await self.acquire()
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.release()
-
-
-class _Connection(Protocol):
-    """What ``adopt`` needs of trio-websocket's ``WebSocketConnection``."""
-
-    @property
-    def closed(self) -> object: ...
-
-
-class SocketWriter:
-    """The write side of one adopted connection.
-
-    ``write_now`` (synchronous) writes what the socket takes at once; whatever it does not take
-    stays in ``tail`` and the lock stays held for the writer task, which finishes it with
-    ``send``. ``mid_frame`` is true while a taken chunk is not completely written: then only
-    ``abort`` may follow, never another frame."""
-
-    __slots__ = ("_ws", "broken", "error", "lock", "sock", "tail")
-
-    def __init__(self, ws: _Connection, sock: trio.socket.SocketType, lock: WriterLock) -> None:
-        self._ws = ws
-        self.sock = sock
-        self.lock = lock
-        self.tail: memoryview | None = None
-        self.error: Exception | None = None  # a failed synchronous write, for the writer task
-        self.broken = False
-
-    @property
-    def mid_frame(self) -> bool:
-        return self.tail is not None
-
-    def writable_now(self) -> bool:
-        """Whether ``write_now`` may be used: no one else is writing, nothing is pending."""
-        return not self.lock.held and self.error is None and not self.broken
-
-    def _write(self, data: bytes | memoryview) -> int:
-        if self._ws.closed is not None or self.broken:
-            # trio-websocket has begun (or finished) the closing handshake: no data after it.
-            raise trio.ClosedResourceError("the WebSocket is closing")
-        # Looked up for each write: a closed socket's descriptor number may already belong to
-        # another connection.
-        fd = self.sock.fileno()
-        if fd < 0:
-            raise trio.ClosedResourceError("the socket is closed")
-        try:
-            return os.write(fd, data)
-        except BlockingIOError:
-            return 0
-        except OSError as exc:
-            if exc.errno == errno.EBADF:
-                raise trio.ClosedResourceError(str(exc)) from exc
-            raise trio.BrokenResourceError(str(exc)) from exc
-
-    def write_now(self, data: bytes) -> bool:
-        """Write without waiting; the caller checked ``writable_now``. True: all written. False:
-        the rest is in ``tail`` (the lock is then held for the writer task) or the write failed
-        (``error``); either way the writer task must be woken."""
-        # The hot path (once per subscriber per tick), so ``_write`` is inlined for its common
-        # case; anything unusual goes through ``_write`` for the error handling.
-        fd = self.sock.fileno()
-        n = -1
-        if self._ws.closed is None and fd >= 0:
-            try:
-                n = os.write(fd, data)
-            except OSError:
-                n = -1
-        if n == len(data):
-            return True
-        if n < 0:
-            try:
-                n = self._write(data)
-            except (trio.ClosedResourceError, trio.BrokenResourceError) as exc:
-                self.error = exc
-                return False
-            if n == len(data):
-                return True
-        self.lock.held = True  # the tail owns the stream until the writer task has sent it
-        self.tail = memoryview(data)[n:]
-        return False
-
-    def take_error(self) -> None:
-        """Raise the error of a failed synchronous write, if any."""
-        if self.error is not None:
-            error, self.error = self.error, None
-            raise error
-
-    async def send(self, data: bytes | None = None) -> None:
-        """Write ``data`` (or the pending ``tail``) completely; the caller holds the lock."""
-        if data is not None:
-            assert self.tail is None
-            self.tail = memoryview(data)
-        tail = self.tail
-        assert tail is not None
-        while True:
-            n = self._write(tail)
-            tail = tail[n:]
-            if not tail:
-                break
-            self.tail = tail
-            await trio.lowlevel.wait_writable(self.sock)
-        self.tail = None
-
-    def abort(self) -> None:
-        """Close the socket now (a chunk was cut off: no frame may follow it) and let anyone
-        waiting for the lock through, to fail at once on the closed stream."""
-        self.broken = True
-        self.sock.close()  # wakes tasks waiting on the socket with ClosedResourceError
-        if self.tail is not None:  # the cut-off chunk held the lock: nobody else does
-            self.tail = None
-            self.lock.release()
-
-
-async def adopt(ws: Any) -> SocketWriter | None:
-    """Take over the data path of an accepted trio-websocket server connection, or None if
-    this trio-websocket version or this kind of stream is not supported (use
-    ``send_message`` then). The ONE place that touches trio-websocket's private state."""
-    if not FAST_PATH_AVAILABLE:
-        return None  # pragma: no cover - depends on the installed version
-    stream = getattr(ws, "_stream", None)
-    old = getattr(ws, "_stream_lock", None)
-    if not isinstance(stream, trio.SocketStream) or not isinstance(old, trio.StrictFIFOLock):
-        return None
-    lock = WriterLock()
-    lock.held = True  # until the writes already under way on the old lock are done
-    ws._stream_lock = lock  # from now on every trio-websocket _send() takes our lock
-    try:
-        if old.locked() or old.statistics().tasks_waiting:
-            async with old:  # FIFO: everyone queued on the old lock has written before us
-                pass
-    finally:
-        lock.release()
-    return SocketWriter(ws, stream.socket, lock)
+# Why a subscriber connection ended (a label value of subscriber_disconnects).
+DisconnectReason = Literal["slow", "ping_timeout", "client_close", "error", "shutdown"]
 
 
 class Flusher:
@@ -268,13 +37,14 @@ class Flusher:
     previous one: a task switch for all of them together, never one per subscriber, and at most
     one tick between a record's publication and its write."""
 
-    __slots__ = ("_ready", "_wakeup", "after")
+    __slots__ = ("_ready", "_wakeup", "after", "sent_bytes")
 
     def __init__(self) -> None:
         self._ready: list[Callable[[], None]] = []
         self._wakeup = trio.Event()
         # Called after each round (e.g. to update metrics in one go rather than per write).
         self.after: Callable[[], None] | None = None
+        self.sent_bytes = 0  # written by the flushes, for ``after`` to count and reset
 
     def schedule(self, flush: Callable[[], None]) -> None:
         """Run ``flush`` in the next round. The caller makes sure it is scheduled once."""
@@ -291,3 +61,221 @@ class Flusher:
                 flush()  # never raises: errors go to the connection's writer task
             if self.after is not None:
                 self.after()
+
+
+# -- one connection's delivery -----------------------------------------------------------------
+
+
+class Delivery:
+    """The write side of one subscriber connection: the hub's ``Subscriber`` buffer in, bytes
+    on the socket out.
+
+    ``ready`` is the subscriber's ``on_ready``: it schedules ``flush`` with the ``Flusher``
+    (fast path) or wakes the writer task. ``flush`` writes the whole backlog in the flusher's
+    round if the socket takes it; ``run`` is the writer task, which finishes what the flusher
+    could not write (or, on the fallback path, sends every message through trio-websocket's
+    ``send_message``) and ends the connection when the hub closed the subscriber. The two paths
+    share that loop and differ only in their ``_Sender``.
+    """
+
+    __slots__ = (
+        "close_timeout", "done", "flusher", "on_sent", "scheduled", "send_scope", "sender",
+        "sending", "sub", "wakeup", "writer",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        sub: Subscriber,
+        *,
+        writer: SocketWriter | None,
+        ws: MessageSocket | None,
+        flusher: Flusher,
+        close_timeout: float,
+        on_sent: Callable[[int], None],
+    ) -> None:
+        """``writer``: the adopted connection (fast path), or None and ``ws`` for the
+        ``send_message`` fallback. ``on_sent(n)``: ``n`` bytes were written by the writer task
+        (the flusher's writes are added to ``flusher.sent_bytes``, counted once per round)."""
+        self.sub = sub
+        self.writer = writer
+        self.flusher = flusher if writer is not None else None
+        self.close_timeout = close_timeout
+        self.on_sent = on_sent
+        self.sender: _Sender
+        if writer is not None:
+            self.sender = _FrameSender(self, writer)
+        else:
+            assert ws is not None
+            self.sender = _MessageSender(self, ws)
+        self.send_scope: trio.CancelScope | None = None
+        # Fallback path: True while a write is under way: if it is interrupted, the WebSocket
+        # framing is in an unknown state and the connection can only be dropped, not closed
+        # cleanly. (The fast path knows it exactly: ``writer.mid_frame``.)
+        self.sending = False
+        self.wakeup = trio.Event()  # the writer task's
+        self.scheduled = False  # a flush is scheduled with the flusher
+        self.done = False  # the connection's tasks are over: nothing more may be written
+
+    @property
+    def mid_frame(self) -> bool:
+        return self.writer.mid_frame if self.writer is not None else self.sending
+
+    def ready(self) -> None:
+        """``sub.on_ready``: the buffer became non-empty, or the hub closed the subscriber."""
+        if not self.scheduled and self.flusher is not None:
+            self.scheduled = True
+            self.flusher.schedule(self.flush)
+        elif self.flusher is None:
+            self.wakeup.set()
+        sub = self.sub
+        if sub.close_code is not None:
+            self.wakeup.set()
+            if sub.close_code == CLOSE_SLOW and self.send_scope is not None:
+                # A subscriber too slow to keep its buffer gets a bounded time to take the
+                # frame being written (and the close frame), not forever.
+                self.send_scope.deadline = min(
+                    self.send_scope.deadline, trio.current_time() + self.close_timeout
+                )
+
+    def flush(self) -> None:
+        """Run by the flusher: write the whole backlog now if the socket takes it; anything
+        else (the socket is busy or full, an error, a close) is the writer task's."""
+        self.scheduled = False
+        writer, flusher = self.writer, self.flusher
+        if self.done or writer is None or flusher is None:
+            return
+        sub = self.sub
+        if not writer.writable_now():
+            self.wakeup.set()
+            return
+        while sub.queue:
+            chunk = sub.take_framed()
+            assert chunk is not None
+            if not writer.write_now(chunk):
+                self.wakeup.set()
+                return
+            flusher.sent_bytes += sub.inflight_bytes
+            sub.sent()
+        if sub.close_code is not None:
+            self.wakeup.set()
+
+    async def run(self, end: Callable[[DisconnectReason, int, str], None]) -> None:
+        """The writer task: sends what the flusher left (or everything, on the fallback path)
+        and closes when the hub says so, calling ``end(reason, code, text)``. Woken by
+        ``wakeup``; the state it looks at (tail, error, queue, close) is the truth, the event
+        only a nudge."""
+        sub, sender = self.sub, self.sender
+        sub.on_ready = self.ready
+        if sub.queue:  # hello and initial state, queued before the writer existed
+            self.ready()
+        try:
+            while True:
+                sender.check()
+                if sender.pending():
+                    with trio.CancelScope() as scope:
+                        self.send_scope = scope
+                        if sub.close_code == CLOSE_SLOW:
+                            scope.deadline = trio.current_time() + self.close_timeout
+                        await sender.send()
+                    self.send_scope = None
+                    if scope.cancelled_caught:
+                        end("slow", CLOSE_SLOW, sub.close_reason)
+                        return
+                    continue
+                if sub.close_code is not None:
+                    why: DisconnectReason = "slow" if sub.close_code == CLOSE_SLOW else "shutdown"
+                    end(why, sub.close_code, sub.close_reason)
+                    return
+                self.wakeup = trio.Event()
+                await self.wakeup.wait()
+        except sender.closed_errors:
+            self.sending = False
+            end("client_close", CLOSE_NORMAL, "")
+        finally:
+            sub.on_ready = None
+            self.send_scope = None
+
+
+class MessageSocket(Protocol):
+    """What the fallback needs of trio-websocket's ``WebSocketConnection``."""
+
+    async def send_message(self, message: str | bytes) -> None: ...
+
+
+class _Sender(Protocol):
+    closed_errors: tuple[type[Exception], ...]  # the peer is gone: the connection ends
+
+    def check(self) -> None: ...
+    def pending(self) -> bool: ...
+    async def send(self) -> None: ...
+
+
+class _FrameSender:
+    """The fast path's writer: pre-framed chunks through the ``SocketWriter``."""
+
+    closed_errors: tuple[type[Exception], ...] = (
+        ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError,
+    )  # fmt: skip
+
+    def __init__(self, delivery: Delivery, writer: SocketWriter) -> None:
+        self.delivery = delivery
+        self.writer = writer
+
+    def check(self) -> None:
+        self.writer.take_error()
+
+    def pending(self) -> bool:
+        return self.writer.tail is not None or bool(self.delivery.sub.queue)
+
+    async def send(self) -> None:
+        """Write the pending tail and the whole backlog, holding the writer's lock (a tail left
+        by the flusher already holds it). A cut-off chunk keeps the lock: see ``io.server``."""
+        writer, sub, on_sent = self.writer, self.delivery.sub, self.delivery.on_sent
+        owned = writer.tail is not None
+        try:
+            if not owned:
+                await writer.lock.acquire()
+                owned = True
+            if writer.tail is not None:
+                await writer.send()
+                on_sent(sub.inflight_bytes)
+                sub.sent()
+            while (chunk := sub.take_framed()) is not None:
+                await writer.send(chunk)
+                on_sent(sub.inflight_bytes)
+                sub.sent()
+                if writer.lock.waiting:
+                    # A ping, pong or close frame is waiting: let it in between two chunks.
+                    owned = False
+                    writer.lock.release()
+                    await writer.lock.acquire()
+                    owned = True
+        finally:
+            if owned and writer.tail is None:
+                writer.lock.release()
+
+
+class _MessageSender:
+    """The fallback: every message through trio-websocket's ``send_message``."""
+
+    closed_errors: tuple[type[Exception], ...] = (ConnectionClosed,)
+
+    def __init__(self, delivery: Delivery, ws: MessageSocket) -> None:
+        self.delivery = delivery
+        self.ws = ws
+
+    def check(self) -> None:
+        pass
+
+    def pending(self) -> bool:
+        return bool(self.delivery.sub.queue)
+
+    async def send(self) -> None:
+        delivery = self.delivery
+        sub = delivery.sub
+        delivery.sending = True
+        for payload in sub.take():
+            await self.ws.send_message(payload)
+        delivery.sending = False
+        delivery.on_sent(sub.inflight_bytes)
+        sub.sent()

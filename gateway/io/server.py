@@ -7,19 +7,13 @@ Paths (``docs/protocol.md`` is the full description):
   endpoint, subscribed to one stream or pattern at connect time (no request needed).
 * ``/executiondata[/M]``, ``/marketdata[/M]``, ``/marketdata/stablecoin[/M]``: Paxos mirrors.
 
-Everything about delivery lives in the sans-IO ``Hub``; this module moves bytes. Each connection
-runs a reader (requests into ``hub.receive``), a writer (finishes what the socket did not take at
-once; the only task that waits for the client) and a pinger. The upstream tasks never wait for a
-subscriber: ``hub.publish`` only appends to buffers, and the hub's policy handles one that
-overflows.
-
-Data frames take the fast path of ``delivery`` (why: see its docstring): a buffer that becomes
-non-empty schedules its connection with the server's ``Flusher``, which in the next scheduling
-tick writes the whole backlog, already framed, with one non-blocking write; only the rest, if
-the socket does not take everything, is left to the connection's writer task. trio-websocket
-does the handshake, reads requests and writes the control frames (pings, pongs, close) under
-the lock the fast path shares. If ``delivery.adopt`` cannot take a connection over (an
-untested trio-websocket version), the writer sends through ``send_message`` instead.
+What to deliver is decided by the sans-IO ``Hub``; how the bytes get onto the socket is
+``io.delivery`` (the ``Flusher``, and each connection's ``Delivery`` with its writer task). This
+module accepts connections and runs each one: its delivery's writer (the only task that waits for
+the client), a reader (requests into ``hub.receive``) and a pinger. The upstream tasks never wait
+for a subscriber: ``hub.publish`` only appends to buffers, and the hub's policy handles one that
+overflows. trio-websocket does the handshake, reads requests and writes the control frames
+(pings, pongs, close) under the lock the fast path shares (``io.socket_writer.adopt``).
 """
 
 from __future__ import annotations
@@ -29,7 +23,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Final, Protocol, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import trio
@@ -58,7 +52,8 @@ from gateway.contract.protocol import (
 from gateway.fanout import mirror
 from gateway.fanout.access import ConnectionRateLimiter, LogBudget, TokenAuth, client_key
 from gateway.fanout.hub import Hub, Subscriber
-from gateway.io.delivery import Flusher, SocketWriter, adopt
+from gateway.io.delivery import Delivery, DisconnectReason, Flusher
+from gateway.io.socket_writer import adopt
 
 if TYPE_CHECKING:
     from gateway.io.metrics import Metrics
@@ -66,8 +61,6 @@ if TYPE_CHECKING:
 __all__ = ["Route", "RouteError", "Server", "ServerSettings", "route"]
 
 log = logging.getLogger("gateway.server")
-
-DisconnectReason = Literal["slow", "ping_timeout", "client_close", "error", "shutdown"]
 
 # Requests between max_request_bytes and this multiple of it get a ``too_large`` answer; beyond
 # it trio-websocket closes the connection (1009) rather than buffer an unbounded frame.
@@ -162,74 +155,19 @@ def route(target: str) -> Route:
 
 
 class _Connection:
-    __slots__ = (
-        "cancel", "close_code", "close_reason", "done", "errors", "flusher",
-        "reason", "scheduled", "send_scope", "sending", "server", "sub", "wakeup", "writer",
-    )  # fmt: skip
+    """One subscriber connection's tasks: its delivery (``io.delivery``), reader and pinger,
+    and why it ended."""
 
-    def __init__(
-        self, server: Server, sub: Subscriber, writer: SocketWriter | None, flusher: Flusher | None
-    ) -> None:
-        self.server = server
+    __slots__ = ("cancel", "close_code", "close_reason", "delivery", "errors", "reason", "sub")
+
+    def __init__(self, sub: Subscriber, delivery: Delivery) -> None:
         self.sub = sub
-        self.writer = writer  # None: the send_message fallback
-        self.flusher = flusher
+        self.delivery = delivery
         self.reason: DisconnectReason | None = None
         self.close_code = CLOSE_NORMAL
         self.close_reason = ""
         self.cancel: Callable[[], None] = lambda: None
-        self.send_scope: trio.CancelScope | None = None
-        # Fallback path: True while a write is under way: if it is interrupted, the WebSocket
-        # framing is in an unknown state and the connection can only be dropped, not closed
-        # cleanly. (The fast path knows it exactly: ``writer.mid_frame``.)
-        self.sending = False
         self.errors = 0
-        self.wakeup = trio.Event()  # the writer task's
-        self.scheduled = False  # a flush is scheduled with the flusher
-        self.done = False  # the connection's tasks are over: nothing more may be written
-
-    @property
-    def mid_frame(self) -> bool:
-        return self.writer.mid_frame if self.writer is not None else self.sending
-
-    def ready(self) -> None:
-        """``sub.on_ready``: the buffer became non-empty, or the hub closed the subscriber."""
-        if not self.scheduled and self.flusher is not None:
-            self.scheduled = True
-            self.flusher.schedule(self.flush)
-        elif self.flusher is None:
-            self.wakeup.set()
-        sub = self.sub
-        if sub.close_code is not None:
-            self.wakeup.set()
-            if sub.close_code == CLOSE_SLOW and self.send_scope is not None:
-                # A subscriber too slow to keep its buffer gets a bounded time to take the
-                # frame being written (and the close frame), not forever.
-                self.send_scope.deadline = min(
-                    self.send_scope.deadline, trio.current_time() + self.server.close_timeout
-                )
-
-    def flush(self) -> None:
-        """Run by the flusher: write the whole backlog now if the socket takes it; anything
-        else (the socket is busy or full, an error, a close) is the writer task's."""
-        self.scheduled = False
-        writer = self.writer
-        if self.done or writer is None:
-            return
-        sub = self.sub
-        if not writer.writable_now():
-            self.wakeup.set()
-            return
-        while sub.queue:
-            chunk = sub.take_framed()
-            assert chunk is not None
-            if not writer.write_now(chunk):
-                self.wakeup.set()
-                return
-            self.server.sent_bytes += sub.inflight_bytes
-            sub.sent()
-        if sub.close_code is not None:
-            self.wakeup.set()
 
     def end(self, reason: DisconnectReason, code: int = CLOSE_NORMAL, text: str = "") -> None:
         """The first reason to end the connection wins; the tasks are stopped. Once the hub has
@@ -283,13 +221,17 @@ class Server:
         self._idle = trio.Event()
         self.fast_path = fast_path
         self._flusher = Flusher()
-        self._flusher.after = self._count_sent
-        self.sent_bytes = 0  # written by the flusher, not yet added to the metric
+        self._flusher.after = self._count_flushed
 
-    def _count_sent(self) -> None:
-        if self.sent_bytes and self.metrics is not None:
-            self.metrics.sent_bytes.inc(self.sent_bytes)
-        self.sent_bytes = 0
+    def _count_flushed(self) -> None:
+        flusher = self._flusher
+        if flusher.sent_bytes:
+            self._count_sent(flusher.sent_bytes)
+        flusher.sent_bytes = 0
+
+    def _count_sent(self, n: int) -> None:
+        if self.metrics is not None:
+            self.metrics.sent_bytes.inc(n)
 
     @property
     def subscriber_count(self) -> int:
@@ -445,7 +387,11 @@ class Server:
         hub = self.hub
         writer = await adopt(ws) if self.fast_path else None
         sub = hub.connect(wanted.encoding, hello=not wanted.mirror)
-        conn = _Connection(self, sub, writer, self._flusher if writer is not None else None)
+        delivery = Delivery(
+            sub, writer=writer, ws=ws, flusher=self._flusher, close_timeout=self.close_timeout,
+            on_sent=self._count_sent,
+        )  # fmt: skip
+        conn = _Connection(sub, delivery)
         if wanted.streams:
             hub.subscribe(sub, wanted.streams, resume=wanted.resume, wait_for_streams=True)
         self._connections.add(conn)
@@ -460,23 +406,20 @@ class Server:
         try:
             async with trio.open_nursery() as nursery:
                 conn.cancel = nursery.cancel_scope.cancel
-                if writer is not None:
-                    nursery.start_soon(self._fast_writer, conn, writer)
-                else:
-                    nursery.start_soon(self._writer, ws, conn)
+                nursery.start_soon(delivery.run, conn.end)
                 nursery.start_soon(self._reader, ws, conn)
                 nursery.start_soon(self._pinger, ws, conn)
-            conn.done = True
+            delivery.done = True
             if ws.closed is None:
                 # An interrupted write leaves half a frame on the socket: drop the TCP connection
                 # at once (a zero deadline makes aclose skip straight to closing the stream).
-                mid_frame = conn.mid_frame
+                mid_frame = delivery.mid_frame
                 if mid_frame and writer is not None:
                     writer.abort()
                 with trio.move_on_after(0 if mid_frame else self.close_timeout):
                     await ws.aclose(conn.close_code, conn.close_reason or None)
         finally:
-            conn.done = True
+            delivery.done = True
             hub.disconnect(sub)
             self._connections.discard(conn)
             if not self._connections:
@@ -494,110 +437,6 @@ class Server:
                         "reason": reason,
                     },
                 )
-
-    async def _fast_writer(self, conn: _Connection, writer: SocketWriter) -> None:
-        """Finishes what the flusher could not write at once, and closes when the hub says so.
-        Woken by ``conn.wakeup``; the state it looks at (tail, error, queue, close) is the
-        truth, the event only a nudge."""
-        sub = conn.sub
-        sub.on_ready = conn.ready
-        if sub.queue:  # hello and initial state, queued before the writer existed
-            conn.ready()
-        try:
-            while True:
-                writer.take_error()
-                if writer.tail is not None or sub.queue:
-                    with trio.CancelScope() as scope:
-                        conn.send_scope = scope
-                        if sub.close_code == CLOSE_SLOW:
-                            scope.deadline = trio.current_time() + self.close_timeout
-                        await self._drain(conn, writer)
-                    conn.send_scope = None
-                    if scope.cancelled_caught:
-                        conn.end("slow", CLOSE_SLOW, sub.close_reason)
-                        return
-                    continue
-                if sub.close_code is not None:
-                    why: DisconnectReason = "slow" if sub.close_code == CLOSE_SLOW else "shutdown"
-                    conn.end(why, sub.close_code, sub.close_reason)
-                    return
-                conn.wakeup = trio.Event()
-                await conn.wakeup.wait()
-        except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-            conn.end("client_close")
-        finally:
-            sub.on_ready = None
-            conn.send_scope = None
-
-    async def _drain(self, conn: _Connection, writer: SocketWriter) -> None:
-        """Write the pending tail and the whole backlog, holding the writer's lock (a tail left
-        by the flusher already holds it). A cut-off chunk keeps the lock: see ``_serve``."""
-        sub = conn.sub
-        metrics = self.metrics
-        owned = writer.tail is not None
-        try:
-            if not owned:
-                await writer.lock.acquire()
-                owned = True
-            if writer.tail is not None:
-                await writer.send()
-                if metrics is not None:
-                    metrics.sent_bytes.inc(sub.inflight_bytes)
-                sub.sent()
-            while (chunk := sub.take_framed()) is not None:
-                await writer.send(chunk)
-                if metrics is not None:
-                    metrics.sent_bytes.inc(sub.inflight_bytes)
-                sub.sent()
-                if writer.lock.waiting:
-                    # A ping, pong or close frame is waiting: let it in between two chunks.
-                    owned = False
-                    writer.lock.release()
-                    await writer.lock.acquire()
-                    owned = True
-        finally:
-            if owned and writer.tail is None:
-                writer.lock.release()
-
-    async def _writer(self, ws: WebSocketConnection, conn: _Connection) -> None:
-        """The fallback: every message through trio-websocket's ``send_message``."""
-        sub = conn.sub
-        sub.on_ready = conn.ready
-        metrics = self.metrics
-        try:
-            while True:
-                batch = sub.take()
-                if batch:
-                    with trio.CancelScope() as scope:
-                        conn.send_scope = scope
-                        if sub.close_code == CLOSE_SLOW:
-                            scope.deadline = trio.current_time() + self.close_timeout
-                        conn.sending = True
-                        for payload in batch:
-                            await ws.send_message(payload)
-                        conn.sending = False
-                    conn.send_scope = None
-                    if scope.cancelled_caught:
-                        conn.end("slow", CLOSE_SLOW, sub.close_reason)
-                        return
-                    if metrics is not None:
-                        metrics.sent_bytes.inc(sub.inflight_bytes)
-                    sub.sent()
-                    continue
-                if sub.close_code is not None:
-                    reason: DisconnectReason = (
-                        "slow" if sub.close_code == CLOSE_SLOW else "shutdown"
-                    )
-                    conn.end(reason, sub.close_code, sub.close_reason)
-                    return
-                conn.wakeup = trio.Event()
-                await conn.wakeup.wait()
-        except ConnectionClosed:
-            conn.sending = False
-            conn.end("client_close")
-        finally:
-            sub.on_ready = None
-            conn.send_scope = None
 
     async def _reader(self, ws: WebSocketConnection, conn: _Connection) -> None:
         hub, sub = self.hub, conn.sub

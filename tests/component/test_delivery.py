@@ -22,20 +22,15 @@ import trio.testing
 import trio_websocket
 from websockets.exceptions import ConnectionClosed
 
-import gateway.io.delivery as delivery
+import gateway.io.socket_writer as socket_writer
 from bench.downstream_model import Model
 from gateway.config import ServerConfig
 from gateway.contract.protocol import CLOSE_SLOW
 from gateway.fanout.hub import Hub
 from gateway.fanout.wsframe import OP_BINARY, OP_TEXT
-from gateway.io.delivery import (
-    FAST_PATH_AVAILABLE,
-    Flusher,
-    SocketWriter,
-    WriterLock,
-    adopt,
-)
+from gateway.io.delivery import Flusher
 from gateway.io.server import Server
+from gateway.io.socket_writer import FAST_PATH_AVAILABLE, SocketWriter, WriterLock, adopt
 from tests.support.clients import in_thread, open_client, read_until, recv_json
 from tests.support.fake_feed import EPOCH, FakeFeed
 
@@ -378,7 +373,7 @@ async def test_one_write_per_subscriber_for_the_records_of_one_tick(
                     return msgs + [recv_json(ws) for _ in range(20)]
 
             def publish_burst() -> None:
-                monkeypatch.setattr(delivery.os, "write", counting_write)
+                monkeypatch.setattr(socket_writer.os, "write", counting_write)
                 for _ in range(20):  # all in one tick: no checkpoint in between
                     feed.publish(feed.trade())
 
