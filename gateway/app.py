@@ -52,7 +52,8 @@ from gateway.io.metrics import (
 )
 from gateway.io.ops_http import FeedHealth, OpsServer, Readiness
 from gateway.io.server import Server
-from gateway.io.upstream import FeedState, run_feed
+from gateway.io.upstream import run_feed
+from gateway.io.upstream_health import FeedState
 from gateway.logs import setup_logging
 
 log = logging.getLogger("gateway.app")

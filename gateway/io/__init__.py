@@ -8,12 +8,15 @@ Modules, in the data's order: ``connect_gate`` (``ConnectGate``: at most one new
 connection per interval, shared by all feeds; awaits trio), ``backoff`` (``Backoff``: the
 reconnect delays, pure policy with the random source passed in; it lives here, next to its only
 user, because it is the upstream task's retry policy, not part of turning bytes into records),
-``upstream`` (``run_feed``: one trio task per feed, connect/read/keepalive/close, publishes one
-batch per socket read), ``server`` (the subscriber WebSocket server on trio-websocket: routes,
-admission, reader, pinger, shutdown drain), ``delivery`` (hub outbox → socket in one place: the
-``Flusher`` and each connection's ``Delivery`` with its writer task), ``socket_writer`` (the fast
-send path's socket side: pre-built frames written straight to the socket, ``SocketWriter``,
-``adopt``), ``ops_http`` (``/metrics``,
+``upstream`` (``run_feed``: one trio task per feed, the retry loop), ``upstream_conn``
+(``FeedConnection``: one connection's connect/read/keepalive/close, one published batch per
+socket read), ``upstream_health`` (``UpstreamHealth``, ``FeedState``: connection state, metrics
+and log lines at attempt boundaries), ``upstream_reasons`` (why an attempt ends: the fixed
+label set and the error classification), ``server`` (the subscriber WebSocket server on
+trio-websocket: routes, admission, reader, pinger, shutdown drain), ``delivery`` (hub outbox →
+socket in one place: the ``Flusher`` and each connection's ``Delivery`` with its writer task),
+``socket_writer`` (the fast send path's socket side: pre-built frames written straight to the
+socket, ``SocketWriter``, ``adopt``), ``ops_http`` (``/metrics``,
 ``/healthz``, ``/readyz`` over h11), ``metrics`` (``Metrics``: the Prometheus registry, and the
 collectors that read sans-IO counters at scrape time).
 

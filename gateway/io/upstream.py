@@ -1,5 +1,10 @@
 """The upstream I/O edge: one trio task per feed that keeps one Paxos WebSocket alive.
 
+Three parts: this module's retry loop (``run_feed``: the gate, one attempt, the backoff),
+``upstream_conn.FeedConnection`` (one connection's I/O, connect to close),
+``upstream_health.UpstreamHealth`` (the ``FeedState``, connection metrics and log lines, kept at
+attempt boundaries), with the reasons an attempt ends in ``upstream_reasons``.
+
 ``run_feed`` loops forever: wait for the shared ``ConnectGate`` → connect (TCP, TLS, WebSocket
 handshake, all within ``connect_timeout``) → hand the frames of every socket read to the feed's
 sans-IO session and publish what it returns, as one batch → on any end of the connection,
@@ -30,235 +35,34 @@ Why it is built the way it is:
 from __future__ import annotations
 
 import logging
-import os
 import random
-import socket
 import ssl
 import time
-from dataclasses import dataclass
-from typing import NoReturn, Protocol
-from urllib.parse import urlsplit
+from typing import NoReturn
 
 import trio
 
 from gateway.config import UpstreamConfig
-from gateway.contract.records import Price, Record, Trade
-from gateway.fanout.wsframe import OP_PING
-from gateway.ingest.batch import Batch, Normalizer, RecordSink, ingest_batch, publish_records
+from gateway.ingest.batch import RecordSink, publish_records
 from gateway.ingest.feeds import FeedSpec
-from gateway.ingest.wsclient import (
-    CLOSE_MESSAGE_TOO_BIG,
-    ClientProtocol,
-    Closing,
-    Handshake,
-    HandshakeError,
-    Rejected,
-    client_frame,
-)
 from gateway.io.backoff import DEFAULT_HEALTHY_AFTER, Backoff
 from gateway.io.connect_gate import ConnectGate
 from gateway.io.metrics import Metrics
+from gateway.io.upstream_conn import (
+    FeedConnection,
+    UpstreamSession,
+    observe_publish_latency,
+    target_of,
+    verified_tls_context,
+)
+from gateway.io.upstream_health import FeedState, UpstreamHealth
+from gateway.io.upstream_reasons import CANCELLED, ERROR_FRAME, INTERNAL_ERROR, Ended
+
+__all__ = ["DEFAULT_CLOSE_TIMEOUT", "run_feed"]
 
 log = logging.getLogger("gateway.upstream")
 
-# Bounded label values of upstream_reconnects / upstream_connect_failures, and the ``reason``
-# of disconnected status records.
-CLOSED_BY_SERVER = "closed_by_server"  # the server sent a WebSocket close frame
-CONNECTION_LOST = "connection_lost"  # TCP ended without a close frame (reset, EOF, 1006)
-PING_TIMEOUT = "ping_timeout"
-PROTOCOL_ERROR = "protocol_error"  # WebSocket protocol violation or bad handshake
-MESSAGE_TOO_BIG = "message_too_big"  # a frame exceeded max_message_bytes
-CROSSED_BOOK = "crossed_book"  # the session asked for a resync
-ERROR_FRAME = "error_frame"  # Paxos sent {"error": ...}
-CONNECT_TIMEOUT = "connect_timeout"
-CONNECT_REFUSED = "connect_refused"
-DNS_ERROR = "dns_error"
-TLS_ERROR = "tls_error"
-NETWORK_ERROR = "network_error"  # any other OSError while connecting
-HANDSHAKE_REJECTED = "handshake_rejected"  # HTTP status instead of 101 (404, 429, 503, ...)
-INTERNAL_ERROR = "internal_error"  # a bug below us raised; the reconnect re-snapshots
-CANCELLED = "cancelled"  # gateway shutdown; not a failure
-
-REASONS = frozenset(
-    {
-        CLOSED_BY_SERVER, CONNECTION_LOST, PING_TIMEOUT, PROTOCOL_ERROR, MESSAGE_TOO_BIG,
-        CROSSED_BOOK, ERROR_FRAME, CONNECT_TIMEOUT, CONNECT_REFUSED, DNS_ERROR, TLS_ERROR,
-        NETWORK_ERROR, HANDSHAKE_REJECTED, INTERNAL_ERROR, CANCELLED,
-    }
-)  # fmt: skip
-
 DEFAULT_CLOSE_TIMEOUT = 2.0
-# One read: up to a few hundred Paxos messages, normalized and published as one batch.
-_RECEIVE_BUFFER_SIZE = 65536
-# The records whose exchange time measures the feed's lag (built once, not per record).
-_LAG_RECORDS = (Trade, Price)
-
-
-class UpstreamSession(Normalizer, Protocol):
-    """What ``run_feed`` needs of ``FeedNormalizer`` (kept structural for the ``record``
-    command's writer and for test doubles)."""
-
-    def connected(self, now_ns: int) -> list[Record]: ...
-    def disconnected(self, reason: str, now_ns: int) -> list[Record]: ...
-
-
-@dataclass(slots=True)
-class FeedState:
-    """Read-only view of one feed's upstream connection, for /readyz and metrics collectors.
-
-    Times ending in ``_at`` / ``_since`` are ``trio.current_time()`` seconds (compare them with
-    ``trio.current_time()``); ``last_message_monotonic_ns`` is ``time.monotonic_ns()`` and can
-    be read outside trio (e.g. by a Prometheus collector running in a thread).
-    """
-
-    feed: str
-    connected: bool = False
-    since: float | None = None  # last state change (start, connect, disconnect)
-    disconnected_since: float | None = None  # None while connected; run start until first up
-    last_message_at: float | None = None
-    last_message_monotonic_ns: int | None = None
-    last_reason: str | None = None  # why the last connection or attempt ended
-    connections: int = 0  # successful handshakes so far
-    failed_attempts: int = 0  # consecutive attempts that did not reach the handshake
-    messages: int = 0  # upstream frames received, all connections
-
-    def down_for(self, now: float) -> float:
-        """Seconds without an open connection at trio time ``now`` (0 while connected)."""
-        if self.connected or self.disconnected_since is None:
-            return 0.0
-        return max(0.0, now - self.disconnected_since)
-
-    def last_message_age(self, now: float) -> float | None:
-        """Seconds since the last upstream frame at trio time ``now``; None if none yet."""
-        return None if self.last_message_at is None else max(0.0, now - self.last_message_at)
-
-
-class _ConnectFailed(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
-@dataclass(slots=True)
-class _Ended:
-    """How one connection attempt ended."""
-
-    reason: str
-    detail: str
-    established: bool = False
-    lived: float = 0.0
-    messages: int = 0
-
-
-class UpstreamWebSocket:
-    """One open upstream WebSocket (I/O around ``wsclient.ClientProtocol``): the stream, one
-    writer at a time (the read loop's pongs and close replies, the keepalive's pings, the close
-    handshake), and the pings waiting for their pongs. Reading is the read loop's alone."""
-
-    def __init__(self, stream: trio.abc.Stream, protocol: ClientProtocol) -> None:
-        self.stream = stream
-        self.protocol = protocol
-        self._send_lock = trio.Lock()
-        self._pings: dict[bytes, trio.Event] = {}
-        self.close_sent = False
-        self.eof = False  # the peer's side of the TCP connection has ended
-
-    async def send(self, frame: bytes) -> None:
-        async with self._send_lock:
-            await self.stream.send_all(frame)
-
-    async def send_pending(self) -> None:
-        """Send what the protocol queued (pongs, the close reply)."""
-        outgoing = self.protocol.outgoing
-        if outgoing:
-            frames = bytes(outgoing)
-            outgoing.clear()
-            if self.protocol.closing is not None:
-                self.close_sent = True
-            await self.send(frames)
-
-    def pongs_received(self) -> None:
-        for payload in self.protocol.pongs:
-            event = self._pings.pop(payload, None)
-            if event is not None:
-                event.set()
-        self.protocol.pongs.clear()
-
-    async def ping(self) -> None:
-        """Send a ping and wait for its pong (the caller bounds the wait)."""
-        payload = os.urandom(8)
-        event = self._pings[payload] = trio.Event()
-        try:
-            await self.send(client_frame(OP_PING, payload))
-            await event.wait()
-        finally:
-            self._pings.pop(payload, None)
-
-    async def aclose(self, code: int = 1000, reason: str = "") -> None:
-        """The closing handshake from this side: send a close frame, then read (and drop)
-        until the peer's close frame or EOF. The caller bounds it in time."""
-        if not self.close_sent and self.protocol.closing is None:
-            self.close_sent = True
-            await self.send(self.protocol.send_close(code, reason))
-        while self.protocol.closing is None and not self.eof:
-            data = await self.stream.receive_some(_RECEIVE_BUFFER_SIZE)
-            if not data:
-                self.eof = True
-                break
-            self.protocol.receive(bytes(data))
-
-
-@dataclass(slots=True)
-class _Conn:
-    stream: trio.abc.Stream | None = None
-    ws: UpstreamWebSocket | None = None
-    established: bool = False
-    opened_at: float = 0.0
-    messages: int = 0
-    # Wall clock when the connection was established. Paxos opens every executions
-    # connection by replaying each market's last execution, which may be hours old: a trade
-    # executed before this instant is such a replay and says nothing about lag. Paxos trims
-    # timestamps (whole seconds at worst), so a live trade may look up to 1 s older.
-    established_ns: int = 0
-    leftover: bytes = b""  # frames that arrived with the handshake's response
-
-    @property
-    def replay_before_ns(self) -> int:
-        return self.established_ns - 1_000_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class _Target:
-    host: str
-    port: int
-    resource: str
-    host_header: str
-    tls: bool
-
-
-def _target(url: str) -> _Target:
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ValueError(f"{url!r}: not a ws:// or wss:// URL with a host")
-    tls = parts.scheme == "wss"
-    port = parts.port if parts.port is not None else (443 if tls else 80)
-    resource = parts.path or "/"
-    if parts.query:
-        resource += "?" + parts.query
-    host = parts.hostname
-    bracketed = f"[{host}]" if ":" in host else host
-    default_port = 443 if tls else 80
-    host_header = bracketed if port == default_port else f"{bracketed}:{port}"
-    return _Target(host, port, resource, host_header, tls)
-
-
-def verified_tls_context(context: ssl.SSLContext | None = None) -> ssl.SSLContext:
-    """The TLS context for wss upstreams; refuses one that would skip verification."""
-    ctx = context if context is not None else ssl.create_default_context()
-    if ctx.verify_mode != ssl.CERT_REQUIRED or not ctx.check_hostname:
-        raise ValueError("upstream TLS must verify the certificate and the host name")
-    return ctx
 
 
 async def run_feed(
@@ -298,6 +102,8 @@ async def run_feed(
 
 
 class _FeedRunner:
+    """The retry loop: wait for the gate, make one attempt, report it, back off, again."""
+
     def __init__(
         self,
         feed: FeedSpec,
@@ -316,36 +122,18 @@ class _FeedRunner:
         self.session = session
         self.sink = sink
         self.settings = settings
+        self.metrics = metrics
         self.gate = connect_gate
         self.backoff = backoff
         self.state = state
+        self.health = UpstreamHealth(feed, state, metrics)
         self.close_timeout = close_timeout
-        self.target = _target(feed.url)
+        self.target = target_of(feed.url)
         # Built once: loading the CA store on every reconnect costs milliseconds each time.
         self.ssl_context = verified_tls_context(ssl_context) if self.target.tls else None
-        name = feed.name
-        self._metrics = metrics
-        self._m_connected = metrics.upstream_connected.labels(feed=name)
-        self._m_down_seconds = metrics.upstream_disconnected_seconds.labels(feed=name)
-        self._m_bytes = metrics.upstream_bytes.labels(feed=name)
-        self._m_lag = metrics.upstream_lag.labels(feed=name)
-        self._m_publish_latency = metrics.publish_latency
-        self._down_accounted_at = 0.0
-        self._trio_token: trio.lowlevel.TrioToken | None = None
-
-    # -- the loop ---------------------------------------------------------------------------
 
     async def run(self) -> NoReturn:
-        now = trio.current_time()
-        self.state.connected = False
-        self.state.since = now
-        self.state.disconnected_since = now
-        self._down_accounted_at = now
-        self._m_connected.set(0)
-        # A scrape during an outage sees the time disconnected up to that instant, not up to
-        # the end of the last attempt (up to backoff_max + connect_timeout ago).
-        self._trio_token = trio.lowlevel.current_trio_token()
-        remove_hook = self._metrics.before_collect(self._account_down_at_scrape)
+        stop_accounting = self.health.started()
         try:
             while True:
                 await self.gate.wait()
@@ -353,19 +141,18 @@ class _FeedRunner:
                 if ended.established:
                     self.backoff.connection_ended(ended.lived, received_data=self._healthy(ended))
                 delay = self.backoff.next_delay()
-                self._report_end(ended, delay)
+                self.health.attempt_ended(ended, delay)
                 await trio.sleep(delay)
         finally:
-            remove_hook()
-            self._account_down()
+            stop_accounting()
 
     @staticmethod
-    def _healthy(ended: _Ended) -> bool:
+    def _healthy(ended: Ended) -> bool:
         # An error frame is a message too, but a connection that only ever says "Not Found"
         # must keep backing off.
         return ended.messages > 0 and ended.reason != ERROR_FRAME
 
-    async def _attempt(self) -> _Ended:
+    async def _attempt(self) -> Ended:
         """One connection from connect to close; on shutdown closes cleanly, then re-raises."""
         work = trio.CancelScope()
         finished = False
@@ -382,371 +169,41 @@ class _FeedRunner:
         async with trio.open_nursery() as guard:
             guard.start_soon(watch_for_shutdown)
             with trio.CancelScope(shield=True):
-                ended = await self._connection(work)
+                ended = await self._connection().run(work)
+                if ended.established or ended.reason == CANCELLED:
+                    self._went_down(ended)
             finished = True
             guard.cancel_scope.cancel()
         return ended
 
-    # -- one connection ---------------------------------------------------------------------
+    def _connection(self) -> FeedConnection:
+        return FeedConnection(
+            self.feed, self.session, self.sink, self.settings, self.metrics,
+            target=self.target, ssl_context=self.ssl_context, close_timeout=self.close_timeout,
+            state=self.state, on_established=self._went_up,
+        )  # fmt: skip
 
-    async def _connection(self, work: trio.CancelScope) -> _Ended:
-        """Runs shielded: every wait in here is bounded by a timeout or by ``work``."""
-        conn = _Conn()
-        ended: _Ended | None = None
-        try:
-            with work:
-                try:
-                    with trio.fail_after(self.settings.connect_timeout):
-                        await self._open(conn)
-                except trio.TooSlowError:
-                    raise _ConnectFailed(
-                        CONNECT_TIMEOUT,
-                        f"no WebSocket handshake within {self.settings.connect_timeout} s",
-                    ) from None
-                self._went_up(conn)
-                ended = await self._serve(conn)
-            if work.cancelled_caught:
-                ended = self._ended(conn, CANCELLED, "gateway shutting down")
-        except _ConnectFailed as exc:
-            ended = _Ended(exc.reason, exc.detail)
-        except Exception as exc:
-            # A bug in the session or the hub must not take the whole gateway down on one
-            # frame: log it loudly and reconnect, which replaces every book of this feed with
-            # a fresh snapshot.
-            log.error(
-                "feed %s: internal error, reconnecting",
-                self.feed.name,
-                exc_info=exc,
-                extra={"feed": self.feed.name, "event": "error", "reason": INTERNAL_ERROR},
-            )
-            ended = self._ended(conn, INTERNAL_ERROR, repr(_first(exc)))
-        finally:
-            await self._close(conn, ended)
-        assert ended is not None
-        if ended.established or ended.reason == CANCELLED:
-            self._went_down(ended)
-        return ended
-
-    async def _open(self, conn: _Conn) -> None:
-        t = self.target
-        try:
-            conn.stream = tcp = await trio.open_tcp_stream(t.host, t.port)
-        except OSError as exc:
-            raise _ConnectFailed(_classify_os_error(exc), _describe_os_error(exc)) from None
-        stream: trio.abc.Stream = tcp
-        if self.ssl_context is not None:
-            conn.stream = stream = trio.SSLStream(
-                tcp, self.ssl_context, server_hostname=t.host, https_compatible=True
-            )
-            try:
-                await stream.do_handshake()
-            except trio.BrokenResourceError as exc:
-                detail = f"TLS handshake failed: {exc.__cause__ or exc}"
-                raise _ConnectFailed(TLS_ERROR, detail) from None
-        handshake = Handshake(t.host_header, t.resource)
-        try:
-            await stream.send_all(handshake.request)
-            while not handshake.receive(bytes(await stream.receive_some(_RECEIVE_BUFFER_SIZE))):
-                pass
-        except HandshakeError as exc:
-            raise _ConnectFailed(PROTOCOL_ERROR, f"bad WebSocket handshake: {exc}") from None
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            detail = f"connection lost in the handshake: {exc}"
-            raise _ConnectFailed(NETWORK_ERROR, detail) from None
-        if handshake.rejected is not None:
-            raise _ConnectFailed(HANDSHAKE_REJECTED, _describe_rejection(handshake.rejected))
-        protocol = ClientProtocol(self.settings.max_message_bytes)
-        conn.ws = UpstreamWebSocket(stream, protocol)
-        conn.established = True
-        conn.opened_at = trio.current_time()
-        # Frames that came with the 101 response (Paxos starts with the snapshot at once) are
-        # read by the read loop like any other, so that they are published as they should be.
-        conn.leftover = handshake.leftover
-
-    async def _serve(self, conn: _Conn) -> _Ended:
-        ws = conn.ws
-        assert ws is not None
-        ended: _Ended | None = None
-        async with trio.open_nursery() as nursery:
-            if self.settings.ping_interval > 0:
-                nursery.start_soon(self._keepalive, ws, nursery.cancel_scope)
-            ended = await self._read_loop(conn, ws)
-            nursery.cancel_scope.cancel()
-        if ended is None:  # only the keepalive cancels this nursery without a result
-            ended = self._ended(
-                conn, PING_TIMEOUT, f"no pong within {self.settings.ping_timeout} s"
-            )
-        return ended
-
-    async def _keepalive(self, ws: UpstreamWebSocket, serving: trio.CancelScope) -> None:
-        while True:
-            await trio.sleep(self.settings.ping_interval)
-            with trio.move_on_after(self.settings.ping_timeout) as waited:
-                try:
-                    await ws.ping()
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return  # the read loop sees the connection end and reports it
-            if waited.cancelled_caught:
-                serving.cancel()
-                return
-
-    async def _read_loop(self, conn: _Conn, ws: UpstreamWebSocket) -> _Ended:
-        """Every socket read is parsed, normalized and published as one batch: no task switch
-        per message, and the records of one read reach each subscriber in one write."""
-        session = self.session
-        sink = self.sink
-        state = self.state
-        protocol = ws.protocol
-        data, conn.leftover = conn.leftover, b""
-        while True:
-            if not data:
-                try:
-                    # bytes for trio's streams (SSLStream may hand out a bytearray).
-                    data = bytes(await ws.stream.receive_some(_RECEIVE_BUFFER_SIZE))
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    return self._ended(conn, CONNECTION_LOST, f"connection lost: {exc}")
-                if not data:
-                    ws.eof = True
-                    return self._ended(conn, CONNECTION_LOST, "connection closed (no close frame)")
-            received_mono = time.monotonic_ns()
-            now_ns = time.time_ns()
-            messages = protocol.receive(data)
-            data = b""
-            batch = Batch()
-            try:
-                # Synchronous: no checkpoint between the read and the publish (invariant).
-                ingest_batch(session, sink, messages, now_ns, batch)
-            finally:
-                conn.messages += batch.messages
-            records = batch.records
-            if records:
-                self._published(received_mono)
-            if messages:
-                state.messages += len(messages)
-                state.last_message_at = trio.current_time()
-                state.last_message_monotonic_ns = received_mono
-                self._m_bytes.inc(batch.size)
-            replay_before_ns = conn.replay_before_ns
-            for record in records:
-                if isinstance(record, _LAG_RECORDS) and record.exchange_time >= replay_before_ns:
-                    self._m_lag.observe((record.receive_time - record.exchange_time) / 1e9)
-            if protocol.pongs:
-                ws.pongs_received()
-            verdict = batch.verdict
-            if verdict.action == "resync":
-                return self._ended(conn, CROSSED_BOOK, f"resync requested: {verdict.reason}")
-            if verdict.action == "upstream_error":
-                return self._ended(conn, ERROR_FRAME, f"upstream error frame: {verdict.reason}")
-            try:
-                await ws.send_pending()
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                return self._ended(conn, CONNECTION_LOST, f"connection lost: {exc}")
-            closing = protocol.closing
-            if closing is not None:
-                reason, detail = _classify_close(closing)
-                return self._ended(conn, reason, detail)
-
-    def _ended(self, conn: _Conn, reason: str, detail: str) -> _Ended:
-        lived = trio.current_time() - conn.opened_at if conn.established else 0.0
-        return _Ended(reason, detail, conn.established, lived, conn.messages)
-
-    async def _close(self, conn: _Conn, ended: _Ended | None) -> None:
-        """Close the WebSocket (gracefully when the peer is alive) and always the transport."""
-        ws = conn.ws
-        try:
-            alive = ended is not None and ended.reason not in (PING_TIMEOUT, CONNECTION_LOST)
-            if ws is not None and alive and not ws.eof:
-                # Our side ends an alive connection (resync, error frame, shutdown, a protocol
-                # error of the peer's), or answered the peer's close: finish the handshake.
-                assert ended is not None
-                with trio.move_on_after(self.close_timeout):
-                    await ws.send_pending()
-                    await ws.aclose(1000, _close_text(ended.reason))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the peer is gone already: nothing left to close gracefully
-        finally:
-            # The peer stopped answering, went away or misbehaved: no handshake to wait for,
-            # and in every case the socket is ours to release, even after an interruption.
-            if conn.stream is not None:
-                await trio.aclose_forcefully(conn.stream)
-
-    # -- state, metrics, logs ---------------------------------------------------------------
-
-    def _went_up(self, conn: _Conn) -> None:
-        now = trio.current_time()
-        state = self.state
-        down_for = state.down_for(now)
-        attempts = state.failed_attempts
-        self._account_down()
-        state.connected = True
-        state.since = now
-        state.disconnected_since = None
-        state.connections += 1
-        state.failed_attempts = 0
-        self._m_connected.set(1)
-        conn.established_ns = time.time_ns()
-        records = self.session.connected(conn.established_ns)
+    def _went_up(self, now_ns: int) -> None:
+        self.health.went_up()
+        records = self.session.connected(now_ns)
         if records:
             now_mono = time.monotonic_ns()
             publish_records(self.session, self.sink, records)
-            self._published(now_mono)
-        log.info(
-            "feed %s: connected to %s (down %.1f s, %d failed attempts before)",
-            self.feed.name, self.feed.url, down_for, attempts,
-            extra={"feed": self.feed.name, "event": "connected", "reason": None},
-        )  # fmt: skip
+            observe_publish_latency(self.metrics.publish_latency, now_mono)
 
-    def _went_down(self, ended: _Ended) -> None:
-        now = trio.current_time()
-        state = self.state
-        if state.connected:
-            state.connected = False
-            state.since = now
-            state.disconnected_since = now
-            self._down_accounted_at = now
-            self._m_connected.set(0)
-            records = self.session.disconnected(ended.reason, time.time_ns())
-            if records:
-                try:
-                    now_mono = time.monotonic_ns()
-                    publish_records(self.session, self.sink, records)
-                    self._published(now_mono)
-                except Exception:
-                    # Nothing to repair by reconnecting here; the feed itself must go on.
-                    log.exception(
-                        "feed %s: publishing the disconnected status failed",
-                        self.feed.name,
-                        extra={"feed": self.feed.name, "event": "error", "reason": INTERNAL_ERROR},
-                    )
-        state.last_reason = ended.reason
-        if ended.reason == CANCELLED:
-            log.info(
-                "feed %s: upstream closed for shutdown",
-                self.feed.name,
-                extra={"feed": self.feed.name, "event": "disconnected", "reason": CANCELLED},
-            )
-
-    def _published(self, received_mono: int) -> None:
-        """Publish latency: from the frame's receipt to its records sitting in subscriber
-        buffers (``publish`` is synchronous, so it is over when it returns)."""
-        latency = (time.monotonic_ns() - received_mono) / 1e9
-        self._m_publish_latency.observe(max(latency, 0.0))
-
-    def _report_end(self, ended: _Ended, delay: float) -> None:
-        """Count and log an attempt that ended for any reason but shutdown."""
-        name = self.feed.name
-        self.state.last_reason = ended.reason
-        if ended.established:
-            self._metrics.upstream_reconnects.labels(feed=name, reason=ended.reason).inc()
-            level = logging.INFO if ended.reason == CROSSED_BOOK else logging.WARNING
-            log.log(
-                level,
-                "feed %s: disconnected (%s: %s) after %.1f s and %d messages; "
-                "reconnecting in %.2f s",
-                name, ended.reason, ended.detail, ended.lived, ended.messages, delay,
-                extra={"feed": name, "event": "disconnected", "reason": ended.reason},
-            )  # fmt: skip
-        else:
-            self.state.failed_attempts += 1
-            self._account_down()
-            self._metrics.upstream_connect_failures.labels(feed=name, reason=ended.reason).inc()
-            log.warning(
-                "feed %s: connecting to %s failed (%s: %s), attempt %d; retrying in %.2f s",
-                name, self.feed.url, ended.reason, ended.detail,
-                self.state.failed_attempts, delay,
-                extra={"feed": name, "event": "connect_failed", "reason": ended.reason},
-            )  # fmt: skip
-
-    def _account_down_at_scrape(self) -> None:
-        # The times are this trio run's clock: a scrape from elsewhere (another thread, no
-        # trio) leaves the time to be counted at the next attempt boundary or scrape.
-        try:
-            token = trio.lowlevel.current_trio_token()
-        except RuntimeError:
+    def _went_down(self, ended: Ended) -> None:
+        if not self.health.went_down(ended):
             return
-        if token is self._trio_token:
-            self._account_down()
-
-    def _account_down(self) -> None:
-        """Add the disconnected time since the last call to the counter.
-
-        Called at every attempt boundary, not only on reconnect, so the counter's rate shows
-        an outage while it lasts.
-        """
-        if self.state.connected:
-            return
-        now = trio.current_time()
-        if now > self._down_accounted_at:
-            self._m_down_seconds.inc(now - self._down_accounted_at)
-        self._down_accounted_at = now
-
-
-# -- classification ---------------------------------------------------------------------------
-
-
-def _first(error: BaseException) -> BaseException:
-    exc = error
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """``exc`` and everything it wraps (trio raises OSError from an ExceptionGroup of tries)."""
-    seen: list[BaseException] = []
-    todo = [exc]
-    while todo and len(seen) < 32:
-        e = todo.pop()
-        if any(e is s for s in seen):
-            continue
-        seen.append(e)
-        if isinstance(e, BaseExceptionGroup):
-            todo.extend(e.exceptions)
-        if e.__cause__ is not None:
-            todo.append(e.__cause__)
-    return seen
-
-
-def _classify_os_error(exc: OSError) -> str:
-    causes = _causes(exc)
-    if any(isinstance(e, socket.gaierror) for e in causes):
-        return DNS_ERROR
-    if any(isinstance(e, ssl.SSLError) for e in causes):
-        return TLS_ERROR
-    if any(isinstance(e, ConnectionRefusedError) for e in causes):
-        return CONNECT_REFUSED
-    return NETWORK_ERROR
-
-
-def _describe_os_error(exc: OSError) -> str:
-    leaves = [e for e in _causes(exc) if not isinstance(e, BaseExceptionGroup)]
-    innermost = leaves[-1] if leaves else exc
-    return str(exc) if innermost is exc else f"{exc} ({innermost})"
-
-
-def _describe_rejection(rejected: Rejected) -> str:
-    body = rejected.body[:200].decode("utf-8", "replace").strip()
-    return f"server answered HTTP {rejected.status}" + (f": {body}" if body else "")
-
-
-def _classify_close(closing: Closing) -> tuple[str, str]:
-    code = closing.code
-    if not closing.by_peer:  # the server broke the protocol; we closed with ``code``
-        reason = MESSAGE_TOO_BIG if code == CLOSE_MESSAGE_TOO_BIG else PROTOCOL_ERROR
-        return reason, f"{closing.reason} (closed with code {code})"
-    text = f"close code {code}" + (f": {closing.reason}" if closing.reason else "")
-    if code == CLOSE_MESSAGE_TOO_BIG:
-        return MESSAGE_TOO_BIG, text
-    if code in (1002, 1003, 1007):
-        return PROTOCOL_ERROR, text
-    if code in (1005, 1006):
-        return CONNECTION_LOST, text
-    return CLOSED_BY_SERVER, text
-
-
-def _close_text(reason: str) -> str:
-    return {
-        CROSSED_BOOK: "resync",
-        ERROR_FRAME: "upstream error",
-        CANCELLED: "gateway shutting down",
-    }.get(reason, reason)
+        records = self.session.disconnected(ended.reason, time.time_ns())
+        if records:
+            try:
+                now_mono = time.monotonic_ns()
+                publish_records(self.session, self.sink, records)
+                observe_publish_latency(self.metrics.publish_latency, now_mono)
+            except Exception:
+                # Nothing to repair by reconnecting here; the feed itself must go on.
+                log.exception(
+                    "feed %s: publishing the disconnected status failed",
+                    self.feed.name,
+                    extra={"feed": self.feed.name, "event": "error", "reason": INTERNAL_ERROR},
+                )

@@ -30,7 +30,9 @@ from gateway.ingest.book import OrderBook
 from gateway.ingest.feeds import FeedSpec
 from gateway.io.connect_gate import ConnectGate
 from gateway.io.metrics import Metrics
-from gateway.io.upstream import CANCELLED, FeedState, run_feed
+from gateway.io.upstream import run_feed
+from gateway.io.upstream_health import FeedState
+from gateway.io.upstream_reasons import CANCELLED
 from gateway.logs import setup_logging
 from gateway.recording.format import RecordingWriter
 

@@ -15,7 +15,7 @@ from gateway.app import Gateway, _not_ready_reason, _url
 from gateway.config import Config, load_config
 from gateway.ingest.feeds import FeedSpec
 from gateway.ingest.normalizer import FeedNormalizer
-from gateway.io.upstream import FeedState
+from gateway.io.upstream_health import FeedState
 from gateway.simulator import Simulator, SimulatorConfig
 
 MARKETS = ["BTCUSD", "ETHUSD"]

@@ -28,7 +28,8 @@ from gateway.ingest.feeds import FeedSpec, feed_from_url
 from gateway.ingest.normalizer import FeedNormalizer
 from gateway.io.connect_gate import ConnectGate
 from gateway.io.metrics import Metrics
-from gateway.io.upstream import FeedState, run_feed
+from gateway.io.upstream import run_feed
+from gateway.io.upstream_health import FeedState
 from gateway.recording import record as record_command
 from gateway.recording import replay as replay_module
 from gateway.recording.format import (
