@@ -43,6 +43,7 @@ from typing import NoReturn
 import trio
 
 from gateway.config import UpstreamConfig
+from gateway.contract.records import Record
 from gateway.ingest.batch import RecordSink, publish_records
 from gateway.ingest.feeds import FeedSpec
 from gateway.io.backoff import DEFAULT_HEALTHY_AFTER, Backoff
@@ -50,6 +51,7 @@ from gateway.io.connect_gate import ConnectGate
 from gateway.io.metrics import Metrics
 from gateway.io.upstream_conn import (
     FeedConnection,
+    FeedWiring,
     UpstreamSession,
     observe_publish_latency,
     target_of,
@@ -87,7 +89,7 @@ async def run_feed(
     ``FeedState`` at once (it does not wait for the first connection).
     """
     runner = _FeedRunner(
-        feed, session, sink, settings, metrics,
+        FeedWiring(feed, session, sink, settings, metrics),
         connect_gate=connect_gate,
         backoff=Backoff(
             settings.backoff_initial, settings.backoff_max,
@@ -106,11 +108,7 @@ class _FeedRunner:
 
     def __init__(
         self,
-        feed: FeedSpec,
-        session: UpstreamSession,
-        sink: RecordSink,
-        settings: UpstreamConfig,
-        metrics: Metrics,
+        wiring: FeedWiring,
         *,
         connect_gate: ConnectGate,
         backoff: Backoff,
@@ -118,17 +116,13 @@ class _FeedRunner:
         ssl_context: ssl.SSLContext | None,
         close_timeout: float,
     ) -> None:
-        self.feed = feed
-        self.session = session
-        self.sink = sink
-        self.settings = settings
-        self.metrics = metrics
+        self.wiring = wiring
         self.gate = connect_gate
         self.backoff = backoff
         self.state = state
-        self.health = UpstreamHealth(feed, state, metrics)
+        self.health = UpstreamHealth(wiring.feed, state, wiring.metrics)
         self.close_timeout = close_timeout
-        self.target = target_of(feed.url)
+        self.target = target_of(wiring.feed.url)
         # Built once: loading the CA store on every reconnect costs milliseconds each time.
         self.ssl_context = verified_tls_context(ssl_context) if self.target.tls else None
 
@@ -178,32 +172,34 @@ class _FeedRunner:
 
     def _connection(self) -> FeedConnection:
         return FeedConnection(
-            self.feed, self.session, self.sink, self.settings, self.metrics,
+            self.wiring,
             target=self.target, ssl_context=self.ssl_context, close_timeout=self.close_timeout,
             state=self.state, on_established=self._went_up,
         )  # fmt: skip
 
     def _went_up(self, now_ns: int) -> None:
         self.health.went_up()
-        records = self.session.connected(now_ns)
-        if records:
-            now_mono = time.monotonic_ns()
-            publish_records(self.session, self.sink, records)
-            observe_publish_latency(self.metrics.publish_latency, now_mono)
+        self._publish(self.wiring.session.connected(now_ns))
 
     def _went_down(self, ended: Ended) -> None:
         if not self.health.went_down(ended):
             return
-        records = self.session.disconnected(ended.reason, time.time_ns())
+        w = self.wiring
+        records = w.session.disconnected(ended.reason, time.time_ns())
+        try:
+            self._publish(records)
+        except Exception:
+            # Nothing to repair by reconnecting here; the feed itself must go on.
+            log.exception(
+                "feed %s: publishing the disconnected status failed",
+                w.feed.name,
+                extra={"feed": w.feed.name, "event": "error", "reason": INTERNAL_ERROR},
+            )
+
+    def _publish(self, records: list[Record]) -> None:
+        """A status record of a connection change, published as a batch of its own."""
         if records:
-            try:
-                now_mono = time.monotonic_ns()
-                publish_records(self.session, self.sink, records)
-                observe_publish_latency(self.metrics.publish_latency, now_mono)
-            except Exception:
-                # Nothing to repair by reconnecting here; the feed itself must go on.
-                log.exception(
-                    "feed %s: publishing the disconnected status failed",
-                    self.feed.name,
-                    extra={"feed": self.feed.name, "event": "error", "reason": INTERNAL_ERROR},
-                )
+            w = self.wiring
+            now_mono = time.monotonic_ns()
+            publish_records(w.session, w.sink, records)
+            observe_publish_latency(w.metrics.publish_latency, now_mono)

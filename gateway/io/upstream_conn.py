@@ -54,6 +54,7 @@ from gateway.io.upstream_reasons import (
 
 __all__ = [
     "FeedConnection",
+    "FeedWiring",
     "Target",
     "UpstreamSession",
     "UpstreamWebSocket",
@@ -195,17 +196,25 @@ def verified_tls_context(context: ssl.SSLContext | None = None) -> ssl.SSLContex
     return ctx
 
 
+@dataclass(frozen=True, slots=True)
+class FeedWiring:
+    """What every connection of one feed works with: the feed, its normalizer, where the
+    records go (the hub), the ``[upstream]`` settings and the metrics."""
+
+    feed: FeedSpec
+    session: UpstreamSession
+    sink: RecordSink
+    settings: UpstreamConfig
+    metrics: Metrics
+
+
 class FeedConnection:
     """One connection attempt of one feed. Every wait in ``run`` is bounded by a timeout or by
     the ``work`` scope, because the caller runs it shielded (see ``io.upstream``)."""
 
     def __init__(
         self,
-        feed: FeedSpec,
-        session: UpstreamSession,
-        sink: RecordSink,
-        settings: UpstreamConfig,
-        metrics: Metrics,
+        wiring: FeedWiring,
         *,
         target: Target,
         ssl_context: ssl.SSLContext | None,
@@ -215,10 +224,11 @@ class FeedConnection:
     ) -> None:
         """``on_established(now_ns)``: the handshake completed at wall-clock ``now_ns`` (the
         caller's bookkeeping, and the session's connected status)."""
+        feed, metrics = wiring.feed, wiring.metrics
         self.feed = feed
-        self.session = session
-        self.sink = sink
-        self.settings = settings
+        self.session = wiring.session
+        self.sink = wiring.sink
+        self.settings = wiring.settings
         self.target = target
         self.ssl_context = ssl_context
         self.close_timeout = close_timeout
