@@ -14,6 +14,8 @@ executions), ``sequence`` (``Sequencer``: per-stream numbers), ``feeds`` (``Feed
 feed reads and which streams it produces), ``stats`` (``FeedStats``: plain counters, exported
 at scrape time by ``io.metrics.FeedStatsCollector``), ``book_sync`` (``MarketSync``: one
 market's book-sync state machine, awaiting snapshot → assembling → synced, crossed, dropped),
+``book_frames`` (``BookFrames``: one feed's SNAPSHOT and UPDATE messages, through its books'
+state machines, into book records),
 ``normalizer`` (``FeedNormalizer``: all of the above, one feed), ``batch`` (``ingest_batch``: the
 messages of one read normalized and published once, a plain function so that no checkpoint can
 come between them).

@@ -43,19 +43,16 @@ from collections.abc import Callable
 from typing import Any, TypedDict
 
 from gateway.contract.records import (
-    BookSnapshot,
-    BookUpdate,
-    Level,
     Price,
     Record,
-    Side,
     Status,
     StatusState,
     Trade,
 )
 from gateway.ingest import decimals, paxos_messages, timestamps
 from gateway.ingest.book import OrderBook
-from gateway.ingest.book_sync import DROPPED, SYNCED, Held, MarketSync
+from gateway.ingest.book_frames import BookFrames
+from gateway.ingest.book_sync import SYNCED
 from gateway.ingest.dedup import RecentIds
 from gateway.ingest.feeds import FeedSpec
 from gateway.ingest.sequence import Sequencer
@@ -73,8 +70,6 @@ EXCERPT_CHARS = 200
 # A storm of bad frames must not flood the logs: one line per interval per
 # feed, each saying how many were dropped silently since the previous line.
 INVALID_LOG_INTERVAL_NS = 10_000_000_000
-
-_SIDES: dict[str, Side] = {"BUY": "bid", "SELL": "ask"}
 
 
 class _Header(TypedDict):
@@ -100,7 +95,10 @@ class FeedNormalizer:
         self.feed = feed
         self.epoch = epoch
         self.stats = FeedStats()
-        self.books: dict[str, OrderBook] = {}
+        self._book_frames = BookFrames(
+            self, max_held_updates=max_held_updates, max_snapshot_levels=max_snapshot_levels
+        )
+        self.books: dict[str, OrderBook] = self._book_frames.books
         # Set when the connection must be replaced (crossed book, lost
         # updates); the upstream task reconnects and ``connected`` clears it.
         self.resync_reason: str | None = None
@@ -108,8 +106,6 @@ class FeedNormalizer:
         # off before reconnecting. Cleared by ``connected``.
         self.upstream_error: str | None = None
 
-        self._max_held = max_held_updates
-        self._max_snapshot_levels = max_snapshot_levels
         self._decoder = paxos_messages.decoder_for(feed.kind)
         self._seq = Sequencer()
         self._dedup = RecentIds(dedup_capacity)
@@ -119,11 +115,6 @@ class FeedNormalizer:
         # for a single-market feed, from the start). Also the status fan-out.
         self._streams: dict[str, str] = {}
         self._connected = False
-        # Every book's sync state (the same markets as ``books``).
-        self._sync: dict[str, MarketSync] = {}
-
-        # Books created since ``take_new_books`` was last called.
-        self._new_books: list[tuple[str, OrderBook]] = []
 
         self._invalid_logged_at: int | None = None
         self._invalid_unlogged = 0
@@ -131,12 +122,12 @@ class FeedNormalizer:
         if feed.market is not None:
             self._streams[feed.market] = feed.stream_for(feed.market)
             if feed.kind == "book":
-                self._add_book(feed.market)
+                self._book_frames.add_book(feed.market)
 
         self._handlers: dict[type[Any], Callable[[Any, int], list[Record]]] = {
             paxos_messages.Execution: self._on_execution,
-            paxos_messages.BookUpdate: self._on_update,
-            paxos_messages.BookSnapshot: self._on_snapshot,
+            paxos_messages.BookUpdate: self._book_frames.on_update,
+            paxos_messages.BookSnapshot: self._book_frames.on_snapshot,
             paxos_messages.StablecoinPrice: self._on_price,
             paxos_messages.ErrorFrame: self._on_error,
         }
@@ -153,7 +144,7 @@ class FeedNormalizer:
             return False
         if self.feed.kind != "book":
             return True
-        return bool(self._sync) and all(s.state is SYNCED for s in self._sync.values())
+        return self._book_frames.all_synced
 
     def streams(self) -> list[str]:
         """The status stream, then every data stream produced so far."""
@@ -163,18 +154,19 @@ class FeedNormalizer:
         """Known book markets still waiting for their snapshot on this connection
         (or for a repair after a crossed book), sorted; for /readyz explanations.
         ``OrderBook.has_snapshot`` cannot tell this: it stays true across reconnects."""
-        return sorted(m for m, s in self._sync.items() if s.state is not SYNCED)
+        return sorted(m for m, s in self._book_frames.sync.items() if s.state is not SYNCED)
 
     def resyncing_markets(self) -> list[str]:
         """The unsynced markets whose book was synced before (after a reconnect or a crossed
         book: waiting for a fresh snapshot, not the first one), sorted."""
-        return sorted(m for m, s in self._sync.items() if s.resyncing)
+        return sorted(m for m, s in self._book_frames.sync.items() if s.resyncing)
 
     def take_new_books(self) -> list[tuple[str, OrderBook]]:
         """The books (with their streams) created since the last call, for the hub: a late
         joiner's snapshot is built from them. ``ingest.batch`` registers them before it
         publishes the records that fill them."""
-        new, self._new_books = self._new_books, []
+        frames = self._book_frames
+        new, frames.new_books = frames.new_books, []
         return new
 
     def head(self, stream: str) -> int:
@@ -186,8 +178,7 @@ class FeedNormalizer:
         self._connected = True
         self.resync_reason = None
         self.upstream_error = None
-        for sync in self._sync.values():
-            sync.connection_changed()
+        self._book_frames.connection_changed()
         return self._status("connected", f"connected to {self.feed.url}", now_ns)
 
     def disconnected(self, reason: str, now_ns: int) -> list[Record]:
@@ -196,8 +187,7 @@ class FeedNormalizer:
         if not self._connected:
             return []
         self._connected = False
-        for sync in self._sync.values():
-            sync.connection_changed()
+        self._book_frames.connection_changed()
         return self._status("disconnected", reason, now_ns)
 
     def receive(self, payload: bytes | str, now_ns: int) -> list[Record]:
@@ -261,154 +251,6 @@ class FeedNormalizer:
             )
         ]
 
-    # -- order book ------------------------------------------------------------
-
-    def _on_update(self, msg: paxos_messages.BookUpdate, now_ns: int) -> list[Record]:
-        market = msg.market
-        side = _SIDES[msg.side]  # msgspec already restricted it to BUY/SELL
-        price = self._prices.parse(msg.price)
-        amount = decimals.parse(msg.amount)
-        if not price:
-            raise ValueError(f"book update at price zero in {market}")
-        sync = self._sync.get(market)
-        if sync is None or sync.state is not SYNCED:
-            return self._hold(market, sync, (side, price, amount, now_ns), now_ns)
-        self.stats.count_message("update")
-        book = sync.book
-        book.apply(side, price, amount)
-        record = BookUpdate(
-            **self._stamp(self._streams[market], now_ns),
-            market=market,
-            side=side,
-            price=price,
-            amount=amount,
-        )
-        # The book was not crossed before (else the market would not be
-        # synced), so only a non-zero level can have crossed it.
-        if amount and book.crosses(side, price):
-            return [record, *self._book_crossed(sync, now_ns)]
-        return [record]
-
-    def _hold(
-        self, market: str, sync: MarketSync | None, update: Held, now_ns: int
-    ) -> list[Record]:
-        if sync is None:
-            self._check_new_market(market)
-            sync = self._add_book(market)
-        self.stats.count_message("update")
-        if sync.state is DROPPED:
-            return []
-        if not sync.hold(update, self._max_held):
-            return self._drop_market(
-                sync,
-                f"{market}: {len(sync.held)} updates waited for a snapshot that did not come",
-                now_ns,
-            )
-        return []
-
-    def _on_snapshot(self, msg: paxos_messages.BookSnapshot, now_ns: int) -> list[Record]:
-        market = msg.market
-        sync = self._sync.get(market)
-        if sync is None:
-            self._check_new_market(market)
-        # Plain parse, not the cache: deep levels would only churn it.
-        parse = decimals.parse
-        bids = [(parse(level.price), parse(level.amount)) for level in msg.bids]
-        asks = [(parse(level.price), parse(level.amount)) for level in msg.asks]
-        for price, _ in bids:
-            if not price:
-                raise ValueError(f"snapshot level at price zero in {market}")
-        for price, _ in asks:
-            if not price:
-                raise ValueError(f"snapshot level at price zero in {market}")
-        # Validated: from here on the frame is accepted.
-        self.stats.count_message("snapshot")
-        if sync is None:
-            sync = self._add_book(market)
-        if sync.state is DROPPED:
-            return []
-        if not msg.is_final:
-            if sync.add_fragment(bids, asks) > self._max_snapshot_levels:
-                return self._drop_market(
-                    sync, f"{market}: split snapshot exceeds {self._max_snapshot_levels} levels",
-                    now_ns,
-                )  # fmt: skip
-            return []
-        bids, asks = sync.complete_snapshot(bids, asks)
-        return self._complete_snapshot(sync, bids, asks, now_ns)
-
-    def _complete_snapshot(
-        self, sync: MarketSync, bids: list[Level], asks: list[Level], now_ns: int
-    ) -> list[Record]:
-        book = sync.book
-        market = book.market
-        resync = book.has_snapshot
-        repaired = sync.repairing
-        if not resync:
-            reason = "initial"
-        elif repaired:
-            reason = "crossed"
-        else:
-            # After a reconnect, or upstream re-sent a snapshot on the same
-            # connection (a failover on its side): either way a resync.
-            reason = "reconnect"
-        book.replace(bids, asks)
-        if resync:
-            self.stats.resnapshots += 1
-        stream = self._streams.get(market) or self._add_stream(market)
-        records: list[Record] = [
-            BookSnapshot(
-                **self._stamp(stream, now_ns),
-                market=market,
-                bids=book.bids(),
-                asks=book.asks(),
-                resync=resync,
-                reason=reason,
-            )
-        ]
-        if book.is_crossed():
-            # Upstream's own snapshot is crossed: its waiting updates are moot.
-            records += self._book_crossed(sync, now_ns)
-            return records
-        held = sync.synced()
-        if repaired:
-            records += self._status("resynced", f"{market}: fresh snapshot", now_ns)
-        for side, price, amount, received in held:
-            book.apply(side, price, amount)
-            records.append(
-                BookUpdate(
-                    **self._stamp(stream, received),
-                    market=market,
-                    side=side,
-                    price=price,
-                    amount=amount,
-                )
-            )
-            if amount and book.crosses(side, price):
-                # The rest would be applied to a book known to be wrong; the
-                # reconnect's snapshot supersedes them.
-                records += self._book_crossed(sync, now_ns)
-                break
-        return records
-
-    def _book_crossed(self, sync: MarketSync, now_ns: int) -> list[Record]:
-        book = sync.book
-        bid, ask = book.best_bid(), book.best_ask()
-        assert bid is not None and ask is not None
-        self.stats.crossed_books += 1
-        sync.crossed()
-        reason = (
-            f"{book.market}: crossed book, best bid {decimals.to_str(bid[0])} >= "
-            f"best ask {decimals.to_str(ask[0])}"
-        )
-        return self._request_resync(reason, now_ns)
-
-    def _drop_market(self, sync: MarketSync, reason: str, now_ns: int) -> list[Record]:
-        # Updates were lost for good on this connection: stop taking any for
-        # this market and have the connection replaced.
-        sync.drop()
-        return self._request_resync(reason, now_ns)
-
     def _request_resync(self, reason: str, now_ns: int) -> list[Record]:
         log.warning(
             "feed %s: %s; resyncing", self.feed.name, reason,
@@ -458,12 +300,6 @@ class FeedNormalizer:
             raise ValueError(f"market {market!r} on the {self.feed.market} feed")
         if not _MARKET.fullmatch(market):
             raise ValueError(f"bad market name {market[:40]!r}")
-
-    def _add_book(self, market: str) -> MarketSync:
-        book = self.books[market] = OrderBook(market)
-        sync = self._sync[market] = MarketSync(book)
-        self._new_books.append((self.feed.stream_for(market), book))
-        return sync
 
     def _stamp(self, stream: str, now_ns: int) -> _Header:
         """The header every record carries: its stream, the stream's next ``seq``, the

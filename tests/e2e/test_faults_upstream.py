@@ -105,7 +105,7 @@ async def test_drop_in_the_middle_of_a_snapshot(
         def disconnected(reason: str, now_ns: int) -> list[Any]:
             if session.is_connected and session.unsynced_markets():
                 hits["unsynced"] += 1
-            if any(sync.fragments is not None for sync in session._sync.values()):
+            if any(sync.fragments is not None for sync in session._book_frames.sync.values()):
                 hits["fragments"] += 1
             return original(reason, now_ns)
 

@@ -461,13 +461,13 @@ def state_of(s: FeedNormalizer) -> Json:
         "books": {m: (b.has_snapshot, b.bids(), b.asks()) for m, b in s.books.items()},
         "heads": dict(s._seq._heads),
         "dedup": (list(s._dedup._order), set(s._dedup._present)),
-        "held": {m: list(x.held) for m, x in s._sync.items()},
+        "held": {m: list(x.held) for m, x in s._book_frames.sync.items()},
         "fragments": {
             m: (list(x.fragments[0]), list(x.fragments[1]))
-            for m, x in s._sync.items()
+            for m, x in s._book_frames.sync.items()
             if x.fragments is not None
         },
-        "sync": {m: (x.state, x.repairing) for m, x in s._sync.items()},
+        "sync": {m: (x.state, x.repairing) for m, x in s._book_frames.sync.items()},
         "streams": dict(s._streams),
         "flags": (s.resync_reason, s.upstream_error, s.is_connected, s.ready),
         "stats": (
@@ -483,7 +483,7 @@ def state_of(s: FeedNormalizer) -> Json:
 def check_bounds(s: FeedNormalizer) -> None:
     assert len(s._dedup) <= DEDUP_CAP
     assert len(s._dedup._order) == len(s._dedup) <= DEDUP_CAP
-    for sync in s._sync.values():
+    for sync in s._book_frames.sync.values():
         assert len(sync.held) <= MAX_HELD
         if sync.fragments is not None:
             bids, asks = sync.fragments

@@ -60,12 +60,12 @@ def bounded_problems(gateway: Gateway) -> list[str]:
         dedup = session._dedup
         if len(dedup) > dedup.capacity or len(dedup._order) != len(dedup):
             problems.append(f"{feed.spec.name}: dedup {len(dedup)} > {dedup.capacity}")
-        for market, sync in session._sync.items():
-            if len(sync.held) > session._max_held:
+        for market, sync in session._book_frames.sync.items():
+            if len(sync.held) > session._book_frames.max_held:
                 problems.append(f"{feed.spec.name}: {len(sync.held)} updates held for {market}")
             if sync.fragments is not None:
                 bids, asks = sync.fragments
-                if len(bids) + len(asks) > session._max_snapshot_levels:
+                if len(bids) + len(asks) > session._book_frames.max_snapshot_levels:
                     problems.append(f"{feed.spec.name}: snapshot fragments of {market} too big")
     return problems
 
