@@ -17,7 +17,7 @@ counters, exported at scrape time by ``io.metrics.HubStatsCollector``), ``wsfram
 opcodes and unmasked server frames: the gateway's one home for framing), ``mirror`` (the
 Paxos-format encoding for the mirror paths, so existing Paxos clients only change their URL),
 ``access`` (``ConnectionRateLimiter`` and ``TokenAuth``: who may connect and how often, time
-passed in).
+passed in), ``routes`` (``route``: what a connection's URL asks for, or the HTTP refusal).
 
 The data's way: ``io.upstream`` → ``ingest.batch.ingest_batch`` → ``Hub.publish(records)``
 (synchronous, same tick as the read) → ``Subscriber.queue`` (``outbox``) → ``io.delivery``

@@ -25,10 +25,11 @@ from bench.downstream_model import Model
 from gateway.config import ServerConfig
 from gateway.contract.protocol import CLOSE_PING_TIMEOUT, Encoding
 from gateway.fanout.hub import Hub
+from gateway.fanout.routes import Route, RouteError, route
 from gateway.ingest.feeds import feed_from_url
 from gateway.ingest.normalizer import FeedNormalizer
 from gateway.io.metrics import HubStatsCollector, Metrics
-from gateway.io.server import Route, RouteError, Server, _ContainedNursery, route
+from gateway.io.server import Server, _ContainedNursery
 from tests.support.clients import in_thread, open_client, read_until, recv_json
 from tests.support.fake_feed import EPOCH, FakeFeed
 from tests.support.hostile_requests import HOSTILE, MAX_BYTES, MAX_STREAMS
