@@ -213,6 +213,8 @@ class _Sender(Protocol):
 class _FrameSender:
     """The fast path's writer: pre-framed chunks through the ``SocketWriter``."""
 
+    __slots__ = ("delivery", "writer")
+
     closed_errors: tuple[type[Exception], ...] = (
         ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError,
     )  # fmt: skip
@@ -257,6 +259,8 @@ class _FrameSender:
 
 class _MessageSender:
     """The fallback: every message through trio-websocket's ``send_message``."""
+
+    __slots__ = ("delivery", "ws")
 
     closed_errors: tuple[type[Exception], ...] = (ConnectionClosed,)
 
