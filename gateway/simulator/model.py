@@ -105,6 +105,13 @@ class Execution:
     def amount(self) -> Decimal:
         return _decimal(self.amount_units, AMOUNT_SCALE)
 
+    @property
+    def exchange_key(self) -> tuple[int, str]:
+        """(``executed_at_ns``, ``match_number``): the order a client that sorts by the
+        message fields sees. Not generation order: one batch shares a clock reading, and a
+        stamp cut to fewer digits can read earlier than the execution before it."""
+        return self.executed_at_ns, self.match_number
+
 
 @dataclass(frozen=True, slots=True)
 class PriceTick:

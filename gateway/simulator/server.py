@@ -244,7 +244,8 @@ class Simulator:
     @property
     def sent_executions(self) -> list[Execution]:
         """Every execution ever generated, oldest first, starting with one initial execution
-        per market (what the first replay shows). Read-only: do not mutate."""
+        per market (what the first replay shows): ``executions()`` under its first name. Not
+        only those sent; an outage does not stop generation. Read-only: do not mutate."""
         return self.model.executions
 
     # -- generation control ----------------------------------------------------------------

@@ -274,3 +274,15 @@ async def test_halt_delist_and_list_markets() -> None:
                 mine = [m for m in seen if m["market"] == market]
                 assert mine[0]["type"] == "SNAPSHOT" and len(mine) > 1
                 assert sum(m["type"] == "SNAPSHOT" for m in mine) == 1
+
+
+def test_the_tape_per_market_and_exchange_order() -> None:
+    model = Simulator(fast(execution_ratio=0.5, timestamp_digits=None)).model
+    for step in range(2000):
+        model.step(1_700_000_000_000_000_000 + step * 1000)
+    tape = model.executions
+    for market in FEW:
+        assert list(model.executions_of(market)) == [e for e in tape if e.market == market]
+    # cut stamps and shared clock readings: exchange order is not generation order
+    assert sorted(tape, key=lambda e: e.exchange_key) != tape
+    assert len({e.match_number for e in tape}) == len(tape)
