@@ -28,7 +28,8 @@ from wsproto.utilities import LocalProtocolError
 
 from gateway.simulator import faults as faults_mod
 from gateway.simulator import formatting
-from gateway.simulator.config import SimulatorConfig
+from gateway.simulator.config import RestConfig, SimulatorConfig
+from gateway.simulator.faults import FaultConfig
 from gateway.simulator.framing import text_frame
 from gateway.simulator.markets import MarketSpec, resolve_markets
 from gateway.simulator.model import Execution, Feed, Level, MarketModel, PriceTick
@@ -140,8 +141,6 @@ class Simulator:
         config = config if config is not None else SimulatorConfig()
         config.check()
         self.config = config
-        self.faults = config.faults
-        """Mutable at runtime: every connection reads it per message."""
         self.model = MarketModel(
             resolve_markets(list(config.markets)),
             seed=config.seed,
@@ -180,8 +179,6 @@ class Simulator:
         self._refuse_status: int | None = None
         self._next_connect_slot = 0.0
         self._fault_rng = random.Random(f"paxos-sim-faults:{config.seed}")
-        self.rest = config.rest
-        """REST behaviour (``RestConfig``), mutable at runtime like ``faults``."""
         self._rest = RestServer(
             self.model, config.rest, config.faults, config.clock_ns, config.seed
         )
@@ -209,6 +206,17 @@ class Simulator:
         if self._url is None:
             raise RuntimeError("the simulator is not serving yet")
         return self._url
+
+    @property
+    def faults(self) -> FaultConfig:
+        """Mutable at runtime (change its fields; the object itself stays): every connection
+        reads it per message, the REST server per request."""
+        return self.config.faults
+
+    @property
+    def rest(self) -> RestConfig:
+        """REST behaviour, mutable at runtime like ``faults``: read per request."""
+        return self.config.rest
 
     @property
     def rest_url(self) -> str:

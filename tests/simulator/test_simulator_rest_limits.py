@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import functools
+import json
 
 import httpx
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from trio.testing import MockClock
 
-from gateway.simulator import FaultConfig
+from gateway.simulator import FaultConfig, MarketModel, rest
 from gateway.simulator.config import RestConfig
+from gateway.simulator.markets import resolve_markets
 from gateway.simulator.ratelimit import RateLimiter
 from tests.support.simulator_support import serving, unthrottled
 
@@ -19,6 +23,8 @@ fast = functools.partial(
     unthrottled, seed=3, markets=("BTCUSD",), levels=20, rest=RestConfig(rate_limit=0.0)
 )
 BURST_BOUND = 100  # a loop that never meets a 429 fails instead of running forever
+NOW_NS = 1_800_000_000 * 10**9
+MODEL = MarketModel(resolve_markets(["BTCUSD"]), seed=1, now_ns=NOW_NS, levels=5)
 
 
 def test_token_bucket_admits_the_burst_then_the_rate() -> None:
@@ -194,3 +200,23 @@ async def test_keep_alive_and_pipelined_requests() -> None:
             async with httpx.AsyncClient(base_url=sim.rest_url) as http:
                 for _ in range(5):
                     assert (await http.get("/markets")).status_code == 200
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    method=st.sampled_from(["GET", "POST", "HEAD", "PUT", "get", "X"]),
+    target=st.one_of(
+        st.text(max_size=60),
+        st.lists(
+            st.sampled_from(["v2", "markets", "BTCUSD", "ticker", "order-book", "", "..", "%41"]),
+            max_size=6,
+        ).map(lambda parts: "/" + "/".join(parts)),
+    ),
+)
+def test_any_request_gets_a_json_answer(method: str, target: str) -> None:
+    response = rest.respond(MODEL, method, target, now_ns=NOW_NS, settings=RestConfig())
+    assert response.status in (200, 404, 405)
+    body = json.loads(response.body)
+    if response.status != 200:
+        assert response.content_type == "application/problem+json"
+        assert body["status"] == response.status and body["instance"] == target.split("?")[0]
