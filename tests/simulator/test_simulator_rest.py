@@ -13,7 +13,7 @@ import httpx
 import pytest
 import trio
 
-from gateway.simulator import MarketSpec, Simulator
+from gateway.simulator import FaultConfig, MarketSpec, RestConfig, Simulator
 from tests.support.simulator_support import client, parse, serving, unthrottled
 
 FEW = ("BTCUSD", "ETHUSD")
@@ -286,3 +286,43 @@ def test_the_tape_per_market_and_exchange_order() -> None:
     # cut stamps and shared clock readings: exchange order is not generation order
     assert sorted(tape, key=lambda e: e.exchange_key) != tape
     assert len({e.match_number for e in tape}) == len(tape)
+
+
+async def test_a_naive_backfilling_client_can_get_every_execution() -> None:
+    """The shape of the gateway's later test: the feed drops often, the client backfills from
+    REST after every connect, and the union matches the truth, one entry per match_number."""
+    config = fast(
+        rate=2000.0,
+        execution_ratio=0.3,
+        faults=FaultConfig(drop_probability=0.03),
+        rest=RestConfig(rate_limit=0.0),
+    )
+    got: dict[str, tuple[Decimal, Decimal]] = {}
+    live: set[str] = set()
+
+    def keep(match_number: str, price: str, amount: str) -> None:
+        value = (Decimal(price), Decimal(amount))
+        assert got.setdefault(match_number, value) == value
+
+    async def backfill(http: httpx.AsyncClient) -> None:
+        for market in (await get_json(http, "/markets"))["markets"]:
+            path = f"/markets/{market['market']}/recent-executions"
+            for item in (await get_json(http, path))["items"]:
+                keep(item["match_number"], item["price"], item["amount"])
+
+    with trio.fail_after(60):
+        async with serving(config) as sim, rest_client(sim) as http:
+            for _ in range(10):
+                async with client(sim.url + "/executiondata") as ws:
+                    await backfill(http)  # what the last outage missed (live ones overlap)
+                    await ws.wait_closed()  # a random drop, sooner or later
+                for text in ws.messages:
+                    msg = parse(text)
+                    keep(msg["match_number"], msg["price"], msg["amount"])
+                    live.add(msg["match_number"])
+            sim.pause()
+            await backfill(http)
+            truth = sim.executions()
+            assert len(truth) > 200
+            assert got == {e.match_number: (e.price, e.amount) for e in truth}
+            assert live < set(got)  # ten outages: the feed alone missed some
