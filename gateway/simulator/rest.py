@@ -102,7 +102,7 @@ def problem(
     status: int, detail: str, instance: str, headers: tuple[tuple[str, str], ...] = ()
 ) -> Response:
     """An RFC 7807 problem document with Paxos's fields."""
-    title = HTTPStatus(status).phrase
+    title = phrase(status)
     body = {
         "type": PROBLEM_BASE + title.lower().replace(" ", "-"),
         "title": title,
@@ -111,6 +111,14 @@ def problem(
         "instance": instance,
     }
     return Response(status, _dump(body), PROBLEM_JSON, headers)
+
+
+def phrase(status: int) -> str:
+    """The status's reason phrase; "Error" for a code with none (a 599 fault, say)."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 def too_many_requests(instance: str, wait: float) -> Response:

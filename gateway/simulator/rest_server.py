@@ -20,7 +20,6 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Callable
-from http import HTTPStatus
 
 import h11
 import trio
@@ -37,7 +36,7 @@ _MAX_HEAD = 16 * 1024
 _MAX_BODY = 64 * 1024
 _IDLE_TIMEOUT = 30.0
 _RECEIVE = 8192  # below _MAX_HEAD: a head over the limit is never whole in one read
-_SERVER = b"paxos-gateway-simulator"
+_SERVER = "paxos-gateway-simulator"
 _LINGER_SECONDS = 2.0
 _LINGER_BYTES = 1024 * 1024
 
@@ -87,7 +86,7 @@ class RestServer:
                 if request is None:
                     return
                 response = await self._answer(client, request)
-                await self._send(conn, stream, response)
+                await self._send(conn, stream, response, body=request.method != b"HEAD")
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                     return  # "Connection: close" from either side, or HTTP/1.0
                 conn.start_next_cycle()
@@ -113,23 +112,32 @@ class RestServer:
         )
 
     async def _send(
-        self, conn: h11.Connection, stream: trio.SocketStream, response: rest.Response
+        self,
+        conn: h11.Connection,
+        stream: trio.SocketStream,
+        response: rest.Response,
+        *,
+        body: bool = True,
     ) -> None:
+        """Write ``response``; without ``body`` (a HEAD request) only its head, whose
+        Content-Length still says what a GET would have got."""
         self.responses[response.status] += 1
         headers = [
             ("Content-Type", response.content_type),
             ("Content-Length", str(len(response.body))),
-            ("Server", _SERVER.decode()),
+            ("Server", _SERVER),
             *response.headers,
         ]
         if conn.their_state is h11.ERROR or response.status in (413, 431):
             headers.append(("Connection", "close"))
         try:
-            head = h11.Response(
-                status_code=response.status, headers=headers, reason=_reason(response.status)
+            reason = rest.phrase(response.status).encode()
+            data = (
+                conn.send(h11.Response(status_code=response.status, headers=headers, reason=reason))
+                or b""
             )
-            data = conn.send(head)
-            data = (data or b"") + (conn.send(h11.Data(data=response.body)) or b"")
+            if body:
+                data += conn.send(h11.Data(data=response.body)) or b""
             data += conn.send(h11.EndOfMessage()) or b""
         except h11.LocalProtocolError:
             # e.g. a request so broken that h11 cannot even frame a response to it
@@ -176,13 +184,6 @@ async def _linger(stream: trio.SocketStream) -> None:
             if not data:
                 return
             received += len(data)
-
-
-def _reason(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b""
 
 
 def _client_address(stream: trio.SocketStream) -> str:

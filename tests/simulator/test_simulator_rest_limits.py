@@ -126,6 +126,9 @@ async def test_server_errors_on_switch() -> None:
             sim.faults.rest_error_probability = 0.3
             statuses = [(await http.get("/markets")).status_code for _ in range(9)]
             assert set(statuses) <= {200, 502}
+            sim.faults.rest_error_status = 599  # no reason phrase: still an answer
+            sim.faults.rest_error_probability = 1.0
+            assert (await http.get("/markets")).json()["title"] == "Error"
             sim.faults.rest_error_probability = 0.0
             assert (await http.get("/markets")).status_code == 200
             with pytest.raises(ValueError, match="5xx"):
@@ -194,9 +197,13 @@ async def test_keep_alive_and_pipelined_requests() -> None:
     with trio.fail_after(10):
         async with serving(fast(), paused=True) as sim:
             one = b"GET /v2/markets HTTP/1.1\r\nHost: x\r\n\r\n"
+            head = b"HEAD /v2/markets HTTP/1.1\r\nHost: x\r\n\r\n"
             last = b"GET /v2/markets/BTCUSD/ticker HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            answer = await raw_exchange(sim.rest_url, one * 3 + last)
+            answer = await raw_exchange(sim.rest_url, one * 2 + head + one + last)
             assert answer.count(b"HTTP/1.1 200 OK") == 4
+            # HEAD: the head of the 405 alone, and the connection goes on
+            assert answer.count(b"HTTP/1.1 405 Method Not Allowed") == 1
+            assert answer.count(b'"title":"Method Not Allowed"') == 0
             async with httpx.AsyncClient(base_url=sim.rest_url) as http:
                 for _ in range(5):
                     assert (await http.get("/markets")).status_code == 200
