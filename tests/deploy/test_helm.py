@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,8 @@ import jsonschema
 import pytest
 import yaml
 
+from gateway.io import server as server_mod
+from gateway.io import upstream as upstream_mod
 from tests.deploy.test_dockerfile import exec_form, final_stage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,7 +84,25 @@ EVERYTHING_ON: dict[str, Any] = {
     "podAnnotations": {"example.com/team": "market-data"},
     "podLabels": {"tier": "edge"},
     "commonLabels": {"cost-center": "md"},
-    "extraEnv": [{"name": "PAXOS_GATEWAY__SERVER__MAX_SUBSCRIBERS", "value": "500"}],
+    "extraEnv": [
+        {"name": "PAXOS_GATEWAY__SERVER__MAX_SUBSCRIBERS", "value": "500"},
+        {
+            "name": "PAXOS_GATEWAY__UPSTREAM__BASE_URL",
+            "valueFrom": {"secretKeyRef": {"name": "gateway-upstream", "key": "base_url"}},
+        },
+    ],
+    "envFrom": [
+        {"configMapRef": {"name": "gateway-overrides"}},
+        {"secretRef": {"name": "gateway-secrets", "optional": True}, "prefix": "EXTRA_"},
+    ],
+    "extraVolumes": [
+        {"name": "ca-bundle", "configMap": {"name": "corporate-ca"}},
+        {"name": "scratch", "emptyDir": {"sizeLimit": "16Mi"}},
+    ],
+    "extraVolumeMounts": [
+        {"name": "ca-bundle", "mountPath": "/etc/ssl/corporate", "readOnly": True},
+        {"name": "scratch", "mountPath": "/var/scratch"},
+    ],
     "priorityClassName": "high",
     "tolerations": [
         {"key": "dedicated", "operator": "Equal", "value": "md", "effect": "NoSchedule"}
@@ -250,6 +271,28 @@ BAD_VALUES = [
     pytest.param(
         {"securityContext": {"runAsNonRoot": False}}, "/securityContext/runAsNonRoot", id="root"
     ),
+    pytest.param({"envFrom": [{"name": "x"}]}, "/envFrom/0", id="envfrom-shape"),
+    pytest.param(
+        {"extraVolumes": [{"name": "config", "emptyDir": {}}]},
+        "/extraVolumes/0/name",
+        id="extra-volume-reserved-name",
+    ),
+    pytest.param(
+        {"extraVolumeMounts": [{"name": "x"}]}, "/extraVolumeMounts/0", id="mount-without-path"
+    ),
+    pytest.param(
+        {"extraEnv": [{"name": "A", "value": "1", "valueFrom": {"fieldRef": {}}}]},
+        "/extraEnv/0",
+        id="env-value-and-valuefrom",
+    ),
+    pytest.param(
+        {"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone"}]},
+        "/topologySpreadConstraints/0",
+        id="spread-incomplete",
+    ),
+    pytest.param(
+        {"lifecycle": {"preStopSleepSeconds": -1}}, "/lifecycle/preStopSleepSeconds", id="prestop"
+    ),
 ]
 
 
@@ -258,6 +301,38 @@ def test_schema_rejects_bad_values(chart: Any, values: dict[str, Any], message: 
     with pytest.raises(helm.HelmValuesError) as caught:
         chart.render(values, name=RELEASE, namespace=NAMESPACE)
     assert message in str(caught.value)
+
+
+TEMPLATE_FAILURES = [
+    pytest.param(
+        {"extraVolumeMounts": [{"name": "x", "mountPath": "/etc/paxos-gateway/"}]},
+        "extraVolumeMounts: /etc/paxos-gateway/ is where the chart mounts its own volume",
+        id="mount-over-config",
+    ),
+    pytest.param(
+        {"extraVolumeMounts": [{"name": "x", "mountPath": "/tmp"}]},
+        "extraVolumeMounts: /tmp is where the chart mounts",
+        id="mount-over-tmp",
+    ),
+    pytest.param(
+        {"extraEnv": [{"name": "PAXOS_GATEWAY__SHUTDOWN__DRAIN_TIMEOUT", "value": "300"}]},
+        "extraEnv: set PAXOS_GATEWAY__SHUTDOWN__DRAIN_TIMEOUT through config",
+        id="drain-by-env",
+    ),
+    pytest.param(
+        {"extraEnv": [{"name": "paxos_gateway__server__port", "value": "1"}]},
+        "extraEnv: set paxos_gateway__server__port through config",
+        id="port-by-env",
+    ),
+]
+
+
+@pytest.mark.parametrize(("values", "message"), TEMPLATE_FAILURES)
+def test_templates_reject_what_would_break_the_pod(
+    chart: Any, values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
 
 
 def test_hpa_bounds_are_checked(chart: Any) -> None:
@@ -441,8 +516,9 @@ def test_security_context(chart: Any) -> None:
 @pytest.mark.parametrize(
     ("values", "drain", "pre_stop"),
     [
-        ({}, 10.0, 0),
-        ({"config": {"shutdown": {"drain_timeout": 45.5}}}, 45.5, 0),
+        ({}, 10.0, 5),
+        ({"config": {"shutdown": {"drain_timeout": 45.5}}}, 45.5, 5),
+        ({"lifecycle": {"preStopSleepSeconds": 0}}, 10.0, 0),
         (
             {
                 "config": {"shutdown": {"drain_timeout": 30}},
@@ -461,12 +537,59 @@ def test_termination_grace_covers_the_drain(
     assert gateway_toml(manifests)["shutdown"]["drain_timeout"] == drain
     grace = pod["terminationGracePeriodSeconds"]
     assert isinstance(grace, int)
-    assert grace > pre_stop + drain
+    # After SIGTERM the gateway drains for up to drain_timeout, then gives lagging subscribers
+    # CLOSE_TIMEOUT + 1 s to close and the upstream connections their close timeout; the grace
+    # period (which starts before the preStop hook) must cover all of it and the exit.
+    bound = pre_stop + drain + server_mod.CLOSE_TIMEOUT + 1 + upstream_mod.DEFAULT_CLOSE_TIMEOUT
+    assert grace >= bound + 1
+    assert grace <= bound + 10  # and not so long that a stuck pod blocks a rollout for minutes
     lifecycle = container(manifests).get("lifecycle")
     if pre_stop:
         assert lifecycle == {"preStop": {"sleep": {"seconds": pre_stop}}}
     else:
         assert lifecycle is None
+
+
+def test_default_grace_period_is_prestop_drain_close_and_margin(chart: Any) -> None:
+    pod = one(render(chart), "Deployment")["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 5 + 10 + 8 + 2
+    assert container(render(chart))["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+
+
+def test_replicas_spread_over_nodes_by_default(chart: Any) -> None:
+    manifests = render(chart)
+    pod = one(manifests, "Deployment")["spec"]["template"]
+    (constraint,) = pod["spec"]["topologySpreadConstraints"]
+    assert constraint["topologyKey"] == "kubernetes.io/hostname"
+    assert constraint["whenUnsatisfiable"] == "ScheduleAnyway"  # a single node still runs both
+    assert constraint["matchLabelKeys"] == ["pod-template-hash"]
+    selector = constraint["labelSelector"]["matchLabels"]
+    assert selector == one(manifests, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= pod["metadata"]["labels"].items()
+    # A list replaces the default and keeps its own selector; [] turns spreading off.
+    zone = EVERYTHING_ON["topologySpreadConstraints"]
+    on = one(render(chart, EVERYTHING_ON), "Deployment")["spec"]["template"]["spec"]
+    assert on["topologySpreadConstraints"] == zone
+    off = one(render(chart, {"topologySpreadConstraints": []}), "Deployment")
+    assert "topologySpreadConstraints" not in off["spec"]["template"]["spec"]
+
+
+def test_extra_env_envfrom_volumes_and_mounts(chart: Any) -> None:
+    manifests = render(chart, EVERYTHING_ON)
+    gateway = container(manifests)
+    pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
+    assert gateway["env"] == EVERYTHING_ON["extraEnv"]
+    assert gateway["envFrom"] == EVERYTHING_ON["envFrom"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert {"config", "tmp", "ca-bundle", "scratch"} <= set(volumes)
+    assert volumes["ca-bundle"] == EVERYTHING_ON["extraVolumes"][0]
+    mounts = {m["name"]: m for m in gateway["volumeMounts"]}
+    assert {"config", "tmp", "ca-bundle", "scratch"} <= set(mounts)
+    assert mounts["ca-bundle"] == EVERYTHING_ON["extraVolumeMounts"][0]
+    # Every mount names a volume of the pod.
+    assert set(mounts) <= set(volumes)
+    defaults = container(render(chart))
+    assert "env" not in defaults and "envFrom" not in defaults
 
 
 def test_resources_are_set(chart: Any) -> None:
