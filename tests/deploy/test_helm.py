@@ -26,6 +26,10 @@ CHART_DIR = ROOT / "helm" / "paxos-gateway"
 SERVICEMONITOR_SCHEMA = (
     Path(__file__).resolve().parent / "k8s_schemas" / "servicemonitor-monitoring.coreos.com-v1.json"
 )
+PROMETHEUSRULE_SCHEMA = (
+    Path(__file__).resolve().parent / "k8s_schemas" / "prometheusrule-monitoring.coreos.com-v1.json"
+)
+CRD_SCHEMAS = {"ServiceMonitor": SERVICEMONITOR_SCHEMA, "PrometheusRule": PROMETHEUSRULE_SCHEMA}
 RELEASE, NAMESPACE = "gw", "marketdata"
 FULLNAME = f"{RELEASE}-paxos-gateway"
 
@@ -60,6 +64,11 @@ EVERYTHING_ON: dict[str, Any] = {
     },
     "metrics": {
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+    },
+    "prometheusRule": {
+        "enabled": True,
+        "labels": {"release": "prometheus"},
+        "runbookBaseUrl": "https://github.com/example/paxos-gateway/blob/main/docs/operations.md",
     },
     "networkPolicy": {
         "enabled": True,
@@ -201,6 +210,7 @@ def test_everything_on_renders_every_optional_object(chart: Any) -> None:
         "HorizontalPodAutoscaler",
         "NetworkPolicy",
         "PodDisruptionBudget",
+        "PrometheusRule",
         "Service",
         "ServiceAccount",
         "ServiceMonitor",
@@ -226,8 +236,11 @@ def test_lint_reports_bad_values() -> None:
 def test_every_manifest_validates_strictly(chart: Any, scenario: str, kube_version: str) -> None:
     manifests = render(chart, SCENARIOS[scenario])
     for manifest in manifests:
-        if manifest["kind"] == "ServiceMonitor":
-            continue  # a CRD: kubernetes-validate has no schema for it, see below
+        if manifest["kind"] in CRD_SCHEMAS:
+            # A CRD: kubernetes-validate has no schema for it; the CRD's own, kept as data.
+            schema = json.loads(CRD_SCHEMAS[manifest["kind"]].read_text())
+            jsonschema.Draft202012Validator(schema).validate(manifest)
+            continue
         # Raises ValidationError (or SchemaNotFoundError for an unknown kind/apiVersion).
         kubernetes_validate.validate(manifest, kube_version, strict=True)
 
@@ -615,9 +628,25 @@ def test_selectors_match_the_pods(chart: Any) -> None:
 
 
 def test_service_ports(chart: Any) -> None:
-    service = one(render(chart), "Service")
+    manifests = render(chart)
+    service = one(manifests, "Service")
     ports = {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]}
-    assert ports == {"ws": (8765, "ws"), "metrics": (9108, "metrics")}
+    assert ports == {"ws": (8765, "ws")}
+    metrics = one(manifests, "Service", f"{FULLNAME}-metrics")
+    ports = {p["name"]: (p["port"], p["targetPort"]) for p in metrics["spec"]["ports"]}
+    assert ports == {"metrics": (9108, "metrics")}
+    assert metrics["spec"]["selector"] == service["spec"]["selector"]
+
+
+def test_the_ops_port_is_never_exposed_outside_the_cluster(chart: Any) -> None:
+    # A LoadBalancer or NodePort for subscribers carries the subscriber port only; the ops
+    # port (/metrics, /readyz) stays on a ClusterIP Service.
+    for service_type in ("LoadBalancer", "NodePort"):
+        manifests = render(chart, {"service": {"type": service_type}})
+        services = {m["metadata"]["name"]: m["spec"] for m in manifests if m["kind"] == "Service"}
+        assert services[FULLNAME]["type"] == service_type
+        assert [p["name"] for p in services[FULLNAME]["ports"]] == ["ws"]
+        assert services[f"{FULLNAME}-metrics"]["type"] == "ClusterIP"
 
 
 def test_pdb_defaults_and_override(chart: Any) -> None:
@@ -660,11 +689,19 @@ def test_scrape_annotations_unless_a_servicemonitor(chart: Any) -> None:
 def test_servicemonitor_targets_the_metrics_port(chart: Any) -> None:
     manifests = render(chart, EVERYTHING_ON)
     monitor = one(manifests, "ServiceMonitor")
-    service = one(manifests, "Service")
+    service = one(manifests, "Service", f"{FULLNAME}-metrics")
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     assert (
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     )
+    # Only the metrics Service: the subscriber Service has no metrics port.
+    selected = [
+        m["metadata"]["name"]
+        for m in manifests
+        if m["kind"] == "Service"
+        and monitor["spec"]["selector"]["matchLabels"].items() <= m["metadata"]["labels"].items()
+    ]
+    assert selected == [f"{FULLNAME}-metrics"]
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["path"] == "/metrics"

@@ -199,3 +199,11 @@ feeds:
 {{- end }}
 {{- end }}
 {{ end }}
+
+{{/*
+The ClusterIP Service of the ops port (/metrics, /healthz, /readyz), apart from the subscriber
+Service so that a LoadBalancer or NodePort for subscribers never exposes it.
+*/}}
+{{- define "paxos-gateway.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "paxos-gateway.fullname" . | trunc 55 | trimSuffix "-") -}}
+{{- end }}
