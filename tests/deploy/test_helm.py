@@ -196,6 +196,7 @@ def test_default_render_has_the_core_objects(chart: Any) -> None:
     assert kinds(render(chart)) == {
         "ConfigMap",
         "Deployment",
+        "NetworkPolicy",
         "PodDisruptionBudget",
         "Service",
         "ServiceAccount",
@@ -277,9 +278,14 @@ BAD_VALUES = [
     ),
     pytest.param({"config": {"log": {"format": "xml"}}}, "/config/log/format", id="log-format"),
     pytest.param(
-        {"networkPolicy": {"enabled": True}},
-        "/networkPolicy/subscriberNamespaceSelectors",
-        id="netpol-without-namespaces",
+        {"networkPolicy": {"subscriberNamespaceSelectors": [{}]}},
+        "/networkPolicy/subscriberNamespaceSelectors/0",
+        id="netpol-empty-selector",
+    ),
+    pytest.param(
+        {"networkPolicy": {"metricsNamespaceSelectors": [{"namespace": "monitoring"}]}},
+        "/networkPolicy/metricsNamespaceSelectors/0",
+        id="netpol-selector-shape",
     ),
     pytest.param(
         {"securityContext": {"runAsNonRoot": False}}, "/securityContext/runAsNonRoot", id="root"
@@ -724,6 +730,23 @@ def test_network_policy_admits_subscribers_only_from_selected_namespaces(chart: 
     # No pod selector inside a peer: a namespaceSelector alone admits the whole namespace and
     # nothing else.
     assert all(set(peer) == {"namespaceSelector"} for peer in rules[("ws",)]["from"])
+
+
+def test_network_policy_by_default(chart: Any) -> None:
+    # On by default: the subscriber port open to any source (a LoadBalancer's clients
+    # included), the ops port to pods of any namespace but not from outside the cluster.
+    manifests = render(chart)
+    policy = one(manifests, "NetworkPolicy")["spec"]
+    assert policy["policyTypes"] == ["Ingress"]
+    rules = {tuple(p["port"] for p in rule["ports"]): rule for rule in policy["ingress"]}
+    assert set(rules) == {("ws",), ("metrics",)}
+    assert "from" not in rules[("ws",)]
+    assert rules[("metrics",)]["from"] == [{"namespaceSelector": {}}]
+    # The rules name the container's ports (and so follow config.server.port/metrics.port).
+    names = {p["name"] for p in container(manifests)["ports"]}
+    assert {"ws", "metrics"} == names
+    off = render(chart, {"networkPolicy": {"enabled": False}})
+    assert "NetworkPolicy" not in kinds(off)
 
 
 def test_dashboard_configmap_ships_the_dashboard(chart: Any) -> None:
