@@ -78,8 +78,8 @@ app.kubernetes.io/component: gateway
 
 {{/*
 What the gateway may still take after the drain: 6 s to close the subscribers that have not
-finished (gateway/server.py CLOSE_TIMEOUT + 1), then 2 s to close the upstream connections
-(gateway/upstream.py DEFAULT_CLOSE_TIMEOUT, the feeds in parallel).
+finished (gateway/io/server.py CLOSE_TIMEOUT + 1), then 2 s to close the upstream connections
+(gateway/io/upstream.py DEFAULT_CLOSE_TIMEOUT, the feeds in parallel).
 */}}
 {{- define "paxos-gateway.closeSeconds" -}}8{{- end }}
 

@@ -1,7 +1,7 @@
 """The chart's alerting rules (templates/prometheusrule.yaml), checked by the real promtool:
 `promtool check rules` on every rendering, `promtool test rules` with the input series of
-tests/promtool/alerts.test.yaml (each alert firing and staying silent). The rendered
-PrometheusRule validates against the CRD's schema (tests/k8s_schemas), every alert links to a
+tests/deploy/promtool/alerts.test.yaml (each alert firing and staying silent). The rendered
+PrometheusRule validates against the CRD's schema (tests/deploy/k8s_schemas), every alert links to a
 section of the runbook (docs/operations.md), and every metric the rules query is one a running
 gateway really exposes.
 
@@ -27,17 +27,17 @@ import trio
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.test_dashboard import _scrape_after_traffic, metric_names
-from tests.test_helm import CHART_DIR, FULLNAME, NAMESPACE, RELEASE, helm, one, render
+from tests.deploy.test_dashboard import _scrape_after_traffic, metric_names
+from tests.deploy.test_helm import CHART_DIR, FULLNAME, NAMESPACE, RELEASE, helm, one, render
 
 TESTS = Path(__file__).resolve().parent
-ROOT = TESTS.parent
+ROOT = TESTS.parents[1]
 RULE_SCHEMA = TESTS / "k8s_schemas" / "prometheusrule-monitoring.coreos.com-v1.json"
 PROMTOOL_TESTS = TESTS / "promtool" / "alerts.test.yaml"
 RUNBOOK = ROOT / "docs" / "operations.md"
 RUNBOOK_URL = "https://runbooks.example/operations.md"
 
-# What tests/promtool/alerts.test.yaml was written against.
+# What tests/deploy/promtool/alerts.test.yaml was written against.
 ALERTING: dict[str, Any] = {
     "prometheusRule": {"enabled": True, "runbookBaseUrl": RUNBOOK_URL},
     "metrics": {"serviceMonitor": {"enabled": True}},
