@@ -238,6 +238,8 @@ class Client:
         try:
             transport = await self._connector(self.url, self._headers)
         except ConnectError as exc:
+            if self._closing:
+                return  # closed by another task while this one was connecting
             self._failed_attempts += 1
             gave_up = (
                 exc.fatal

@@ -27,13 +27,15 @@ from gateway.backoff import Backoff
 from gateway.client.codec import ClientEncoding
 from gateway.client.driver import Client, ConnectError, TransportClosed
 
-__all__ = ["open_client"]
+__all__ = ["TrioTransport", "open_client"]
 
 MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
 CLOSE_TIMEOUT: Final = 5.0
 
 
-class _TrioTransport:
+class TrioTransport:
+    """A ``trio-websocket`` connection as the client's ``Transport`` (for custom connectors)."""
+
     __slots__ = ("_ws",)
 
     def __init__(self, ws: WebSocketConnection) -> None:
@@ -63,6 +65,10 @@ class _TrioTransport:
     async def abort(self) -> None:
         with trio.CancelScope(shield=True):
             await trio.aclose_forcefully(self._ws._stream)
+            # trio-websocket's reader task may be blocked handing a message to a queue nobody
+            # reads any more; closing the queue's receiving end lets it finish (its own aclose
+            # does the same), or the nursery would wait for it forever.
+            await self._ws._recv_channel.aclose()
 
 
 def _closed(exc: ConnectionClosed) -> TransportClosed:
@@ -88,7 +94,7 @@ async def open_client(
     """A client for the gateway at ``url``; closed (1000) when the block ends."""
     async with trio.open_nursery() as nursery:
 
-        async def open_connection(target: str, headers: list[tuple[str, str]]) -> _TrioTransport:
+        async def open_connection(target: str, headers: list[tuple[str, str]]) -> TrioTransport:
             raw = [(k.encode(), v.encode()) for k, v in headers]
             try:
                 with trio.fail_after(connect_timeout):
@@ -105,7 +111,9 @@ async def open_client(
                 raise ConnectError(f"{target}: {exc or type(exc).__name__}") from None
             except ValueError as exc:  # a malformed URL
                 raise ConnectError(f"{target}: {exc}", status=400) from None
-            return _TrioTransport(ws)
+            except RuntimeError as exc:  # the block is ending: its nursery takes no new reader
+                raise ConnectError(f"{target}: client closed ({exc})") from None
+            return TrioTransport(ws)
 
         client = Client(
             url,
