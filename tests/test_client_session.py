@@ -20,6 +20,7 @@ from gateway.client import (
     Gap,
     ProtocolProblem,
     RecordReceived,
+    RequestRefused,
     Resumed,
     ResumeFailed,
     Snapshot,
@@ -363,5 +364,7 @@ def test_subscribe_and_unsubscribe_while_connected() -> None:
         ("subscribe", ["price.*"]), ("unsubscribe", ["trades.BTCUSD"]),
     ]  # fmt: skip
     assert session.subscriptions == ["price.*"]
-    with pytest.raises(ValueError, match="bad stream name"):
-        session.subscribe(["nope"])
+    session.subscribe(["nope"])  # the gateway is the judge: its refusal says what is wrong
+    assert sent(session)[0]["streams"] == ["nope"]
+    (refused,) = session.receive('{"type":"error","id":"s4","code":"bad_stream","message":"m"}')
+    assert refused == RequestRefused("s4", "bad_stream", "m")

@@ -104,8 +104,8 @@ class ClientSession:
         encoding: ClientEncoding = "json",
         keep_books: bool = True,
     ) -> None:
-        """``streams``: names and patterns (``book.BTCUSD``, ``trades.*``); a malformed one
-        raises ``ValueError`` here rather than being refused by the gateway later."""
+        """``streams``: names and patterns (``book.BTCUSD``, ``trades.*``). A malformed one is
+        sent anyway: the gateway's refusal (a ``RequestRefused`` event) says precisely why."""
         if encoding not in ("json", "msgpack"):
             raise ValueError(f"encoding must be json or msgpack, not {encoding!r}")
         self.encoding: ClientEncoding = encoding
@@ -116,7 +116,7 @@ class ClientSession:
         """The epoch of the gateway last connected to (from its ``hello``)."""
         self.reconnect_wanted = False
         """Set when only a new connection can repair a stream; a driver then reconnects."""
-        self._names: dict[str, StreamName] = {}
+        self._names: dict[str, StreamName | None] = {}  # None: not a well-formed name
         self._streams: dict[str, _Stream] = {}
         self._outgoing: list[str] = []
         self._next_id = 0
@@ -245,7 +245,7 @@ class ClientSession:
         return self._subscribe(list(self._names)) if self._names else None
 
     def _subscribe(self, names: list[str], only: Iterable[str] | None = None) -> str:
-        patterns = [self._names.get(n) or _parse(n) for n in names]
+        patterns = [p for n in names if (p := self._names.get(n) or _parse(n)) is not None]
         candidates = self._streams.values() if only is None else self._held(only)
         resume: dict[str, tuple[Epoch, int]] = {}
         for st in candidates:
@@ -395,7 +395,7 @@ class ClientSession:
         st.held_status = None
         if not self.connected:
             return  # the next connection subscribes it afresh (broken streams are not resumed)
-        covering = [n for n, p in self._names.items() if p.matches(st.name)]
+        covering = [n for n, p in self._names.items() if p is not None and p.matches(st.name)]
         in_repair = {n for names in self._repairs.values() for n in names}
         if not covering or in_repair.intersection(covering):
             # Subscribed by a shortcut path, or already being resubscribed: only a new
@@ -493,8 +493,8 @@ class ClientSession:
         events.append(ev.ProtocolProblem(detail))
 
 
-def _parse(name: str) -> StreamName:
+def _parse(name: str) -> StreamName | None:
     try:
         return parse_stream(name)
-    except ValueError as exc:
-        raise ValueError(f"bad stream name or pattern {name!r}: {exc}") from None
+    except ValueError:
+        return None

@@ -4,8 +4,8 @@
         async for event in client:
             ...
 
-The connection's reader task lives in a nursery owned by ``open_client``: nothing outlives
-the ``async with`` block.
+Each connection (and trio-websocket's reader task for it) lives in a task of a nursery owned
+by ``open_client``: nothing outlives the ``async with`` block.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ import trio
 from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,
+    ConnectionTimeout,
     HandshakeError,
     WebSocketConnection,
-    connect_websocket_url,
+    open_websocket_url,
 )
 
 from gateway.backoff import Backoff
@@ -34,23 +35,27 @@ CLOSE_TIMEOUT: Final = 5.0
 
 
 class TrioTransport:
-    """A ``trio-websocket`` connection as the client's ``Transport`` (for custom connectors)."""
+    """A ``trio-websocket`` connection as the client's ``Transport`` (for custom connectors).
+    ``finished`` is set once the connection is over, whoever ended it."""
 
-    __slots__ = ("_ws",)
+    __slots__ = ("_ws", "finished")
 
     def __init__(self, ws: WebSocketConnection) -> None:
         self._ws = ws
+        self.finished = trio.Event()
 
     async def send(self, data: str) -> None:
         try:
             await self._ws.send_message(data)
         except ConnectionClosed as exc:
+            self.finished.set()
             raise _closed(exc) from None
 
     async def receive(self) -> bytes | str:
         try:
             message: bytes | str = await self._ws.get_message()
         except ConnectionClosed as exc:
+            self.finished.set()
             raise _closed(exc) from None
         return message
 
@@ -61,6 +66,7 @@ class TrioTransport:
             await self._ws.aclose(code, reason)
         if scope.cancelled_caught:
             await self.abort()
+        self.finished.set()
 
     async def abort(self) -> None:
         with trio.CancelScope(shield=True):
@@ -69,6 +75,7 @@ class TrioTransport:
             # reads any more; closing the queue's receiving end lets it finish (its own aclose
             # does the same), or the nursery would wait for it forever.
             await self._ws._recv_channel.aclose()
+        self.finished.set()
 
 
 def _closed(exc: ConnectionClosed) -> TransportClosed:
@@ -76,6 +83,30 @@ def _closed(exc: ConnectionClosed) -> TransportClosed:
     if reason is None or reason.code == 1006:
         return TransportClosed(None, "connection lost without a closing handshake")
     return TransportClosed(reason.code, reason.reason or "")
+
+
+async def _hold_connection(
+    target: str,
+    headers: list[tuple[bytes, bytes]],
+    connect_timeout: float,
+    *,
+    task_status: trio.TaskStatus[TrioTransport],
+) -> None:
+    """One connection in a task of its own, with trio-websocket's own nursery for its reader:
+    a refused handshake raises here, to the caller of ``start``, never into the client's
+    nursery; the task ends when the connection does."""
+    transport: TrioTransport | None = None
+    try:
+        async with open_websocket_url(
+            target, extra_headers=headers, max_message_size=MAX_MESSAGE_BYTES,
+            connect_timeout=connect_timeout, disconnect_timeout=CLOSE_TIMEOUT,
+        ) as ws:  # fmt: skip
+            transport = TrioTransport(ws)
+            task_status.started(transport)
+            await transport.finished.wait()
+    except (ConnectionClosed, OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+        if transport is None:
+            raise  # a failed connect: ``start`` reports it
 
 
 @asynccontextmanager
@@ -91,29 +122,56 @@ async def open_client(
     backoff: Backoff | None = None,
     connect_timeout: float = 10.0,
 ) -> AsyncIterator[Client]:
-    """A client for the gateway at ``url``; closed (1000) when the block ends."""
+    """A client for the gateway at ``url``; closed (1000) when the block ends.
+
+    Errors leave the block as themselves (a ``ConnectError``, the block's own exception), not
+    wrapped in the nursery's exception group, unless there really are several."""
+    try:
+        async with _client_in_nursery(
+            url, streams, token=token, encoding=encoding, keep_books=keep_books,
+            reconnect=reconnect, max_attempts=max_attempts, backoff=backoff,
+            connect_timeout=connect_timeout,
+        ) as client:  # fmt: skip
+            yield client
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1 and not isinstance(group.exceptions[0], BaseExceptionGroup):
+            raise group.exceptions[0] from None
+        raise
+
+
+@asynccontextmanager
+async def _client_in_nursery(
+    url: str,
+    streams: Iterable[str],
+    *,
+    token: str | None,
+    encoding: ClientEncoding,
+    keep_books: bool,
+    reconnect: bool,
+    max_attempts: int | None,
+    backoff: Backoff | None,
+    connect_timeout: float,
+) -> AsyncIterator[Client]:
     async with trio.open_nursery() as nursery:
 
         async def open_connection(target: str, headers: list[tuple[str, str]]) -> TrioTransport:
             raw = [(k.encode(), v.encode()) for k, v in headers]
             try:
-                with trio.fail_after(connect_timeout):
-                    ws = await connect_websocket_url(
-                        nursery, target, extra_headers=raw, max_message_size=MAX_MESSAGE_BYTES
-                    )
+                transport: TrioTransport = await nursery.start(
+                    _hold_connection, target, raw, connect_timeout
+                )
             except ConnectionRejected as exc:
-                raise ConnectError(
-                    f"{target}: HTTP {exc.status_code}", status=exc.status_code
-                ) from None
-            except trio.TooSlowError:
+                status = exc.status_code
+                raise ConnectError(f"{target}: HTTP {status}", status=status) from None
+            except ConnectionTimeout:
                 raise ConnectError(f"{target}: no answer within {connect_timeout} s") from None
-            except (OSError, HandshakeError) as exc:
+            except (OSError, HandshakeError, ConnectionClosed) as exc:
                 raise ConnectError(f"{target}: {exc or type(exc).__name__}") from None
             except ValueError as exc:  # a malformed URL
                 raise ConnectError(f"{target}: {exc}", status=400) from None
-            except RuntimeError as exc:  # the block is ending: its nursery takes no new reader
+            except RuntimeError as exc:  # the block is ending: its nursery takes no new task
                 raise ConnectError(f"{target}: client closed ({exc})") from None
-            return TrioTransport(ws)
+            return transport
 
         client = Client(
             url,
