@@ -5,6 +5,9 @@ Every record that arrives in order is a ``RecordReceived``; book records are fol
 consumer matches only what it cares about. Problems are events too (``Gap``, ``Duplicate``,
 ``EpochMismatch``, ``ProtocolProblem``): nothing the gateway sends can pass unnoticed, and
 nothing it sends can crash the client.
+
+Events are plain slotted dataclasses, not frozen ones: a frozen dataclass costs twice as much
+to create, and the client creates one or two per record.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Connected:
     """The gateway's ``hello``. ``epoch_changed``: a different gateway process than the one of
     the previous connection (a restart); the resumes it answers will fail with
@@ -48,7 +51,7 @@ class Connected:
     epoch_changed: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SubscriptionChanged:
     """A ``subscribed`` or ``unsubscribed`` answer (``id`` None: a pattern matched a new
     stream)."""
@@ -56,7 +59,7 @@ class SubscriptionChanged:
     answer: Subscribed | Unsubscribed
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Resumed:
     """The gateway replays ``from_seq``..``to_seq`` of ``stream``: nothing was lost."""
 
@@ -65,7 +68,7 @@ class Resumed:
     to_seq: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResumeFailed:
     """The gateway could not replay ``stream`` from where the client was; the stream restarts
     from its current state at ``seq`` (a book from a fresh snapshot, which follows). Records
@@ -79,14 +82,14 @@ class ResumeFailed:
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RecordReceived:
     """A record, in order, never twice."""
 
     record: Record
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BookChanged:
     """``book`` (of stream ``stream``) now reflects ``record``, a snapshot or an update."""
 
@@ -95,7 +98,7 @@ class BookChanged:
     record: Record
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Snapshot:
     """``stream``'s book was replaced; ``reason`` says why (``initial``, ``subscribe``,
     ``reconnect``, ``crossed``, ``conflation``, ``resume_failed``)."""
@@ -106,7 +109,7 @@ class Snapshot:
     record: BookSnapshot
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StatusChanged:
     """The upstream feed of ``stream`` changed state (``connected``, ``disconnected``,
     ``resyncing``, ``resynced``)."""
@@ -115,7 +118,7 @@ class StatusChanged:
     record: Status
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Gap:
     """Records ``expected``..``got - 1`` of ``stream`` never arrived. The client drops the
     stream's records and resubscribes it for a fresh state (a snapshot for a book)."""
@@ -125,7 +128,7 @@ class Gap:
     got: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Duplicate:
     """A record at or before the stream's position arrived again; it was dropped."""
 
@@ -134,7 +137,7 @@ class Duplicate:
     got: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EpochMismatch:
     """A record of another gateway epoch arrived in the middle of a stream; the client
     resubscribes the stream as for a gap."""
@@ -144,7 +147,7 @@ class EpochMismatch:
     got: Epoch
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestRefused:
     """An ``error`` answer: the request (``id``) changed nothing."""
 
@@ -153,17 +156,17 @@ class RequestRefused:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PongReceived:
     id: int | str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StreamsListed:
     answer: StreamList
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ProtocolProblem:
     """Something the gateway sent that the client could not use (undecodable, an unknown
     message type, a book update that does not apply); ``detail`` says what."""
@@ -171,7 +174,7 @@ class ProtocolProblem:
     detail: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Disconnected:
     """The connection ended (``code`` None: no closing handshake). The client reconnects
     unless it was closed or reconnecting is off; positions and books are kept for the resume."""
@@ -180,7 +183,7 @@ class Disconnected:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reconnecting:
     """The next connection attempt starts after ``delay`` seconds (``attempt`` 1, 2, ...)."""
 
@@ -189,7 +192,7 @@ class Reconnecting:
     error: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Closed:
     """The client is done: closed by the consumer, or the connection ended and reconnecting
     is off or gave up. No event follows."""

@@ -324,10 +324,8 @@ class ClientSession:
         st.last_seq = rec.seq
         st.expected = rec.seq + 1
         self.stats.records += 1
-        kind = type(rec)
         book = st.book
-        if kind is BookUpdate:
-            assert isinstance(rec, BookUpdate)
+        if isinstance(rec, BookUpdate):
             if book is not None:
                 if not st.book_valid:
                     self._unusable(st, f"{st.name}: update at seq {rec.seq} without a snapshot")
@@ -342,8 +340,7 @@ class ClientSession:
             events.append(ev.RecordReceived(rec))
             if book is not None:
                 events.append(ev.BookChanged(st.name, book, rec))
-        elif kind is BookSnapshot:
-            assert isinstance(rec, BookSnapshot)
+        elif isinstance(rec, BookSnapshot):
             if book is not None:
                 try:
                     book.replace(rec.bids, rec.asks)
@@ -357,8 +354,7 @@ class ClientSession:
             events.append(ev.Snapshot(st.name, rec.reason, rec.resync, rec))
             if book is not None:
                 events.append(ev.BookChanged(st.name, book, rec))
-        elif kind is Status:
-            assert isinstance(rec, Status)
+        elif isinstance(rec, Status):
             events.append(ev.RecordReceived(rec))
             events.append(ev.StatusChanged(st.name, rec))
         else:
