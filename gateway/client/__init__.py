@@ -12,7 +12,14 @@ side; only the adapter module a service picks pulls in its event loop's library.
 from gateway.book import OrderBook
 from gateway.client.codec import ClientEncoding
 from gateway.client.connection import auth_headers, stream_url
-from gateway.client.driver import Client, ClientError, ConnectError, Transport, TransportClosed
+from gateway.client.driver import (
+    Client,
+    ClientError,
+    ClientOptions,
+    ConnectError,
+    Transport,
+    TransportClosed,
+)
 from gateway.client.events import (
     BookChanged,
     Closed,
@@ -41,6 +48,7 @@ __all__ = [
     "Client",
     "ClientEncoding",
     "ClientError",
+    "ClientOptions",
     "ClientSession",
     "Closed",
     "ConnectError",

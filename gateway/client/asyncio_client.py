@@ -12,15 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any, Final, Unpack
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from gateway.backoff import Backoff
-from gateway.client.codec import ClientEncoding
-from gateway.client.driver import Client, ConnectError, TransportClosed
+from gateway.client.driver import Client, ClientOptions, ConnectError, TransportClosed
 
 __all__ = ["connect"]
 
@@ -69,25 +67,21 @@ def connect(
     url: str,
     streams: Iterable[str] = (),
     *,
-    token: str | None = None,
-    encoding: ClientEncoding = "json",
-    keep_books: bool = True,
-    reconnect: bool = True,
-    max_attempts: int | None = None,
-    backoff: Backoff | None = None,
     open_timeout: float = 10.0,
-    **websockets_options: Any,
+    websockets_options: dict[str, Any] | None = None,
+    **options: Unpack[ClientOptions],
 ) -> Client:
-    """A client for the gateway at ``url`` (``ws://host:port``, or a full ``/v1/...`` URL).
-
-    ``websockets_options`` go to ``websockets.asyncio.client.connect`` (e.g. ``ssl``)."""
+    """A client for the gateway at ``url`` (``ws://host:port``, or a full ``/v1/...`` URL);
+    ``options``: ``token``, ``encoding``, ``keep_books``, ``reconnect``, ``max_attempts``,
+    ``backoff`` (``ClientOptions``). ``websockets_options`` go to
+    ``websockets.asyncio.client.connect`` (e.g. ``ssl``)."""
 
     async def open_connection(target: str, headers: list[tuple[str, str]]) -> _WebsocketsTransport:
         options: dict[str, Any] = {
             "max_size": MAX_MESSAGE_BYTES,
             "open_timeout": open_timeout,
             "close_timeout": CLOSE_TIMEOUT,
-            **websockets_options,
+            **(websockets_options or {}),
         }
         try:
             ws = await ws_connect(target, additional_headers=headers, **options)
@@ -109,10 +103,5 @@ def connect(
         connector=open_connection,
         sleep=asyncio.sleep,
         clock=clock,
-        token=token,
-        encoding=encoding,
-        keep_books=keep_books,
-        reconnect=reconnect,
-        max_attempts=max_attempts,
-        backoff=backoff,
+        **options,
     )

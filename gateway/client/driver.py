@@ -17,7 +17,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Final, Protocol
+from typing import Final, Protocol, TypedDict, Unpack
 
 from gateway.backoff import Backoff
 from gateway.book import OrderBook
@@ -30,6 +30,7 @@ __all__ = [
     "CLIENT_CLOSE_REASON",
     "Client",
     "ClientError",
+    "ClientOptions",
     "ConnectError",
     "Connector",
     "Transport",
@@ -94,6 +95,25 @@ def default_backoff() -> Backoff:
     return Backoff(initial=0.1, maximum=10.0, healthy_after=10.0)
 
 
+class ClientOptions(TypedDict, total=False):
+    """What a client can be told, whichever adapter runs it."""
+
+    token: str | None
+    """Bearer token for ``Authorization`` (None: the gateway requires none)."""
+    encoding: ClientEncoding
+    """``json`` (default) or ``msgpack``."""
+    keep_books: bool
+    """Keep an ``OrderBook`` per ``book.*`` stream (default True)."""
+    reconnect: bool
+    """Reconnect (resuming) after a lost connection (default True); off, a lost connection
+    ends the client with ``Closed``."""
+    max_attempts: int | None
+    """Consecutive failed connection attempts before ``ConnectError`` (default None: never
+    give up, except on HTTP 400, 401, 403 and 404, which no retry changes)."""
+    backoff: Backoff | None
+    """Reconnect delays (default ``default_backoff()``)."""
+
+
 class Client:
     """Iterate it for events; ``close()`` (or leaving ``async with``) ends it cleanly."""
 
@@ -105,26 +125,20 @@ class Client:
         connector: Connector,
         sleep: Callable[[float], Awaitable[object]],
         clock: Callable[[], float],
-        token: str | None = None,
-        encoding: ClientEncoding = "json",
-        keep_books: bool = True,
-        reconnect: bool = True,
-        max_attempts: int | None = None,
-        backoff: Backoff | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
-        """``reconnect``: reconnect (resuming) after a lost connection; off, a lost
-        connection ends the client with ``Closed``. ``max_attempts``: consecutive failed
-        connection attempts before ``ConnectError`` (None: never give up, except on 400,
-        401, 403 and 404, which no retry changes)."""
-        self.session = ClientSession(streams, encoding=encoding, keep_books=keep_books)
+        encoding = options.get("encoding", "json")
+        self.session = ClientSession(
+            streams, encoding=encoding, keep_books=options.get("keep_books", True)
+        )
         self.url = stream_url(url, encoding)
-        self._headers = auth_headers(token)
+        self._headers = auth_headers(options.get("token"))
         self._connector = connector
         self._sleep = sleep
         self._clock = clock
-        self.reconnect = reconnect
-        self.max_attempts = max_attempts
-        self.backoff = backoff if backoff is not None else default_backoff()
+        self.reconnect = options.get("reconnect", True)
+        self.max_attempts = options.get("max_attempts")
+        self.backoff = options.get("backoff") or default_backoff()
         self._transport: Transport | None = None
         self._events: deque[ev.Event] = deque()
         self._delay: float | None = None  # sleep this long before the next attempt

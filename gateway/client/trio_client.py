@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import Final
+from typing import Final, Unpack
 
 import trio
 from trio_websocket import (
@@ -24,9 +24,7 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from gateway.backoff import Backoff
-from gateway.client.codec import ClientEncoding
-from gateway.client.driver import Client, ConnectError, TransportClosed
+from gateway.client.driver import Client, ClientOptions, ConnectError, TransportClosed
 
 __all__ = ["TrioTransport", "open_client"]
 
@@ -114,24 +112,17 @@ async def open_client(
     url: str,
     streams: Iterable[str] = (),
     *,
-    token: str | None = None,
-    encoding: ClientEncoding = "json",
-    keep_books: bool = True,
-    reconnect: bool = True,
-    max_attempts: int | None = None,
-    backoff: Backoff | None = None,
     connect_timeout: float = 10.0,
+    **options: Unpack[ClientOptions],
 ) -> AsyncIterator[Client]:
-    """A client for the gateway at ``url``; closed (1000) when the block ends.
+    """A client for the gateway at ``url``; closed (1000) when the block ends. ``options``:
+    ``token``, ``encoding``, ``keep_books``, ``reconnect``, ``max_attempts``, ``backoff``
+    (``ClientOptions``).
 
     Errors leave the block as themselves (a ``ConnectError``, the block's own exception), not
     wrapped in the nursery's exception group, unless there really are several."""
     try:
-        async with _client_in_nursery(
-            url, streams, token=token, encoding=encoding, keep_books=keep_books,
-            reconnect=reconnect, max_attempts=max_attempts, backoff=backoff,
-            connect_timeout=connect_timeout,
-        ) as client:  # fmt: skip
+        async with _client_in_nursery(url, streams, connect_timeout, options) as client:
             yield client
     except BaseExceptionGroup as group:
         if len(group.exceptions) == 1 and not isinstance(group.exceptions[0], BaseExceptionGroup):
@@ -141,16 +132,7 @@ async def open_client(
 
 @asynccontextmanager
 async def _client_in_nursery(
-    url: str,
-    streams: Iterable[str],
-    *,
-    token: str | None,
-    encoding: ClientEncoding,
-    keep_books: bool,
-    reconnect: bool,
-    max_attempts: int | None,
-    backoff: Backoff | None,
-    connect_timeout: float,
+    url: str, streams: Iterable[str], connect_timeout: float, options: ClientOptions
 ) -> AsyncIterator[Client]:
     async with trio.open_nursery() as nursery:
 
@@ -179,12 +161,7 @@ async def _client_in_nursery(
             connector=open_connection,
             sleep=trio.sleep,
             clock=trio.current_time,
-            token=token,
-            encoding=encoding,
-            keep_books=keep_books,
-            reconnect=reconnect,
-            max_attempts=max_attempts,
-            backoff=backoff,
+            **options,
         )
         try:
             yield client
