@@ -87,7 +87,8 @@ class Gateway:
         self.config = config
         # Fixed at process start and stamped on every record: a consumer sees a restart as a
         # new epoch rather than as a sequence gap.
-        self.epoch = time.time_ns()
+        # Digits, as it is sent (protocol v2): opaque to subscribers.
+        self.epoch = str(time.time_ns())
         self.metrics = Metrics()
         self.hub = Hub.from_config(
             config.server, self.epoch, metrics=self.metrics, monotonic_ns=time.monotonic_ns

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Literal, Protocol, cast
@@ -79,6 +80,7 @@ CLOSE_TIMEOUT: Final = 5.0
 MAX_LOGGED_ERRORS: Final = 5
 
 SHORTCUT_KINDS: Final = ("book", "trades", "price", "status")
+_DIGITS: Final = re.compile(r"[0-9]{1,20}")
 
 
 class ServerSettings(Protocol):
@@ -153,11 +155,18 @@ def route(target: str) -> Route:
     if epoch is not None or seq is not None:
         if parsed.is_pattern:
             raise RouteError(400, "epoch/seq need a single stream, not a pattern")
-        if epoch is None or seq is None or not epoch.isdigit() or not seq.isdigit():
-            raise RouteError(400, "resume needs both epoch and seq, as non-negative integers")
+        if (
+            epoch is None
+            or seq is None
+            or not _DIGITS.fullmatch(epoch)
+            or not _DIGITS.fullmatch(seq)
+        ):
+            raise RouteError(
+                400, "resume needs both epoch and seq, as decimal digits (epoch as it was sent)"
+            )
         if int(epoch) >= 2**63 or int(seq) >= 2**63:
             raise RouteError(400, "epoch/seq out of range")
-        resume[name] = ResumeFrom(epoch=int(epoch), seq=int(seq))
+        resume[name] = ResumeFrom(epoch=str(int(epoch)), seq=int(seq))
     return Route(encoding, (name,), resume)
 
 

@@ -37,7 +37,7 @@ class SequenceChecker:
 
     expected: dict[str, int] = field(default_factory=dict)
     initial_head: dict[str, int] = field(default_factory=dict)
-    epochs: dict[str, int] = field(default_factory=dict)
+    epochs: dict[str, str] = field(default_factory=dict)
     gaps: int = 0
     problems: int = 0
 
@@ -59,7 +59,7 @@ class SequenceChecker:
             return [f"message without stream/seq: {str(msg)[:200]}"]
         notes: list[str] = []
         known_epoch = self.epochs.get(stream)
-        if isinstance(epoch, int):
+        if isinstance(epoch, str):
             if known_epoch is not None and epoch != known_epoch:
                 self.problems += 1
                 notes.append(f"{stream}: epoch changed {known_epoch} -> {epoch} (gateway restart)")

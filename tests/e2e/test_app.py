@@ -179,7 +179,7 @@ async def test_second_request_cuts_the_drain_short(nursery: trio.Nursery) -> Non
 
 def test_not_ready_reasons() -> None:
     spec = FeedSpec("marketdata", "ws://x/marketdata", "book", None)
-    session = FeedNormalizer(spec, 1)
+    session = FeedNormalizer(spec, "1")
     state = FeedState("marketdata")
     assert _not_ready_reason(session, state) == "connecting"
     state.last_reason = "connect_refused"

@@ -14,7 +14,7 @@ from gateway.tools import tail
 from tests.support.fake_feed import EPOCH, FakeFeed
 
 
-def record(stream: str, seq: int, kind: str = "trade", epoch: int = EPOCH) -> dict[str, object]:
+def record(stream: str, seq: int, kind: str = "trade", epoch: str = EPOCH) -> dict[str, object]:
     return {"type": kind, "stream": stream, "seq": seq, "epoch": epoch}
 
 
@@ -38,7 +38,7 @@ def test_checker_reports_gaps_repeats_and_restarts() -> None:
     c.check(record("t.X", 1))
     assert "GAP" in c.check(record("t.X", 4))[0]
     assert "back" in c.check(record("t.X", 2))[0]
-    assert "epoch changed" in c.check(record("t.X", 1, epoch=EPOCH + 1))[0]
+    assert "epoch changed" in c.check(record("t.X", 1, epoch=str(int(EPOCH) + 1)))[0]
     assert c.check({"type": "trade"})  # no stream/seq
     assert (c.gaps, c.problems) == (1, 3)
 

@@ -310,7 +310,7 @@ async def drive_traffic(r: Running) -> Observed:
                 "op": "subscribe", "id": 1,
                 "streams": ["status.marketdata", "status.executiondata"],
                 "resume": {"status.marketdata": {"epoch": epoch, "seq": 1},
-                           "status.executiondata": {"epoch": epoch - 1, "seq": 1}},
+                           "status.executiondata": {"epoch": str(int(epoch) - 1), "seq": 1}},
             })  # fmt: skip
             await c.wait_for("resumed", lambda c: c.of_type("resumed"))
             await c.wait_for("resume_failed", lambda c: c.of_type("resume_failed"))
