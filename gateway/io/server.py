@@ -69,6 +69,9 @@ __all__ = ["Route", "RouteError", "Server", "ServerSettings", "route"]
 log = logging.getLogger("gateway.server")
 
 DisconnectReason = Literal["slow", "ping_timeout", "client_close", "error", "shutdown"]
+RejectReason = Literal[
+    "rate_limited", "unauthorized", "not_found", "bad_request", "shutting_down", "max_subscribers"
+]
 
 # Requests between max_request_bytes and this multiple of it get a ``too_large`` answer; beyond
 # it trio-websocket closes the connection (1009) rather than buffer an unbounded frame.
@@ -380,7 +383,7 @@ class Server:
         request: WebSocketRequest,
         status: int,
         text: str,
-        why: str,
+        why: RejectReason,
         *,
         retry_after: int | None = None,
     ) -> None:
@@ -431,7 +434,7 @@ class Server:
         try:
             wanted = route(request.path)
         except RouteError as exc:
-            reason = "not_found" if exc.status == 404 else "bad_request"
+            reason: RejectReason = "not_found" if exc.status == 404 else "bad_request"
             await self._reject(request, exc.status, str(exc), reason)
             return
         if self._closing:

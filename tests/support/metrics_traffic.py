@@ -42,8 +42,11 @@ EXPECTED_TYPES = {
     "upstream_lag_seconds": "histogram",
     "publish_latency_seconds": "histogram",
     "upstream_last_message_age_seconds": "gauge",
-    "subscriber_buffer_bytes": "histogram",
-    "subscriber_buffer_records": "histogram",
+    "subscriber_buffer_max_bytes": "gauge",
+    "subscriber_buffered_bytes": "gauge",
+    "subscriber_buffer_limit_bytes": "gauge",
+    "subscriber_buffer_max_records": "gauge",
+    "subscriber_buffered_records": "gauge",
     # reconnects
     "upstream_reconnects": "counter",
     "upstream_connect_failures": "counter",
