@@ -187,6 +187,28 @@ async def test_every_known_series_is_exposed_at_zero_before_its_first_event() ->
     promtool_check_metrics(first.text)
 
 
+async def test_a_malformed_resume_epoch_is_answered_and_counted() -> None:
+    async with running_gateway() as r:
+        gw = r.gateway
+        await wait_ready(gw)
+        async with client(gw) as sub:
+            for epoch in ("not-an-epoch", 1.7e18):
+                await sub.request(
+                    {"op": "subscribe", "id": 9, "streams": ["book.BTCUSD"],
+                     "resume": {"book.BTCUSD": {"epoch": epoch, "seq": 1}}}
+                )  # fmt: skip
+            await sub.wait_for("two error answers", lambda c: len(c.of_type("error")) == 2)
+            for error in sub.of_type("error"):
+                assert (error["id"], error["code"]) == (9, "bad_resume")
+                assert "epoch is the string the gateway sent" in error["message"]
+            assert sub.of_type("subscribed") == []  # nothing of the request took effect
+        await scrape_until(
+            gw,
+            "two bad_resume request errors",
+            lambda s: s.value("request_errors_total", code="bad_resume") == 2,
+        )
+
+
 def test_config_errors_count_the_problems_a_gateway_starts_despite() -> None:
     """Fatal configuration errors stop the gateway before it serves (exit 2, tests/unit/
     test_config.py); the ones it runs despite are logged at start and counted."""
