@@ -16,12 +16,12 @@ from gateway.tools import tail
 from tests.support.fake_feed import EPOCH, FakeFeed
 
 
-def record(stream: str, seq: int, kind: str = "trade", epoch: int = EPOCH) -> str:
+def record(stream: str, seq: int, kind: str = "trade", epoch: str = EPOCH) -> str:
     """A minimal record of its type, as the gateway would send it."""
     fields: dict[str, object] = {"type": kind, "stream": stream, "seq": seq, "epoch": epoch,
-                                 "receive_time": 1, "market": "X"}  # fmt: skip
+                                 "receive_time": "1", "market": "X"}  # fmt: skip
     if kind == "trade":
-        fields |= {"price": "1", "amount": "0.00000001", "match_number": "M", "exchange_time": 1}
+        fields |= {"price": "1", "amount": "0.00000001", "match_number": "M", "exchange_time": "1"}
     elif kind == "book_snapshot":
         fields |= {"bids": [], "asks": [], "resync": True, "reason": "conflation"}
     elif kind == "book_update":
@@ -62,7 +62,7 @@ def test_checks_report_gaps_repeats_and_restarts() -> None:
     assert "GAP" in notes(c, record("trades.X", 4))[0]
     assert notes(c, record("trades.Y", 1), record("trades.Y", 3 - 1)) == []
     assert "back" in notes(c, record("trades.Y", 1))[0]
-    assert "epoch changed" in notes(c, record("trades.Z", 1), record("trades.Z", 2, epoch=1))[0]
+    assert "epoch changed" in notes(c, record("trades.Z", 1), record("trades.Z", 2, epoch="1"))[0]
     assert "does not match" in notes(c, '{"type": "trade"}')[0]
     assert (c.stats.gaps, c.stats.duplicates, c.stats.problems) == (1, 1, 2)
 

@@ -16,8 +16,8 @@ from gateway.ingest.decimals import enc_hook
 from gateway.ingest.decimals import parse as dec
 
 # Above 2**53 on purpose: a JavaScript double would round it; the client must not.
-EPOCH = 1_795_582_622_048_325_593
-NEW_EPOCH = EPOCH + 1
+EPOCH = "1795582622048325593"
+NEW_EPOCH = "1795582622048325594"
 BOOK = "book.BTCUSD"
 
 
@@ -27,15 +27,15 @@ def wire(msg: Any, encoding: str = "json") -> str | bytes:
     return msgspec.json.encode(msg, enc_hook=enc_hook).decode()
 
 
-def hello(epoch: int = EPOCH) -> Hello:
+def hello(epoch: str = EPOCH) -> Hello:
     return Hello(
-        version=1, server="paxos-gateway/test", epoch=epoch, encoding="json",
+        version=2, server="paxos-gateway/test", epoch=epoch, encoding="json",
         max_request_bytes=65536, max_subscriptions=1000, buffer_bytes=1 << 22,
         slow_policy="conflate",
     )  # fmt: skip
 
 
-def subscribed(*heads: tuple[str, int], epoch: int = EPOCH, id: str | None = "s1") -> Subscribed:
+def subscribed(*heads: tuple[str, int], epoch: str = EPOCH, id: str | None = "s1") -> Subscribed:
     return Subscribed(
         id=id, streams=[StreamState(stream=s, epoch=epoch, seq=q) for s, q in heads], patterns=[]
     )
@@ -46,32 +46,32 @@ def levels(*pairs: tuple[str, str]) -> list[Level]:
 
 
 def snap(
-    seq: int, reason: str = "subscribe", epoch: int = EPOCH, price: str = "100"
+    seq: int, reason: str = "subscribe", epoch: str = EPOCH, price: str = "100"
 ) -> BookSnapshot:
     return BookSnapshot(
-        stream=BOOK, seq=seq, epoch=epoch, receive_time=1, market="BTCUSD",
+        stream=BOOK, seq=seq, epoch=epoch, receive_time="1", market="BTCUSD",
         bids=levels((price, "1"), ("99", "2")), asks=levels(("101", "0.00000001")),
         resync=reason != "initial", reason=reason,
     )  # fmt: skip
 
 
-def upd(seq: int, price: str = "99", amount: str = "5", epoch: int = EPOCH) -> BookUpdate:
+def upd(seq: int, price: str = "99", amount: str = "5", epoch: str = EPOCH) -> BookUpdate:
     return BookUpdate(
-        stream=BOOK, seq=seq, epoch=epoch, receive_time=1, market="BTCUSD", side="bid",
+        stream=BOOK, seq=seq, epoch=epoch, receive_time="1", market="BTCUSD", side="bid",
         price=dec(price), amount=Decimal(amount),
     )  # fmt: skip
 
 
-def trade(seq: int, stream: str = "trades.BTCUSD", epoch: int = EPOCH) -> Trade:
+def trade(seq: int, stream: str = "trades.BTCUSD", epoch: str = EPOCH) -> Trade:
     return Trade(
-        stream=stream, seq=seq, epoch=epoch, receive_time=1, market=stream.partition(".")[2],
-        price=dec("100.5"), amount=dec("0.1"), match_number=f"M{seq}", exchange_time=1,
+        stream=stream, seq=seq, epoch=epoch, receive_time="1", market=stream.partition(".")[2],
+        price=dec("100.5"), amount=dec("0.1"), match_number=f"M{seq}", exchange_time="1",
     )  # fmt: skip
 
 
 def status(seq: int, stream: str = BOOK, state: str = "connected") -> Status:
     return Status(
-        stream=stream, seq=seq, epoch=EPOCH, receive_time=1, feed="marketdata",
+        stream=stream, seq=seq, epoch=EPOCH, receive_time="1", feed="marketdata",
         state=state, reason="test",  # type: ignore[arg-type]
     )  # fmt: skip
 

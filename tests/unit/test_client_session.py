@@ -130,7 +130,7 @@ def test_reconnect_resumes_every_stream_from_its_exact_position() -> None:
     session.connection_made()
     frames = session.data_to_send()
     # The epoch goes back digit for digit (no float on the way).
-    assert f'"epoch":{EPOCH},"seq":11' in frames[0]
+    assert f'"epoch":"{EPOCH}","seq":11' in frames[0]
     assert json.loads(frames[0])["resume"] == {
         BOOK: {"epoch": EPOCH, "seq": 11}, "trades.BTCUSD": {"epoch": EPOCH, "seq": 3},
     }  # fmt: skip
