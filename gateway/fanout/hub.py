@@ -63,7 +63,7 @@ class HubSettings(Protocol):
 class Hub:
     def __init__(
         self,
-        epoch: int,
+        epoch: str,
         *,
         history: int = 10000,
         buffer_bytes: int = 4 * 1024 * 1024,
@@ -87,7 +87,7 @@ class Hub:
         self._conflation = Conflation(self, slow_policy)
 
     @classmethod
-    def from_config(cls, settings: HubSettings, epoch: int) -> Hub:
+    def from_config(cls, settings: HubSettings, epoch: str) -> Hub:
         return cls(
             epoch,
             history=settings.history,

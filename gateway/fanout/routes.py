@@ -12,6 +12,7 @@ Paths (``docs/protocol.md`` is the full description):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -28,6 +29,7 @@ from gateway.fanout import mirror
 __all__ = ["SHORTCUT_KINDS", "Route", "RouteError", "route"]
 
 SHORTCUT_KINDS: Final = ("book", "trades", "price", "status")
+_DIGITS: Final = re.compile(r"[0-9]{1,20}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +87,16 @@ def route(target: str) -> Route:
     if epoch is not None or seq is not None:
         if parsed.is_pattern:
             raise RouteError(400, "epoch/seq need a single stream, not a pattern")
-        if epoch is None or seq is None or not epoch.isdigit() or not seq.isdigit():
-            raise RouteError(400, "resume needs both epoch and seq, as non-negative integers")
+        if (
+            epoch is None
+            or seq is None
+            or not _DIGITS.fullmatch(epoch)
+            or not _DIGITS.fullmatch(seq)
+        ):
+            raise RouteError(
+                400, "resume needs both epoch and seq, as decimal digits (epoch as it was sent)"
+            )
         if int(epoch) >= 2**63 or int(seq) >= 2**63:
             raise RouteError(400, "epoch/seq out of range")
-        resume[name] = ResumeFrom(epoch=int(epoch), seq=int(seq))
+        resume[name] = ResumeFrom(epoch=str(int(epoch)), seq=int(seq))
     return Route(encoding, (name,), resume)

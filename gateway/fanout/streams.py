@@ -28,13 +28,13 @@ class Stream:
         "last_status", "name", "receive_time", "seq", "snapshot_cache", "subscribers",
     )  # fmt: skip
 
-    def __init__(self, name: str, epoch: int, history: int) -> None:
+    def __init__(self, name: str, epoch: str, history: int) -> None:
         self.name = name
         self.kind, _, self.key = name.partition(".")
         self.is_book = self.kind == "book"
         self.seq = 0
         self.epoch = epoch
-        self.receive_time = 0
+        self.receive_time = "0"
         self.history: deque[OutFrame] = deque(maxlen=history)
         self.last_data: OutFrame | None = None
         self.last_status: OutFrame | None = None

@@ -77,15 +77,15 @@ class _Header(TypedDict):
 
     stream: str
     seq: int
-    epoch: int
-    receive_time: int
+    epoch: str
+    receive_time: str
 
 
 class FeedNormalizer:
     def __init__(
         self,
         feed: FeedSpec,
-        epoch: int,
+        epoch: str,
         *,
         dedup_capacity: int = 65536,
         max_held_updates: int = 10_000,
@@ -226,7 +226,7 @@ class FeedNormalizer:
                 price=price,
                 amount=amount,
                 match_number=match_number,
-                exchange_time=exchange_time,
+                exchange_time=str(exchange_time),
             )
         ]
 
@@ -247,7 +247,7 @@ class FeedNormalizer:
                 **self._stamp(stream, now_ns),
                 market=market,
                 price=price,
-                exchange_time=exchange_time,
+                exchange_time=str(exchange_time),
             )
         ]
 
@@ -308,7 +308,7 @@ class FeedNormalizer:
             "stream": stream,
             "seq": self._seq.next(stream),
             "epoch": self.epoch,
-            "receive_time": now_ns,
+            "receive_time": str(now_ns),
         }
 
     def _add_stream(self, market: str) -> str:

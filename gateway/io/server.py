@@ -16,7 +16,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Final, Protocol, cast
+from typing import TYPE_CHECKING, Final, Literal, Protocol, cast
 from urllib.parse import urlsplit
 
 import trio
@@ -46,9 +46,13 @@ from gateway.io.socket_writer import adopt
 if TYPE_CHECKING:
     from gateway.io.metrics import Metrics
 
-__all__ = ["Server", "ServerSettings"]
+__all__ = ["RejectReason", "Server", "ServerSettings"]
 
 log = logging.getLogger("gateway.server")
+
+RejectReason = Literal[
+    "rate_limited", "unauthorized", "not_found", "bad_request", "shutting_down", "max_subscribers"
+]
 
 # Requests between max_request_bytes and this multiple of it get a ``too_large`` answer; beyond
 # it trio-websocket closes the connection (1009) rather than buffer an unbounded frame.
@@ -236,7 +240,7 @@ class Server:
         request: WebSocketRequest,
         status: int,
         text: str,
-        why: str,
+        why: RejectReason,
         *,
         retry_after: int | None = None,
     ) -> None:
@@ -287,7 +291,7 @@ class Server:
         try:
             wanted = route(request.path)
         except RouteError as exc:
-            reason = "not_found" if exc.status == 404 else "bad_request"
+            reason: RejectReason = "not_found" if exc.status == 404 else "bad_request"
             await self._reject(request, exc.status, str(exc), reason)
             return
         if self._closing:

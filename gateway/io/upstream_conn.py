@@ -377,8 +377,11 @@ class FeedConnection:
                 self._m_bytes.inc(batch.size)
             replay_before_ns = conn.replay_before_ns
             for record in records:
-                if isinstance(record, _LAG_RECORDS) and record.exchange_time >= replay_before_ns:
-                    self._m_lag.observe((record.receive_time - record.exchange_time) / 1e9)
+                if isinstance(record, _LAG_RECORDS):
+                    # Their receive_time is now_ns (digits on the wire since protocol v2).
+                    exchange_ns = int(record.exchange_time)
+                    if exchange_ns >= replay_before_ns:
+                        self._m_lag.observe((now_ns - exchange_ns) / 1e9)
             if protocol.pongs:
                 ws.pongs_received()
             verdict = batch.verdict

@@ -17,7 +17,13 @@ import trio
 
 from gateway.ingest.feeds import FeedSpec
 from gateway.io.metrics import Metrics
-from gateway.io.upstream_reasons import CANCELLED, CROSSED_BOOK, Ended
+from gateway.io.upstream_reasons import (
+    CANCELLED,
+    CONNECT_FAILURE_REASONS,
+    CROSSED_BOOK,
+    RECONNECT_REASONS,
+    Ended,
+)
 
 __all__ = ["FeedState", "UpstreamHealth"]
 
@@ -67,6 +73,11 @@ class UpstreamHealth:
         self._metrics = metrics
         self._m_connected = metrics.upstream_connected.labels(feed=name)
         self._m_down_seconds = metrics.upstream_disconnected_seconds.labels(feed=name)
+        # Every reason at 0 from the start, so that increase() sees the first event.
+        for reason in RECONNECT_REASONS:
+            metrics.upstream_reconnects.labels(feed=name, reason=reason)
+        for reason in CONNECT_FAILURE_REASONS:
+            metrics.upstream_connect_failures.labels(feed=name, reason=reason)
         self._down_accounted_at = 0.0
         self._trio_token: trio.lowlevel.TrioToken | None = None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import ssl
 from dataclasses import dataclass
+from typing import Final
 
 from gateway.ingest.wsclient import CLOSE_MESSAGE_TOO_BIG, Closing, Rejected
 
@@ -39,6 +40,17 @@ REASONS = frozenset(
         NETWORK_ERROR, HANDSHAKE_REJECTED, INTERNAL_ERROR, CANCELLED,
     }
 )  # fmt: skip
+
+RECONNECT_REASONS: Final = (
+    CLOSED_BY_SERVER, CONNECTION_LOST, PING_TIMEOUT, PROTOCOL_ERROR, MESSAGE_TOO_BIG,
+    CROSSED_BOOK, ERROR_FRAME, INTERNAL_ERROR,
+)  # fmt: skip
+"""How an established connection ends (``upstream_reconnects_total``)."""
+CONNECT_FAILURE_REASONS: Final = (
+    CONNECT_TIMEOUT, CONNECT_REFUSED, DNS_ERROR, TLS_ERROR, NETWORK_ERROR, HANDSHAKE_REJECTED,
+    PROTOCOL_ERROR, INTERNAL_ERROR,
+)  # fmt: skip
+"""How an attempt fails before the handshake completes (``upstream_connect_failures_total``)."""
 
 
 class ConnectFailed(Exception):

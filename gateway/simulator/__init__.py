@@ -1,17 +1,25 @@
-"""A faithful local Paxos: the public WebSocket feeds, driven by a seeded market model.
+"""A faithful local Paxos: the public WebSocket feeds and REST market data, driven by one
+seeded market model (docs/simulator.md).
 
 It shares no decode/encode code with the gateway on purpose (a bug cannot cancel itself
 out): it builds its own wire text and knows the true state at every moment.
 
-Modules: ``markets`` (specs, ticks), ``model`` (sans-IO random walk, ``truth``, wire text),
-``formatting`` (numbers, timestamps, JSON text), ``faults`` (``FaultConfig``, bad frames),
-``stream`` (stallable byte stream), ``framing`` (batched data frames), ``server``
-(``Simulator``), ``command`` (CLI ``simulate``).
+Modules: ``markets`` (specs, ticks), ``model`` (sans-IO random walk, ``truth``, the
+execution tape, market status, wire text), ``formatting`` (numbers, timestamps, JSON text),
+``faults`` (``FaultConfig``, bad frames), ``stream`` (stallable byte stream), ``framing``
+(batched data frames), ``server`` (``Simulator``), ``rest`` (sans-IO REST answers),
+``ratelimit`` (token bucket per IP), ``rest_server`` (h11 edge of the REST API), ``config``
+(``SimulatorConfig``, ``RestConfig``), ``command`` (CLI ``simulate``).
 
 Paths served (``/executiondata[/M]``, ``/marketdata[/M]``, ``/marketdata/stablecoin[/M]``):
 book paths send SNAPSHOT(s) first (one per market on ``/marketdata``), then UPDATEs; execution
 paths replay the last execution (one per market) then stream new ones; stablecoin paths send
 the current price, then one every ``stablecoin_interval``. Pings are answered (unless stalled).
+
+REST, on a port of its own (``sim.rest_url`` = ``http://127.0.0.1:PORT/v2``): ``GET
+/markets``, ``/markets/{m}/recent-executions`` (last 2,000, newest first), ``/order-book``,
+``/ticker``; numbers padded, errors as Paxos problem documents, 10 requests/s per IP (429 and
+``Retry-After``).
 
 Usage::
 
@@ -24,15 +32,20 @@ Usage::
         await sim.wait_for_events(sim.events_generated + 1000)
         sim.pause(); await sim.wait_idle()            # quiescent: clients have everything
         bids, asks = sim.truth("BTCUSD")              # [(price, amount)] Decimals, best first
-        sim.sent_executions                           # every Execution, in order (match_number...)
+        sim.executions("BTCUSD")                      # every Execution, in order, outages too
         sim.resume()
 
 API of ``Simulator`` (all synchronous methods act at once, between trio checkpoints):
 
 - ``serve(task_status)``: run until cancelled; ``nursery.start`` gives the URL (``sim.url``).
 - ``truth(market) -> (bids, asks)``; ``markets``, ``stablecoins``; ``model`` (``MarketModel``).
-- ``sent_executions: list[Execution]``, ``sent_prices: list[PriceTick]``, ``events_generated``
-  (UPDATE + execution messages), ``finished`` (trio.Event: ``max_events`` reached).
+- ``executions(market=None)``: the ground truth, every execution generated (connected or not),
+  oldest first (``sent_executions`` is the same list); ``sent_prices: list[PriceTick]``,
+  ``events_generated`` (UPDATE + execution messages), ``finished`` (``max_events`` reached).
+- REST: ``rest_url``, ``rest`` (``RestConfig``, mutable: rate limit, window, order),
+  ``rest_responses`` (Counter by status).
+- Markets come and go: ``halt(m)`` (listed UNAVAILABLE, frozen), ``delist(m)`` (unlisted,
+  frozen, 404), ``list_market(name | MarketSpec)`` (reopen, or list a new one).
 - ``pause()``, ``resume()``, ``paused``; ``await wait_for_events(total)``,
   ``await wait_for_connections(n, path=None)``, ``await wait_idle()``.
 - ``connections: list[Connection]`` (``id, path, feed, market, messages_sent, bad_frames_sent,
@@ -43,10 +56,11 @@ API of ``Simulator`` (all synchronous methods act at once, between trio checkpoi
 - Faults at random or by option: ``sim.faults`` (``FaultConfig``, mutable while running):
   drop/stall/bad-frame/extra-field probabilities per message, ``unknown_market``
   (``{"error":"Not Found"}`` or HTTP 404/503), ``final_snapshot`` style, ``snapshot_split``,
-  ``connect_interval`` (Paxos's one-new-connection-per-second, delayed not refused).
+  ``connect_interval`` (Paxos's one-new-connection-per-second, delayed not refused),
+  ``rest_delay``, ``rest_error_probability`` / ``rest_error_status`` (slow REST, 5xx).
 """
 
-from gateway.simulator.config import SimulatorConfig
+from gateway.simulator.config import RestConfig, SimulatorConfig
 from gateway.simulator.faults import BAD_FRAME_KINDS, BadFrameKind, FaultConfig
 from gateway.simulator.markets import DEFAULT_MARKETS, DEFAULT_STABLECOINS, MarketSpec
 from gateway.simulator.model import Execution, LevelUpdate, MarketModel, PriceTick
@@ -64,6 +78,7 @@ __all__ = [
     "MarketModel",
     "MarketSpec",
     "PriceTick",
+    "RestConfig",
     "Simulator",
     "SimulatorConfig",
 ]

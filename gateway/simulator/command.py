@@ -8,7 +8,7 @@ from functools import partial
 
 import trio
 
-from gateway.simulator.config import SimulatorConfig
+from gateway.simulator.config import RestConfig, SimulatorConfig
 from gateway.simulator.faults import BAD_FRAME_KINDS, BadFrameKind, FaultConfig
 from gateway.simulator.markets import DEFAULT_MARKETS, DEFAULT_STABLECOINS, MarketError
 from gateway.simulator.server import Simulator
@@ -20,6 +20,12 @@ PATHS = (
     "/executiondata/{market}",
     "/marketdata/stablecoin",
     "/marketdata/stablecoin/{market}",
+)
+REST_PATHS = (
+    "/markets",
+    "/markets/{market}/recent-executions",
+    "/markets/{market}/order-book",
+    "/markets/{market}/ticker",
 )
 
 
@@ -56,11 +62,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = subparsers.add_parser(
         "simulate",
         help="run a local, faithful Paxos feed simulator",
-        description="Serve the Paxos public WebSocket feeds from a seeded market model, "
-        "with switchable faults. Paths: " + ", ".join(PATHS),
+        description="Serve the Paxos public WebSocket feeds and REST market data from a "
+        "seeded market model, with switchable faults. Paths: "
+        + ", ".join(PATHS)
+        + "; REST (under /v2): "
+        + ", ".join(REST_PATHS),
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="port (default 0: any free port)")
+    p.add_argument(
+        "--rest-port", type=int, default=0, help="REST API port (default 0: any free port)"
+    )
+    p.add_argument(
+        "--rest-rate-limit",
+        type=float,
+        default=10.0,
+        metavar="PER_SECOND",
+        help="REST requests per second per IP (default 10, Paxos's; 0 = no limit)",
+    )
+    p.add_argument(
+        "--rest-burst",
+        type=int,
+        default=10,
+        help="REST requests admitted at once (default 10; 3000 = Paxos's 5-minute average)",
+    )
     p.add_argument("--seed", type=int, default=0, help="same seed, same event sequence")
     p.add_argument(
         "--rate",
@@ -160,6 +185,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     f.add_argument("--connect-interval", type=float, default=0.0, metavar="SECONDS",
                    help="delay excess new connections like Paxos (1.0 to emulate)")  # fmt: skip
+    f.add_argument("--rest-delay", type=float, default=0.0, metavar="SECONDS",
+                   help="REST: answer every request this much later")  # fmt: skip
+    f.add_argument("--rest-error-probability", type=_probability, default=0.0,
+                   help="REST: per request, answer --rest-error-status instead")  # fmt: skip
+    f.add_argument("--rest-error-status", type=int, default=503, metavar="5XX")
     p.set_defaults(func=run)
 
 
@@ -177,6 +207,8 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         stablecoin_interval=args.stablecoin_interval,
         host=args.host,
         port=args.port,
+        rest_port=args.rest_port,
+        rest=RestConfig(rate_limit=args.rest_rate_limit, burst=args.rest_burst),
         backpressure=not args.no_backpressure,
         faults=FaultConfig(
             drop_probability=args.drop_probability,
@@ -190,6 +222,9 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
             final_snapshot=args.final_snapshot,
             snapshot_split=args.snapshot_split,
             connect_interval=args.connect_interval,
+            rest_delay=args.rest_delay,
+            rest_error_probability=args.rest_error_probability,
+            rest_error_status=args.rest_error_status,
         ),
     )
 
@@ -200,6 +235,9 @@ async def _serve(sim: Simulator, linger: float | None) -> None:
         print(f"Paxos simulator on {url}  (seed {sim.config.seed})", flush=True)
         for path in PATHS:
             print(f"  {url}{path}", flush=True)
+        print(f"REST API on {sim.rest_url}", flush=True)
+        for path in REST_PATHS:
+            print(f"  {sim.rest_url}{path}", flush=True)
         if sim.config.max_events is not None and linger is not None:
             await sim.finished.wait()
             print(f"{sim.events_generated} events generated; exiting in {linger} s", flush=True)

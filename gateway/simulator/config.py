@@ -1,10 +1,12 @@
-"""Settings of a simulator run (``SimulatorConfig``); faults live in ``faults.FaultConfig``."""
+"""Settings of a simulator run (``SimulatorConfig``, ``RestConfig``); faults live in
+``faults.FaultConfig``."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from gateway.simulator.faults import FaultConfig
 from gateway.simulator.markets import (
@@ -15,6 +17,44 @@ from gateway.simulator.markets import (
     resolve_markets,
 )
 from gateway.simulator.model import NumberStyle
+
+ExecutionsOrder = Literal["newest_first", "oldest_first"]
+
+
+@dataclass(slots=True)
+class RestConfig:
+    """How the REST API behaves. Mutable while running, like ``FaultConfig``.
+
+    Paxos documents 10 requests/s per IP, averaged over 5 minutes, and a 5-minute throttle
+    after a 429. Averaging over 5 minutes is a bucket of 3,000 requests: a client that
+    bursts 100 requests at once would never be caught, so the default bucket holds one
+    second's worth (``burst`` 10). Stricter than Paxos on purpose: a client that stays
+    within it stays within Paxos's limit too. ``burst=3000, throttle=300`` is Paxos as
+    documented."""
+
+    rate_limit: float = 10.0
+    """Requests per second per client IP (the token bucket's refill); 0 = no limit."""
+    burst: int = 10
+    """Tokens the bucket holds: requests admitted at once after a quiet spell."""
+    throttle: float = 0.0
+    """> 0: after a 429, refuse that IP for this many seconds (``Retry-After`` says so)."""
+    recent_executions: int = 2000
+    """Executions ``recent-executions`` returns per market (Paxos: the last 2,000)."""
+    executions_order: ExecutionsOrder = "newest_first"
+    """Order of ``recent-executions`` items. Paxos's one documented example is too short to
+    tell: a client must sort by itself, and can be tested against both orders."""
+
+    def check(self) -> None:
+        if self.rate_limit < 0:
+            raise ValueError("rest.rate_limit must be >= 0 (0 = no limit)")
+        if self.burst < 1:
+            raise ValueError("rest.burst must be >= 1")
+        if self.throttle < 0:
+            raise ValueError("rest.throttle must be >= 0")
+        if self.recent_executions < 1:
+            raise ValueError("rest.recent_executions must be >= 1")
+        if self.executions_order not in ("newest_first", "oldest_first"):
+            raise ValueError("rest.executions_order must be newest_first or oldest_first")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +79,10 @@ class SimulatorConfig:
     stablecoin_interval: float = 1.0
     host: str = "127.0.0.1"
     port: int = 0
+    rest_port: int = 0
+    """The REST API's port (``GET /v2/markets``, ...): Paxos serves it from another host
+    than the feeds, so it gets a listener of its own."""
+    rest: RestConfig = field(default_factory=RestConfig)
     send_buffer: int = 100_000
     """Messages queued per connection; a connection that falls further behind is dropped."""
     backpressure: bool = True
@@ -71,6 +115,9 @@ class SimulatorConfig:
             raise ValueError("stablecoin_interval must be > 0")
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be 0..65535")
+        if not 0 <= self.rest_port <= 65535:
+            raise ValueError("rest_port must be 0..65535")
         if self.send_buffer < 64 or self.batch < 1:
             raise ValueError("send_buffer must be >= 64 and batch >= 1")
         self.faults.check()
+        self.rest.check()

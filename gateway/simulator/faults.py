@@ -62,10 +62,16 @@ class FaultConfig:
     connect_interval: float = 0.0
     """Paxos lets one new connection per second start streaming (1.0 to emulate): excess
     connections are accepted but their data is delayed, never refused."""
+    rest_delay: float = 0.0
+    """REST: seconds every response waits before it is computed and sent (a slow API)."""
+    rest_error_probability: float = 0.0
+    """REST: per request (one the rate limit admitted), answer ``rest_error_status``."""
+    rest_error_status: int = 503
+    """REST: the 5xx status of those errors (500, 502, 503, 504, ...)."""
 
     def check(self) -> None:
         for name in ("drop_probability", "stall_probability", "bad_frame_probability",
-                     "extra_field_probability"):  # fmt: skip
+                     "extra_field_probability", "rest_error_probability"):  # fmt: skip
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"faults.{name} must be within 0..1, got {value}")
@@ -78,6 +84,10 @@ class FaultConfig:
             raise ValueError("faults.connect_interval must be >= 0")
         if self.oversized_bytes < 1:
             raise ValueError("faults.oversized_bytes must be >= 1")
+        if self.rest_delay < 0:
+            raise ValueError("faults.rest_delay must be >= 0")
+        if not 500 <= self.rest_error_status <= 599:
+            raise ValueError("faults.rest_error_status must be a 5xx status")
 
 
 def bad_frame(kind: BadFrameKind, real: str, rng: random.Random, oversized_bytes: int) -> str:

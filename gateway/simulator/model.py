@@ -16,7 +16,17 @@ Book dynamics, per step (one step = one market, chosen uniformly):
   Adds and removes are balanced so each side stays near ``levels`` levels.
 The book is never crossed: a new bid is always below the best ask and vice versa.
 
-Same seed and same sequence of ``now_ns`` arguments give the same events and texts. The
+Markets come and go (``set_status``, ``add_market``): an ``open`` market trades, a
+``halted`` one is still listed but frozen (no events), a ``delisted`` one is frozen and no
+longer listed (``markets`` leaves it out). At least one market is always open, so a step
+always has a market to advance.
+
+Every execution is recorded when it is generated, whether or not anyone is connected:
+``executions`` (all markets) and ``executions_of(market)`` are the complete tape, the ground
+truth a backfilling client is checked against.
+
+Same seed and same sequence of ``now_ns`` arguments (and of market changes) give the same
+events and texts. The
 stablecoin walk and the snapshots use random generators of their own, so taking snapshots
 (which depends on when clients connect) never changes the event sequence.
 """
@@ -37,6 +47,7 @@ from gateway.simulator.markets import AMOUNT_SCALE, STABLECOIN_SCALE, MarketSpec
 Side = Literal["BUY", "SELL"]
 Feed = Literal["book", "executions", "stablecoin"]
 NumberStyle = Literal["trim", "pad", "mixed"]
+MarketStatus = Literal["open", "halted", "delisted"]
 Level = tuple[Decimal, Decimal]
 
 _MATCH_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -94,6 +105,13 @@ class Execution:
     def amount(self) -> Decimal:
         return _decimal(self.amount_units, AMOUNT_SCALE)
 
+    @property
+    def exchange_key(self) -> tuple[int, str]:
+        """(``executed_at_ns``, ``match_number``): the order a client that sorts by the
+        message fields sees. Not generation order: one batch shares a clock reading, and a
+        stamp cut to fewer digits can read earlier than the execution before it."""
+        return self.executed_at_ns, self.match_number
+
 
 @dataclass(frozen=True, slots=True)
 class PriceTick:
@@ -115,9 +133,12 @@ Event = LevelUpdate | Execution
 
 
 class _Market:
-    __slots__ = ("asks", "bids", "scale", "spec", "symbol", "tick_units", "typical_units")
+    __slots__ = (
+        "asks", "bids", "executions", "scale", "spec", "status", "status_since_ns", "symbol",
+        "tick_units", "typical_units",
+    )  # fmt: skip
 
-    def __init__(self, spec: MarketSpec) -> None:
+    def __init__(self, spec: MarketSpec, now_ns: int) -> None:
         self.spec = spec
         self.symbol = spec.symbol
         self.scale = spec.scale
@@ -128,6 +149,9 @@ class _Market:
         self.typical_units = max(
             1, int(_TYPICAL_LEVEL_NOTIONAL / float(spec.reference_price) * 10**AMOUNT_SCALE)
         )
+        self.executions: list[Execution] = []
+        self.status: MarketStatus = "open"
+        self.status_since_ns = now_ns
 
     def best_bid(self) -> int | None:
         return int(self.bids.peekitem(-1)[0]) if self.bids else None
@@ -163,8 +187,8 @@ class MarketModel:
         self._number_style: NumberStyle = number_style
         self._timestamp_digits = timestamp_digits
         self._timestamps = formatting.TimestampFormatter()
-        self._markets = {spec.symbol: _Market(spec) for spec in markets}
-        self._market_list = list(self._markets.values())
+        self._markets = {spec.symbol: _Market(spec, now_ns) for spec in markets}
+        self._market_list = list(self._markets.values())  # the open ones: what ``step`` picks
         self._match_a = self._rng.randrange(_MATCH_SPACE) | 1
         while self._match_a % 3 == 0:  # coprime with 36**12 = 2**24 * 3**24: a bijection
             self._match_a += 2
@@ -176,7 +200,7 @@ class MarketModel:
         self._last_execution: dict[str, Execution] = {}
         for market in self._market_list:
             self._seed_book(market)
-            self._seed_execution(market, now_ns)
+            self._seed_execution(market, now_ns, opening=False)
         self._stable_units = dict.fromkeys(stablecoins, _STABLE_PAR)
         self._last_price: dict[str, PriceTick] = {}
         self.stablecoin_tick(now_ns)
@@ -185,7 +209,24 @@ class MarketModel:
 
     @property
     def markets(self) -> tuple[str, ...]:
+        """The listed markets (open or halted), in listing order."""
+        return tuple(s for s, m in self._markets.items() if m.status != "delisted")
+
+    @property
+    def known_markets(self) -> tuple[str, ...]:
+        """Every market ever listed, delisted ones included."""
         return tuple(self._markets)
+
+    def status(self, market: str) -> MarketStatus:
+        return self._markets[market].status
+
+    def status_since_ns(self, market: str) -> int:
+        """When ``market`` was listed or last changed status (ns since the Unix epoch)."""
+        return self._markets[market].status_since_ns
+
+    def executions_of(self, market: str) -> Sequence[Execution]:
+        """Every execution of ``market`` ever generated, oldest first. Read-only."""
+        return self._markets[market].executions
 
     @property
     def stablecoins(self) -> tuple[str, ...]:
@@ -207,6 +248,14 @@ class MarketModel:
         ]
         return bids, asks
 
+    def book_units(self, market: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """``truth`` as integers: (price * 10**scale, amount * 10**8), best first."""
+        m = self._markets[market]
+        tick = m.tick_units
+        bids = [(p * tick, a) for p, a in reversed(m.bids.items())]
+        asks = [(p * tick, a) for p, a in m.asks.items()]
+        return bids, asks
+
     def is_crossed(self, market: str) -> bool:
         m = self._markets[market]
         bid, ask = m.best_bid(), m.best_ask()
@@ -217,6 +266,28 @@ class MarketModel:
 
     def last_price(self, stablecoin: str) -> PriceTick:
         return self._last_price[stablecoin]
+
+    # -- markets coming and going ---------------------------------------------------------
+
+    def set_status(self, market: str, status: MarketStatus, now_ns: int) -> None:
+        """Open, halt or delist a known market. ValueError if no market would stay open."""
+        m = self._markets[market]
+        if status != "open" and m.status == "open" and len(self._market_list) == 1:
+            raise ValueError(f"{market} is the last open market: at least one must trade")
+        if status != m.status:
+            m.status, m.status_since_ns = status, now_ns
+            self._market_list = [x for x in self._markets.values() if x.status == "open"]
+
+    def add_market(self, spec: MarketSpec, now_ns: int) -> Execution:
+        """List a new, open market: a seeded book and an opening execution at ``now_ns``
+        (returned: it is news for the executions feeds, unlike the initial ones)."""
+        if spec.symbol in self._markets:
+            raise ValueError(f"market {spec.symbol} exists already")
+        m = _Market(spec, now_ns)
+        self._seed_book(m)
+        self._markets[spec.symbol] = m
+        self._market_list.append(m)
+        return self._seed_execution(m, now_ns, opening=True)
 
     # -- wire text of the current state --------------------------------------------------
 
@@ -334,13 +405,14 @@ class MarketModel:
             bid -= rng.randint(1, 3)
             ask += rng.randint(1, 3)
 
-    def _seed_execution(self, m: _Market, now_ns: int) -> None:
+    def _seed_execution(self, m: _Market, now_ns: int, *, opening: bool) -> Execution:
+        """The last execution before start (up to a minute back), or a new market's first."""
         rng = self._rng
         best = m.best_bid() if rng.random() < 0.5 else m.best_ask()
         price = best if best is not None else m.spec.reference_ticks
-        self._record_execution(
-            m, price, self._size(m, rng), now_ns - rng.randint(1, 60 * 10**9), pad=False
-        )
+        amount = self._size(m, rng)
+        at_ns = now_ns if opening else now_ns - rng.randint(1, 60 * 10**9)
+        return self._record_execution(m, price, amount, at_ns, pad=False)
 
     def _record_execution(
         self, m: _Market, price_ticks: int, amount: int, now_ns: int, *, pad: bool
@@ -367,6 +439,7 @@ class MarketModel:
             ),
         )
         self.executions.append(execution)
+        m.executions.append(execution)
         self._last_execution[m.symbol] = execution
         return execution
 

@@ -6,6 +6,10 @@ whose path covers it; one sender task per connection copies its queue to the soc
 connection's snapshot (or replayed execution / current price) is taken and the connection
 subscribed with no checkpoint in between, so what it receives is exactly the truth at that
 moment followed by every later change, gap- and overlap-free.
+
+Generation does not depend on connections: executions happen (and are recorded in the
+model's tape) during an outage of every feed just as with clients connected, and the REST
+API (``rest_server``, a listener of its own) serves the same model.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ import contextlib
 import itertools
 import logging
 import random
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
 import trio
@@ -24,10 +28,12 @@ from wsproto.utilities import LocalProtocolError
 
 from gateway.simulator import faults as faults_mod
 from gateway.simulator import formatting
-from gateway.simulator.config import SimulatorConfig
+from gateway.simulator.config import RestConfig, SimulatorConfig
+from gateway.simulator.faults import FaultConfig
 from gateway.simulator.framing import text_frame
-from gateway.simulator.markets import resolve_markets
+from gateway.simulator.markets import MarketSpec, resolve_markets
 from gateway.simulator.model import Execution, Feed, Level, MarketModel, PriceTick
+from gateway.simulator.rest_server import RestServer
 from gateway.simulator.stream import StallableStream
 
 log = logging.getLogger("gateway.simulator")
@@ -72,6 +78,7 @@ class Connection:
         self._graceful = False
         self._dead = False
         self._sending = False
+        self._books: set[str] = set()  # markets whose SNAPSHOT a book connection has had
 
     def __repr__(self) -> str:
         return (
@@ -134,8 +141,6 @@ class Simulator:
         config = config if config is not None else SimulatorConfig()
         config.check()
         self.config = config
-        self.faults = config.faults
-        """Mutable at runtime: every connection reads it per message."""
         self.model = MarketModel(
             resolve_markets(list(config.markets)),
             seed=config.seed,
@@ -174,19 +179,25 @@ class Simulator:
         self._refuse_status: int | None = None
         self._next_connect_slot = 0.0
         self._fault_rng = random.Random(f"paxos-sim-faults:{config.seed}")
+        self._rest = RestServer(
+            self.model, config.rest, config.faults, config.clock_ns, config.seed
+        )
+        self._rest_url: str | None = None
 
     # -- running ---------------------------------------------------------------------------
 
     async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen, generate and serve until cancelled; ``nursery.start`` returns the URL."""
         listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
-        host, port = listeners[0].socket.getsockname()[:2]
-        self._url = f"ws://[{host}]:{port}" if ":" in host else f"ws://{host}:{port}"
+        rest_listeners = await trio.open_tcp_listeners(self.config.rest_port, host=self.config.host)
+        self._url = "ws://" + _address(listeners[0])
+        self._rest_url = "http://" + _address(rest_listeners[0]) + "/v2"
         async with trio.open_nursery() as nursery:
             await nursery.start(trio.serve_listeners, self._handle_tcp, listeners)
+            await nursery.start(trio.serve_listeners, self._rest.handle, rest_listeners)
             nursery.start_soon(self._generate)
             nursery.start_soon(self._tick_stablecoins)
-            log.info("simulator: serving Paxos feeds on %s", self._url)
+            log.info("simulator: serving Paxos feeds on %s, REST on %s", self._url, self._rest_url)
             task_status.started(self._url)
 
     @property
@@ -195,6 +206,29 @@ class Simulator:
         if self._url is None:
             raise RuntimeError("the simulator is not serving yet")
         return self._url
+
+    @property
+    def faults(self) -> FaultConfig:
+        """Mutable at runtime (change its fields; the object itself stays): every connection
+        reads it per message, the REST server per request."""
+        return self.config.faults
+
+    @property
+    def rest(self) -> RestConfig:
+        """REST behaviour, mutable at runtime like ``faults``: read per request."""
+        return self.config.rest
+
+    @property
+    def rest_url(self) -> str:
+        """``http://127.0.0.1:PORT/v2`` (Paxos: ``https://api.paxos.com/v2``) once serving."""
+        if self._rest_url is None:
+            raise RuntimeError("the simulator is not serving yet")
+        return self._rest_url
+
+    @property
+    def rest_responses(self) -> Counter[int]:
+        """REST responses sent so far, by status."""
+        return self._rest.responses
 
     # -- the truth -------------------------------------------------------------------------
 
@@ -210,10 +244,16 @@ class Simulator:
         """The true book now: (bids best first, asks best first) of (price, amount)."""
         return self.model.truth(market)
 
+    def executions(self, market: str | None = None) -> Sequence[Execution]:
+        """The ground truth: every execution generated (of ``market``), oldest first, whether
+        or not a connection was there to send it on. Read-only."""
+        return self.model.executions if market is None else self.model.executions_of(market)
+
     @property
     def sent_executions(self) -> list[Execution]:
         """Every execution ever generated, oldest first, starting with one initial execution
-        per market (what the first replay shows). Read-only: do not mutate."""
+        per market (what the first replay shows): ``executions()`` under its first name. Not
+        only those sent; an outage does not stop generation. Read-only: do not mutate."""
         return self.model.executions
 
     # -- generation control ----------------------------------------------------------------
@@ -296,6 +336,40 @@ class Simulator:
             count += 1
         self.crossed_injected += 1
         return count
+
+    def halt(self, market: str) -> None:
+        """Stop trading ``market``: still listed (``UNAVAILABLE``), its book frozen, no events.
+        ValueError for the last open market (something must trade)."""
+        self.model.set_status(market, "halted", self.config.clock_ns())
+
+    def delist(self, market: str) -> None:
+        """Stop trading ``market`` and stop listing it: REST 404s, new feed connections get
+        Not Found; connections already on it stay open and silent."""
+        self.model.set_status(market, "delisted", self.config.clock_ns())
+
+    def list_market(self, market: str | MarketSpec) -> None:
+        """Open a halted or delisted market again, or list a new one (a name from
+        ``DEFAULT_MARKETS`` or a ``MarketSpec``), which opens with one execution.
+
+        All-markets book connections that lack the market's book get its SNAPSHOT first,
+        so its UPDATEs never arrive before a snapshot."""
+        symbol = market.symbol if isinstance(market, MarketSpec) else market
+        now_ns = self.config.clock_ns()
+        if symbol in self.model.known_markets:
+            self.model.set_status(symbol, "open", now_ns)
+        else:
+            (spec,) = resolve_markets([market])
+            opening = self.model.add_market(spec, now_ns)
+            self._dispatch("executions", symbol, opening.text)
+        f = self.faults
+        for conn in list(self._routes.get(("book", None), ())):
+            if symbol not in conn._books:
+                conn._books.add(symbol)
+                for text in self.model.snapshot_texts(
+                    symbol, split=f.snapshot_split, style=f.final_snapshot
+                ):
+                    conn._push(text)
+        self._notify()
 
     def refuse_upgrades(self, status: int | None) -> None:
         """Answer every new handshake with this HTTP status (e.g. 503); None to stop."""
@@ -515,6 +589,7 @@ class Simulator:
         model, f = self.model, self.faults
         if conn.feed == "book":
             for market in (conn.market,) if conn.market else model.markets:
+                conn._books.add(market)
                 texts = model.snapshot_texts(market, split=f.snapshot_split, style=f.final_snapshot)
                 for text in texts:
                     conn._push_initial(text)
@@ -601,3 +676,8 @@ class Simulator:
                 conn.stall()  # the message whose turn it was now waits with the rest
             if self._space_needed and len(queue) <= low_water:
                 self._release_space()
+
+
+def _address(listener: trio.SocketListener) -> str:
+    host, port = listener.socket.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,8 @@ import jsonschema
 import pytest
 import yaml
 
+from gateway.io import server as server_mod
+from gateway.io import upstream as upstream_mod
 from tests.deploy.test_dockerfile import exec_form, final_stage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,6 +26,10 @@ CHART_DIR = ROOT / "helm" / "paxos-gateway"
 SERVICEMONITOR_SCHEMA = (
     Path(__file__).resolve().parent / "k8s_schemas" / "servicemonitor-monitoring.coreos.com-v1.json"
 )
+PROMETHEUSRULE_SCHEMA = (
+    Path(__file__).resolve().parent / "k8s_schemas" / "prometheusrule-monitoring.coreos.com-v1.json"
+)
+CRD_SCHEMAS = {"ServiceMonitor": SERVICEMONITOR_SCHEMA, "PrometheusRule": PROMETHEUSRULE_SCHEMA}
 RELEASE, NAMESPACE = "gw", "marketdata"
 FULLNAME = f"{RELEASE}-paxos-gateway"
 
@@ -58,6 +65,11 @@ EVERYTHING_ON: dict[str, Any] = {
     "metrics": {
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
     },
+    "prometheusRule": {
+        "enabled": True,
+        "labels": {"release": "prometheus"},
+        "runbookBaseUrl": "https://github.com/example/paxos-gateway/blob/main/docs/operations.md",
+    },
     "networkPolicy": {
         "enabled": True,
         "subscriberNamespaceSelectors": [
@@ -81,7 +93,25 @@ EVERYTHING_ON: dict[str, Any] = {
     "podAnnotations": {"example.com/team": "market-data"},
     "podLabels": {"tier": "edge"},
     "commonLabels": {"cost-center": "md"},
-    "extraEnv": [{"name": "PAXOS_GATEWAY__SERVER__MAX_SUBSCRIBERS", "value": "500"}],
+    "extraEnv": [
+        {"name": "PAXOS_GATEWAY__SERVER__MAX_SUBSCRIBERS", "value": "500"},
+        {
+            "name": "PAXOS_GATEWAY__UPSTREAM__BASE_URL",
+            "valueFrom": {"secretKeyRef": {"name": "gateway-upstream", "key": "base_url"}},
+        },
+    ],
+    "envFrom": [
+        {"configMapRef": {"name": "gateway-overrides"}},
+        {"secretRef": {"name": "gateway-secrets", "optional": True}, "prefix": "EXTRA_"},
+    ],
+    "extraVolumes": [
+        {"name": "ca-bundle", "configMap": {"name": "corporate-ca"}},
+        {"name": "scratch", "emptyDir": {"sizeLimit": "16Mi"}},
+    ],
+    "extraVolumeMounts": [
+        {"name": "ca-bundle", "mountPath": "/etc/ssl/corporate", "readOnly": True},
+        {"name": "scratch", "mountPath": "/var/scratch"},
+    ],
     "priorityClassName": "high",
     "tolerations": [
         {"key": "dedicated", "operator": "Equal", "value": "md", "effect": "NoSchedule"}
@@ -166,6 +196,7 @@ def test_default_render_has_the_core_objects(chart: Any) -> None:
     assert kinds(render(chart)) == {
         "ConfigMap",
         "Deployment",
+        "NetworkPolicy",
         "PodDisruptionBudget",
         "Service",
         "ServiceAccount",
@@ -180,6 +211,7 @@ def test_everything_on_renders_every_optional_object(chart: Any) -> None:
         "HorizontalPodAutoscaler",
         "NetworkPolicy",
         "PodDisruptionBudget",
+        "PrometheusRule",
         "Service",
         "ServiceAccount",
         "ServiceMonitor",
@@ -205,8 +237,11 @@ def test_lint_reports_bad_values() -> None:
 def test_every_manifest_validates_strictly(chart: Any, scenario: str, kube_version: str) -> None:
     manifests = render(chart, SCENARIOS[scenario])
     for manifest in manifests:
-        if manifest["kind"] == "ServiceMonitor":
-            continue  # a CRD: kubernetes-validate has no schema for it, see below
+        if manifest["kind"] in CRD_SCHEMAS:
+            # A CRD: kubernetes-validate has no schema for it; the CRD's own, kept as data.
+            schema = json.loads(CRD_SCHEMAS[manifest["kind"]].read_text())
+            jsonschema.Draft202012Validator(schema).validate(manifest)
+            continue
         # Raises ValidationError (or SchemaNotFoundError for an unknown kind/apiVersion).
         kubernetes_validate.validate(manifest, kube_version, strict=True)
 
@@ -243,12 +278,39 @@ BAD_VALUES = [
     ),
     pytest.param({"config": {"log": {"format": "xml"}}}, "/config/log/format", id="log-format"),
     pytest.param(
-        {"networkPolicy": {"enabled": True}},
-        "/networkPolicy/subscriberNamespaceSelectors",
-        id="netpol-without-namespaces",
+        {"networkPolicy": {"subscriberNamespaceSelectors": [{}]}},
+        "/networkPolicy/subscriberNamespaceSelectors/0",
+        id="netpol-empty-selector",
+    ),
+    pytest.param(
+        {"networkPolicy": {"metricsNamespaceSelectors": [{"namespace": "monitoring"}]}},
+        "/networkPolicy/metricsNamespaceSelectors/0",
+        id="netpol-selector-shape",
     ),
     pytest.param(
         {"securityContext": {"runAsNonRoot": False}}, "/securityContext/runAsNonRoot", id="root"
+    ),
+    pytest.param({"envFrom": [{"name": "x"}]}, "/envFrom/0", id="envfrom-shape"),
+    pytest.param(
+        {"extraVolumes": [{"name": "config", "emptyDir": {}}]},
+        "/extraVolumes/0/name",
+        id="extra-volume-reserved-name",
+    ),
+    pytest.param(
+        {"extraVolumeMounts": [{"name": "x"}]}, "/extraVolumeMounts/0", id="mount-without-path"
+    ),
+    pytest.param(
+        {"extraEnv": [{"name": "A", "value": "1", "valueFrom": {"fieldRef": {}}}]},
+        "/extraEnv/0",
+        id="env-value-and-valuefrom",
+    ),
+    pytest.param(
+        {"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone"}]},
+        "/topologySpreadConstraints/0",
+        id="spread-incomplete",
+    ),
+    pytest.param(
+        {"lifecycle": {"preStopSleepSeconds": -1}}, "/lifecycle/preStopSleepSeconds", id="prestop"
     ),
 ]
 
@@ -258,6 +320,38 @@ def test_schema_rejects_bad_values(chart: Any, values: dict[str, Any], message: 
     with pytest.raises(helm.HelmValuesError) as caught:
         chart.render(values, name=RELEASE, namespace=NAMESPACE)
     assert message in str(caught.value)
+
+
+TEMPLATE_FAILURES = [
+    pytest.param(
+        {"extraVolumeMounts": [{"name": "x", "mountPath": "/etc/paxos-gateway/"}]},
+        "extraVolumeMounts: /etc/paxos-gateway/ is where the chart mounts its own volume",
+        id="mount-over-config",
+    ),
+    pytest.param(
+        {"extraVolumeMounts": [{"name": "x", "mountPath": "/tmp"}]},
+        "extraVolumeMounts: /tmp is where the chart mounts",
+        id="mount-over-tmp",
+    ),
+    pytest.param(
+        {"extraEnv": [{"name": "PAXOS_GATEWAY__SHUTDOWN__DRAIN_TIMEOUT", "value": "300"}]},
+        "extraEnv: set PAXOS_GATEWAY__SHUTDOWN__DRAIN_TIMEOUT through config",
+        id="drain-by-env",
+    ),
+    pytest.param(
+        {"extraEnv": [{"name": "paxos_gateway__server__port", "value": "1"}]},
+        "extraEnv: set paxos_gateway__server__port through config",
+        id="port-by-env",
+    ),
+]
+
+
+@pytest.mark.parametrize(("values", "message"), TEMPLATE_FAILURES)
+def test_templates_reject_what_would_break_the_pod(
+    chart: Any, values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
 
 
 def test_hpa_bounds_are_checked(chart: Any) -> None:
@@ -441,8 +535,9 @@ def test_security_context(chart: Any) -> None:
 @pytest.mark.parametrize(
     ("values", "drain", "pre_stop"),
     [
-        ({}, 10.0, 0),
-        ({"config": {"shutdown": {"drain_timeout": 45.5}}}, 45.5, 0),
+        ({}, 10.0, 5),
+        ({"config": {"shutdown": {"drain_timeout": 45.5}}}, 45.5, 5),
+        ({"lifecycle": {"preStopSleepSeconds": 0}}, 10.0, 0),
         (
             {
                 "config": {"shutdown": {"drain_timeout": 30}},
@@ -461,12 +556,59 @@ def test_termination_grace_covers_the_drain(
     assert gateway_toml(manifests)["shutdown"]["drain_timeout"] == drain
     grace = pod["terminationGracePeriodSeconds"]
     assert isinstance(grace, int)
-    assert grace > pre_stop + drain
+    # After SIGTERM the gateway drains for up to drain_timeout, then gives lagging subscribers
+    # CLOSE_TIMEOUT + 1 s to close and the upstream connections their close timeout; the grace
+    # period (which starts before the preStop hook) must cover all of it and the exit.
+    bound = pre_stop + drain + server_mod.CLOSE_TIMEOUT + 1 + upstream_mod.DEFAULT_CLOSE_TIMEOUT
+    assert grace >= bound + 1
+    assert grace <= bound + 10  # and not so long that a stuck pod blocks a rollout for minutes
     lifecycle = container(manifests).get("lifecycle")
     if pre_stop:
         assert lifecycle == {"preStop": {"sleep": {"seconds": pre_stop}}}
     else:
         assert lifecycle is None
+
+
+def test_default_grace_period_is_prestop_drain_close_and_margin(chart: Any) -> None:
+    pod = one(render(chart), "Deployment")["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 5 + 10 + 8 + 2
+    assert container(render(chart))["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+
+
+def test_replicas_spread_over_nodes_by_default(chart: Any) -> None:
+    manifests = render(chart)
+    pod = one(manifests, "Deployment")["spec"]["template"]
+    (constraint,) = pod["spec"]["topologySpreadConstraints"]
+    assert constraint["topologyKey"] == "kubernetes.io/hostname"
+    assert constraint["whenUnsatisfiable"] == "ScheduleAnyway"  # a single node still runs both
+    assert constraint["matchLabelKeys"] == ["pod-template-hash"]
+    selector = constraint["labelSelector"]["matchLabels"]
+    assert selector == one(manifests, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= pod["metadata"]["labels"].items()
+    # A list replaces the default and keeps its own selector; [] turns spreading off.
+    zone = EVERYTHING_ON["topologySpreadConstraints"]
+    on = one(render(chart, EVERYTHING_ON), "Deployment")["spec"]["template"]["spec"]
+    assert on["topologySpreadConstraints"] == zone
+    off = one(render(chart, {"topologySpreadConstraints": []}), "Deployment")
+    assert "topologySpreadConstraints" not in off["spec"]["template"]["spec"]
+
+
+def test_extra_env_envfrom_volumes_and_mounts(chart: Any) -> None:
+    manifests = render(chart, EVERYTHING_ON)
+    gateway = container(manifests)
+    pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
+    assert gateway["env"] == EVERYTHING_ON["extraEnv"]
+    assert gateway["envFrom"] == EVERYTHING_ON["envFrom"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert {"config", "tmp", "ca-bundle", "scratch"} <= set(volumes)
+    assert volumes["ca-bundle"] == EVERYTHING_ON["extraVolumes"][0]
+    mounts = {m["name"]: m for m in gateway["volumeMounts"]}
+    assert {"config", "tmp", "ca-bundle", "scratch"} <= set(mounts)
+    assert mounts["ca-bundle"] == EVERYTHING_ON["extraVolumeMounts"][0]
+    # Every mount names a volume of the pod.
+    assert set(mounts) <= set(volumes)
+    defaults = container(render(chart))
+    assert "env" not in defaults and "envFrom" not in defaults
 
 
 def test_resources_are_set(chart: Any) -> None:
@@ -492,9 +634,25 @@ def test_selectors_match_the_pods(chart: Any) -> None:
 
 
 def test_service_ports(chart: Any) -> None:
-    service = one(render(chart), "Service")
+    manifests = render(chart)
+    service = one(manifests, "Service")
     ports = {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]}
-    assert ports == {"ws": (8765, "ws"), "metrics": (9108, "metrics")}
+    assert ports == {"ws": (8765, "ws")}
+    metrics = one(manifests, "Service", f"{FULLNAME}-metrics")
+    ports = {p["name"]: (p["port"], p["targetPort"]) for p in metrics["spec"]["ports"]}
+    assert ports == {"metrics": (9108, "metrics")}
+    assert metrics["spec"]["selector"] == service["spec"]["selector"]
+
+
+def test_the_ops_port_is_never_exposed_outside_the_cluster(chart: Any) -> None:
+    # A LoadBalancer or NodePort for subscribers carries the subscriber port only; the ops
+    # port (/metrics, /readyz) stays on a ClusterIP Service.
+    for service_type in ("LoadBalancer", "NodePort"):
+        manifests = render(chart, {"service": {"type": service_type}})
+        services = {m["metadata"]["name"]: m["spec"] for m in manifests if m["kind"] == "Service"}
+        assert services[FULLNAME]["type"] == service_type
+        assert [p["name"] for p in services[FULLNAME]["ports"]] == ["ws"]
+        assert services[f"{FULLNAME}-metrics"]["type"] == "ClusterIP"
 
 
 def test_pdb_defaults_and_override(chart: Any) -> None:
@@ -537,11 +695,19 @@ def test_scrape_annotations_unless_a_servicemonitor(chart: Any) -> None:
 def test_servicemonitor_targets_the_metrics_port(chart: Any) -> None:
     manifests = render(chart, EVERYTHING_ON)
     monitor = one(manifests, "ServiceMonitor")
-    service = one(manifests, "Service")
+    service = one(manifests, "Service", f"{FULLNAME}-metrics")
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     assert (
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     )
+    # Only the metrics Service: the subscriber Service has no metrics port.
+    selected = [
+        m["metadata"]["name"]
+        for m in manifests
+        if m["kind"] == "Service"
+        and monitor["spec"]["selector"]["matchLabels"].items() <= m["metadata"]["labels"].items()
+    ]
+    assert selected == [f"{FULLNAME}-metrics"]
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["path"] == "/metrics"
@@ -564,6 +730,23 @@ def test_network_policy_admits_subscribers_only_from_selected_namespaces(chart: 
     # No pod selector inside a peer: a namespaceSelector alone admits the whole namespace and
     # nothing else.
     assert all(set(peer) == {"namespaceSelector"} for peer in rules[("ws",)]["from"])
+
+
+def test_network_policy_by_default(chart: Any) -> None:
+    # On by default: the subscriber port open to any source (a LoadBalancer's clients
+    # included), the ops port to pods of any namespace but not from outside the cluster.
+    manifests = render(chart)
+    policy = one(manifests, "NetworkPolicy")["spec"]
+    assert policy["policyTypes"] == ["Ingress"]
+    rules = {tuple(p["port"] for p in rule["ports"]): rule for rule in policy["ingress"]}
+    assert set(rules) == {("ws",), ("metrics",)}
+    assert "from" not in rules[("ws",)]
+    assert rules[("metrics",)]["from"] == [{"namespaceSelector": {}}]
+    # The rules name the container's ports (and so follow config.server.port/metrics.port).
+    names = {p["name"] for p in container(manifests)["ports"]}
+    assert {"ws", "metrics"} == names
+    off = render(chart, {"networkPolicy": {"enabled": False}})
+    assert "NetworkPolicy" not in kinds(off)
 
 
 def test_dashboard_configmap_ships_the_dashboard(chart: Any) -> None:

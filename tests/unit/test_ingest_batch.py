@@ -15,7 +15,7 @@ from gateway.ingest.book import OrderBook
 from gateway.ingest.feeds import feed_from_url
 from gateway.ingest.normalizer import FeedNormalizer
 
-EPOCH = 1_700_000_000_000_000_000
+EPOCH = "1700000000000000000"
 
 
 class Sink:

@@ -76,8 +76,16 @@ app.kubernetes.io/component: gateway
 {{- int64 (ceil $drain) -}}
 {{- end }}
 
+{{/*
+What the gateway may still take after the drain: 6 s to close the subscribers that have not
+finished (gateway/io/server.py CLOSE_TIMEOUT + 1), then 2 s to close the upstream connections
+(gateway/io/upstream.py DEFAULT_CLOSE_TIMEOUT, the feeds in parallel).
+*/}}
+{{- define "paxos-gateway.closeSeconds" -}}8{{- end }}
+
+{{/* preStop sleep + drain + the gateway's close bounds + margin (process exit). */}}
 {{- define "paxos-gateway.terminationGracePeriodSeconds" -}}
-{{- add (int64 .Values.lifecycle.preStopSleepSeconds) (include "paxos-gateway.drainSeconds" . | int64) (int64 .Values.lifecycle.terminationGraceMarginSeconds) -}}
+{{- add (int64 .Values.lifecycle.preStopSleepSeconds) (include "paxos-gateway.drainSeconds" . | int64) (include "paxos-gateway.closeSeconds" . | int64) (int64 .Values.lifecycle.terminationGraceMarginSeconds) -}}
 {{- end }}
 
 {{/*
@@ -191,3 +199,11 @@ feeds:
 {{- end }}
 {{- end }}
 {{ end }}
+
+{{/*
+The ClusterIP Service of the ops port (/metrics, /healthz, /readyz), apart from the subscriber
+Service so that a LoadBalancer or NodePort for subscribers never exposes it.
+*/}}
+{{- define "paxos-gateway.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "paxos-gateway.fullname" . | trunc 55 | trimSuffix "-") -}}
+{{- end }}
