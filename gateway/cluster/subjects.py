@@ -39,6 +39,11 @@ HEADER_MSG_ID: Final = "Nats-Msg-Id"
 HEADER_EXPECTED_LAST_SUBJECT_SEQ: Final = "Nats-Expected-Last-Subject-Sequence"
 HEADER_EPOCH: Final = "Pgw-Epoch"
 HEADER_SEQ: Final = "Pgw-Seq"
+# Who wrote it: the leader's holder id and lease revision, unique per leadership term. A fenced
+# publish that is rejected is then told apart from a retry of our own write whose ack was lost
+# (measured: nats-server checks the expected last sequence *before* the Nats-Msg-Id dedup, so
+# such a retry is rejected too, not acked as a duplicate).
+HEADER_WRITER: Final = "Pgw-Writer"
 
 # JetStream's error code for a failed Nats-Expected-Last-*-Sequence check ("wrong last
 # sequence"): the fencing token of a stale leader, and the KV revision conflict.
@@ -115,12 +120,17 @@ def parse_message_id(text: str) -> RecordId:
 
 
 def publish_headers(
-    epoch: int | str, stream: str, seq: int, expected_last_subject_seq: int | None
+    epoch: int | str,
+    stream: str,
+    seq: int,
+    expected_last_subject_seq: int | None,
+    writer: str | None = None,
 ) -> dict[str, str]:
     """The headers of one record's publish.
 
     ``expected_last_subject_seq`` is the JetStream sequence of this leader's last write on the
     subject (0: the subject must be empty); ``None`` publishes unfenced (tests, tools).
+    ``writer`` names the leadership term (``HEADER_WRITER``).
     """
     headers = {
         HEADER_MSG_ID: message_id(epoch, stream, seq),
@@ -129,7 +139,17 @@ def publish_headers(
     }
     if expected_last_subject_seq is not None:
         headers[HEADER_EXPECTED_LAST_SUBJECT_SEQ] = str(expected_last_subject_seq)
+    if writer is not None:
+        headers[HEADER_WRITER] = writer
     return headers
+
+
+def is_own_write(headers: dict[str, str] | None, msg_id: str, writer: str) -> bool:
+    """Whether a stored message is this very record from this leadership term: a fenced
+    rejection of it is then our retry after a lost ack, not another writer."""
+    if not headers:
+        return False
+    return headers.get(HEADER_MSG_ID) == msg_id and headers.get(HEADER_WRITER) == writer
 
 
 def record_id_of_headers(subject: str, headers: dict[str, str] | None) -> RecordId:

@@ -76,3 +76,11 @@ def test_headers_carry_the_id_and_the_fence() -> None:
 def test_a_message_without_its_id_headers_is_refused(headers: dict[str, str] | None) -> None:
     with pytest.raises(SubjectError):
         subjects.record_id_of_headers("pgw.v1.rec.trades.BTCUSD", headers)
+
+
+def test_own_write_needs_the_id_and_the_term() -> None:
+    headers = subjects.publish_headers(5, "a.b", 9, 3, writer="ingest-0:12")
+    assert subjects.is_own_write(headers, "5:a.b:9", "ingest-0:12")
+    assert not subjects.is_own_write(headers, "5:a.b:9", "ingest-1:13")
+    assert not subjects.is_own_write(headers, "5:a.b:8", "ingest-0:12")
+    assert not subjects.is_own_write(None, "5:a.b:9", "ingest-0:12")
