@@ -65,8 +65,13 @@ class Lease:
         self._valid_until = 0.0
         # What happened last, for a status line and a metric label.
         self.reason = "not acquired yet"
+        # The leadership term, "<holder>:<revision of the create>": unique per acquisition, it
+        # is the writer every fenced publish names (subjects.HEADER_WRITER).
+        self.term: str | None = None
         self.acquisitions = 0
         self.losses = 0
+        self.conflicts = 0
+        self.failures = 0
 
     @property
     def interval(self) -> float:
@@ -90,6 +95,7 @@ class Lease:
         if self.role is LeaseRole.STANDBY:
             self.acquisitions += 1
             self.reason = "acquired"
+            self.term = f"{self.holder}:{revision}"
         else:
             self.reason = "renewed"
         self.role = LeaseRole.LEADER
@@ -99,6 +105,7 @@ class Lease:
 
     def conflict(self) -> LeaseRole:
         """The server refused: the key exists (create) or moved past our revision (renew)."""
+        self.conflicts += 1
         if self.role is LeaseRole.LEADER:
             self._lose("revision conflict: another holder wrote the key")
         else:
@@ -107,6 +114,7 @@ class Lease:
 
     def failed(self, error: str) -> LeaseRole:
         """No answer (timeout, disconnect): a leader keeps leading until its bound passes."""
+        self.failures += 1
         if self.role is LeaseRole.STANDBY:
             self.reason = f"cannot reach the lease: {error}"
         return self.role
@@ -130,4 +138,5 @@ class Lease:
             self.reason = reason
         self.role = LeaseRole.STANDBY
         self.revision = None
+        self.term = None
         self._valid_until = 0.0

@@ -14,6 +14,7 @@ def test_acquire_renew_against_the_last_revision() -> None:
     lease.written(revision=9, sent_at=101.0)
     assert lease.attempt() == Renew(9)
     assert lease.acquisitions == 1
+    assert lease.term == "a:7"  # the term is the acquisition's, renews keep it
 
 
 def test_a_contender_stays_standby_while_the_key_is_held() -> None:
@@ -27,7 +28,7 @@ def test_a_renew_conflict_loses_the_lease() -> None:
     lease = Lease("a", ttl=3.0)
     lease.written(1, sent_at=0.0)
     assert lease.conflict() is LeaseRole.STANDBY
-    assert lease.revision is None and lease.losses == 1
+    assert lease.revision is None and lease.term is None and lease.losses == 1
     assert "conflict" in lease.reason
     assert lease.attempt() == Create()
 
