@@ -180,6 +180,15 @@ class NatsBridge:
 
         return await self.call(count)
 
+    async def stream_leader(self, stream: str) -> str | None:
+        """The server name of the stream's Raft leader (None on a single node)."""
+
+        async def leader() -> str | None:
+            info = await self._js.stream_info(stream)
+            return None if info.cluster is None else info.cluster.leader
+
+        return await self.call(leader)
+
     async def last_messages(self, stream: str) -> dict[str, StoredMessage]:
         """The last message of every subject of ``stream``: a new leader's fence and
         continuation point (its last ``(epoch, seq)`` per gateway stream), or an edge's
@@ -399,7 +408,7 @@ class OrderedReader:
         delivery = Delivery(
             msg.subject,
             msg.data,
-            _text_headers(msg.headers),
+            msg.headers,  # already str -> str, and never reused by nats-py: no copy per message
             meta.sequence.stream,
             meta.num_pending,
         )
