@@ -147,25 +147,23 @@ class NatsBridge:
     async def ensure_streams(self, layout: StreamLayout, *, memory: bool = False) -> None:
         """Create the records and checkpoint streams (idempotent with the same configuration)."""
         storage = js_api.StorageType.MEMORY if memory else js_api.StorageType.FILE
-        records = js_api.StreamConfig(
-            name=layout.records,
-            subjects=[subjects.RECORDS_PREFIX + ">"],
-            retention=js_api.RetentionPolicy.LIMITS,
-            discard=js_api.DiscardPolicy.OLD,
-            storage=storage,
-            num_replicas=layout.replicas,
-            max_age=layout.max_age_seconds,
-            duplicate_window=layout.duplicate_window_seconds,
-        )
-        checkpoints = js_api.StreamConfig(
-            name=layout.checkpoints,
-            subjects=[subjects.CHECKPOINTS_PREFIX + ">"],
-            retention=js_api.RetentionPolicy.LIMITS,
-            discard=js_api.DiscardPolicy.OLD,
-            storage=storage,
-            num_replicas=layout.replicas,
-            max_msgs_per_subject=1,
-        )
+
+        def limits(name: str, prefix: str) -> js_api.StreamConfig:
+            return js_api.StreamConfig(
+                name=name,
+                subjects=[prefix + ">"],
+                retention=js_api.RetentionPolicy.LIMITS,
+                discard=js_api.DiscardPolicy.OLD,
+                storage=storage,
+                num_replicas=layout.replicas,
+            )
+
+        records = limits(layout.records, subjects.RECORDS_PREFIX)
+        records.max_age = layout.max_age_seconds
+        records.duplicate_window = layout.duplicate_window_seconds
+        # The last-value store: one message (the latest checkpoint) per book subject.
+        checkpoints = limits(layout.checkpoints, subjects.CHECKPOINTS_PREFIX)
+        checkpoints.max_msgs_per_subject = 1
 
         async def ensure() -> None:
             for config in (records, checkpoints):

@@ -189,10 +189,20 @@ async def test_backpressure_bounds_the_batches_and_keeps_the_order(
 
 
 async def test_an_edge_starts_after_a_checkpoint(nats_server: NatsServer) -> None:
+    checkpoint = subjects.checkpoint_subject("book.BTCUSD")
     async with open_bridge(nats_server.url) as bridge:
         await bridge.ensure_streams(LAYOUT)
         with trio.fail_after(20):
             await bridge.publish_batch(items("book.BTCUSD", range(1, 21)), fence=None)
+            # Two checkpoints of one book: the last-value stream keeps only the later one.
+            for seq in (10, 14):
+                (item,) = items("book.BTCUSD", range(seq, seq + 1))
+                await bridge.publish_batch(
+                    [PublishItem(checkpoint, b"%d" % seq, item.record)], fence=None
+                )
+            kept = await bridge.last_messages(LAYOUT.checkpoints)
+            assert await bridge.message_count(LAYOUT.checkpoints) == 1
+        assert kept[checkpoint].data == b"14"
         batches = await read(bridge, 6, start_sequence=15)
     assert [d.stream_seq for b in batches for d in b] == list(range(15, 21))
 
