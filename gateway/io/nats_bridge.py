@@ -136,7 +136,12 @@ class NatsBridge:
         """Run ``make()`` on the loop; the trio caller's cancellation cancels it there."""
         if self._loop.is_closed() or self._stop.is_set():
             raise BridgeClosed("the NATS bridge is closed")
-        future = asyncio.run_coroutine_threadsafe(make(), self._loop)
+        coroutine = make()
+        try:
+            future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        except RuntimeError as exc:  # the loop closed just now
+            coroutine.close()
+            raise BridgeClosed("the NATS bridge is closed") from exc
         try:
             return await _wait_future(future, self._token)
         except concurrent.futures.CancelledError as exc:
@@ -288,22 +293,35 @@ class NatsBridge:
     async def _publish_pipelined(
         self, items: Sequence[PublishItem], ack_timeout: float
     ) -> list[PublishOutcome]:
-        futures: list[asyncio.Future[js_api.PubAck]] = []
+        # Every item gets an outcome, whatever fails: a publish that cannot even be sent
+        # (disconnected, too many in flight) and an ack that does not come in time are FAILED,
+        # and the caller re-sends them with the same ids.
+        sent: list[asyncio.Future[js_api.PubAck] | Exception] = []
         for item in items:
-            futures.append(
-                await self._js.publish_async(
-                    item.subject, item.payload, headers=_headers(item, None)
+            try:
+                sent.append(
+                    await self._js.publish_async(
+                        item.subject, item.payload, headers=_headers(item, None)
+                    )
                 )
-            )
-        done = await asyncio.wait_for(
-            asyncio.gather(*futures, return_exceptions=True), timeout=ack_timeout
-        )
-        return [
-            _failure(item.record, ack)
-            if isinstance(ack, BaseException)
-            else _stored(item.record, ack)
-            for item, ack in zip(items, done, strict=True)
-        ]
+            except Exception as exc:
+                sent.append(exc)
+        waiting = [f for f in sent if isinstance(f, asyncio.Future)]
+        if waiting:
+            await asyncio.wait(waiting, timeout=ack_timeout)
+        outcomes = []
+        for item, f in zip(items, sent, strict=True):
+            if isinstance(f, Exception):
+                outcomes.append(_failure(item.record, f))
+            elif not f.done() or f.cancelled():
+                f.cancel()
+                no_ack = TimeoutError(f"no ack within {ack_timeout} s")
+                outcomes.append(_failure(item.record, no_ack))
+            elif (error := f.exception()) is not None:
+                outcomes.append(_failure(item.record, error))
+            else:
+                outcomes.append(_stored(item.record, f.result()))
+        return outcomes
 
     # -- the lease's key-value bucket --------------------------------------------------------
 
@@ -498,7 +516,9 @@ async def open_bridge(
         with trio.fail_after(connect_timeout + CLOSE_TIMEOUT):
             loop, nc, stop = await _wait_future(started, token)
     except BaseException:
-        await trio.to_thread.run_sync(thread.join, CLOSE_TIMEOUT)
+        # Also when cancelled: the loop thread sees the cancelled start and ends by itself.
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(thread.join, CLOSE_TIMEOUT)
         raise
     bridge = NatsBridge(loop, nc, stop, thread, token)
 
@@ -536,6 +556,9 @@ async def _loop_main(
     async def reconnected() -> None:
         state("connected")
 
+    async def closed() -> None:
+        state("closed")
+
     errors: list[Exception] = []
 
     async def error(exc: Exception) -> None:
@@ -558,19 +581,26 @@ async def _loop_main(
                 reconnect_time_wait=0.5,
                 disconnected_cb=disconnected,
                 reconnected_cb=reconnected,
+                closed_cb=closed,
                 error_cb=error,
             ),
             timeout=connect_timeout,
         )
     except (Exception, asyncio.CancelledError) as exc:
         cause = errors[-1] if errors else exc
-        started.set_exception(
-            NatsUnavailable(
-                f"cannot connect to NATS at {servers} within {connect_timeout} s: {cause!r}"
+        with contextlib.suppress(concurrent.futures.InvalidStateError):  # trio gave up first
+            started.set_exception(
+                NatsUnavailable(
+                    f"cannot connect to NATS at {servers} within {connect_timeout} s: {cause!r}"
+                )
             )
-        )
         return
-    started.set_result((asyncio.get_running_loop(), nc, stop))
+    try:
+        started.set_result((asyncio.get_running_loop(), nc, stop))
+    except concurrent.futures.InvalidStateError:
+        # The trio side was cancelled while we connected: nobody will use this connection.
+        await nc.close()
+        return
     try:
         await stop.wait()
     finally:

