@@ -225,9 +225,11 @@ class NatsBridge:
         With a ``fence`` (the leader's), every publish names the subject's expected last
         sequence, so the records of one subject go one ack after another and subjects run
         concurrently; the fence follows the acks. It crosses with the batch and is touched only
-        by the loop thread while the batch is in flight. ``writer`` names the leadership term:
-        a rejection whose subject ends with this very record from this term is our retry after
-        a lost ack (a ``DUPLICATE``), anything else is ``FENCED``. Without a fence (tools, the
+        by the loop thread while the batch is in flight, so one batch per fence at a time (the
+        leader publishes from one task, batch after batch, which also keeps the order).
+        ``writer`` names the leadership term: a rejection whose subject ends with this very
+        record from this term is our retry after a lost ack (a ``DUPLICATE``), anything else is
+        ``FENCED``. Without a fence (tools, the
         bench), the whole batch is pipelined.
         """
         if not items:
