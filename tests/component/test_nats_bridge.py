@@ -5,17 +5,15 @@ from __future__ import annotations
 import json
 import threading
 import urllib.request
-from decimal import Decimal
 
 import pytest
 import trio
 
 from gateway.cluster import subjects
-from gateway.cluster.codec import decode_record, encode_record
+from gateway.cluster.codec import decode_record
 from gateway.cluster.fence import PublishStatus, SubjectFence
 from gateway.cluster.ordered import OrderedApply, Verdict
 from gateway.cluster.subjects import StreamLayout
-from gateway.contract.records import Trade
 from gateway.io.nats_bridge import (
     Delivery,
     NatsBridge,
@@ -23,30 +21,12 @@ from gateway.io.nats_bridge import (
     PublishItem,
     open_bridge,
 )
+from tests.support.cluster_records import EPOCH, NEXT_EPOCH, items, trade
 from tests.support.nats_server import NatsServer, free_port, start_server
 
-EPOCH = 1795582622048325592
 # R1 for a single node; memory storage is not used: the file store is what production runs.
 LAYOUT = StreamLayout(replicas=1, max_age_seconds=600)
 STREAMS = ("trades.BTCUSD", "trades.ETHUSD", "book.BTCUSD")
-
-
-def trade(stream: str, seq: int, epoch: int = EPOCH) -> Trade:
-    return Trade(
-        stream=stream,
-        seq=seq,
-        epoch=epoch,
-        receive_time=1_795_582_622_048_325_999 + seq,
-        market=stream.split(".")[1],
-        price=Decimal("64998.75"),
-        amount=Decimal(seq) / 1000,
-        match_number=f"M{seq}",
-        exchange_time=1_795_582_622_048_000_000,
-    )
-
-
-def items(stream: str, seqs: range, epoch: int = EPOCH) -> list[PublishItem]:
-    return [PublishItem.of(epoch, stream, s, encode_record(trade(stream, s, epoch))) for s in seqs]
 
 
 def interleaved(n: int) -> list[PublishItem]:
@@ -161,7 +141,7 @@ async def test_a_stale_leaders_publish_is_rejected(nats_server: NatsServer) -> N
             won = await new.publish_batch(items("trades.BTCUSD", range(11, 13)), fence=new_fence)
             # ... and the old one wakes up and writes its next records with its old fence.
             stale = await old.publish_batch(
-                items("trades.BTCUSD", range(11, 14), epoch=EPOCH + 1), fence=old_fence
+                items("trades.BTCUSD", range(11, 14), epoch=NEXT_EPOCH), fence=old_fence
             )
             count = await old.message_count(LAYOUT.records)
 

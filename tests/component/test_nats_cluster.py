@@ -11,7 +11,7 @@ from gateway.cluster.fence import PublishStatus, SubjectFence
 from gateway.cluster.ordered import OrderedApply, Verdict
 from gateway.cluster.subjects import StreamLayout
 from gateway.io.nats_bridge import NatsBridge, PublishItem, open_bridge
-from tests.component.test_nats_bridge import EPOCH, items
+from tests.support.cluster_records import EPOCH, items
 from tests.support.nats_server import NatsServer
 
 LAYOUT = StreamLayout(replicas=3, max_age_seconds=600)
