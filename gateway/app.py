@@ -126,6 +126,8 @@ class Gateway:
             self.readiness,
             host=config.metrics.host,
             port=config.metrics.port,
+            max_connections=config.metrics.max_connections,
+            max_connections_per_address=config.metrics.max_connections_per_address,
         )
         self._handle_signals = handle_signals
         self._shutdown = trio.Event()

@@ -103,9 +103,13 @@ class ServerConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 
 
 class MetricsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    host: NonEmpty = "0.0.0.0"
+    # Loopback like server.host; the image and the chart set 0.0.0.0 (probes, scrapes).
+    host: NonEmpty = "127.0.0.1"
     port: Port = 9108
     ready_grace: NonNegative = 30.0
+    # Ops connections; beyond either cap the oldest idle one is shed (io/ops_http.py).
+    max_connections: Count = 64
+    max_connections_per_address: Count = 8
 
 
 class ShutdownConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -150,6 +150,8 @@ metrics:
   host: string
   port: int
   ready_grace: float
+  max_connections: int
+  max_connections_per_address: int
 shutdown:
   drain_timeout: float
 log:
