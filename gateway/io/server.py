@@ -29,7 +29,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Final, Literal, Protocol, cast, get_args
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import trio
@@ -57,7 +57,9 @@ from gateway.contract.protocol import (
 )
 from gateway.fanout import mirror
 from gateway.fanout.access import ConnectionRateLimiter, LogBudget, TokenAuth, client_key
+from gateway.fanout.admission import PendingBudget, PendingRefusal
 from gateway.fanout.hub import Hub, Subscriber
+from gateway.io.accept import AdmittingWebSocketServer
 from gateway.io.delivery import Flusher, SocketWriter, adopt
 
 if TYPE_CHECKING:
@@ -68,6 +70,12 @@ __all__ = ["Route", "RouteError", "Server", "ServerSettings", "route"]
 log = logging.getLogger("gateway.server")
 
 DisconnectReason = Literal["slow", "ping_timeout", "client_close", "error", "shutdown"]
+# rejected_connections_total{reason}: at the handshake (``_reject``), and at accept
+# (``admission.PENDING_REFUSALS``). All exposed at 0 from the start.
+RejectReason = Literal[
+    "rate_limited", "unauthorized", "not_found", "bad_request", "max_subscribers",
+    "shutting_down", "pending_per_ip", "pending_total",
+]  # fmt: skip
 
 # Requests between max_request_bytes and this multiple of it get a ``too_large`` answer; beyond
 # it trio-websocket closes the connection (1009) rather than buffer an unbounded frame.
@@ -79,6 +87,9 @@ CLOSE_TIMEOUT: Final = 5.0
 MAX_LOGGED_ERRORS: Final = 5
 
 SHORTCUT_KINDS: Final = ("book", "trades", "price", "status")
+# RFC 6455 close codes of protocol violations found by wsproto (io/accept.py): protocol error
+# (1002), a text frame that is not UTF-8 (1007).
+_VIOLATION_CODES: Final = (1002, 1007)
 
 
 class ServerSettings(Protocol):
@@ -96,6 +107,12 @@ class ServerSettings(Protocol):
     def ping_timeout(self) -> float: ...
     @property
     def handshake_timeout(self) -> float: ...
+    @property
+    def max_pending(self) -> int: ...
+    @property
+    def max_pending_per_ip(self) -> int: ...
+    @property
+    def send_buffer_bytes(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +299,11 @@ class Server:
         self._stopped = trio.Event()
         self._idle = trio.Event()
         self.fast_path = fast_path
+        # Connections from accept until their upgrade request is read (io/accept.py).
+        self.pending = PendingBudget(settings.max_pending, settings.max_pending_per_ip)
+        if metrics is not None:
+            for why in get_args(RejectReason):
+                metrics.rejected_connections.labels(why)
         self._flusher = Flusher()
         self._flusher.after = self._count_sent
         self.sent_bytes = 0  # written by the flusher, not yet added to the metric
@@ -304,9 +326,12 @@ class Server:
             nursery.start_soon(self._flusher.run)
             # Connection handlers run in this nursery, outside the accept loop's cancel scope,
             # so that shutdown can stop accepting while it drains the open connections.
-            server = WebSocketServer(
+            server = AdmittingWebSocketServer(
                 self._handle,
                 listeners,
+                budget=self.pending,
+                on_refused=self._refused_at_accept,
+                send_buffer_bytes=s.send_buffer_bytes,
                 # trio documents "any object with a start_soon method"; the stubs say Nursery.
                 handler_nursery=cast(
                     "trio.Nursery", _ContainedNursery(nursery, self._connection_task_failed)
@@ -332,6 +357,18 @@ class Server:
         )  # fmt: skip
         if self.metrics is not None:
             self.metrics.connection_task_failures.inc()
+
+    def _refused_at_accept(self, why: PendingRefusal, client: str) -> None:
+        if self.metrics is not None:
+            self.metrics.rejected_connections.labels(why).inc()
+        suppressed = self._log_budget.allow(trio.current_time())
+        if suppressed is not None:
+            log.info(
+                "subscriber rejected",
+                extra={"event": "subscriber_rejected", "status": 503, "why": why,
+                       "client": client, "pending": self.pending.pending,
+                       "suppressed": suppressed},
+            )  # fmt: skip
 
     async def _accept(
         self,
@@ -371,7 +408,7 @@ class Server:
         request: WebSocketRequest,
         status: int,
         text: str,
-        why: str,
+        why: RejectReason,
         *,
         retry_after: int | None = None,
     ) -> None:
@@ -422,7 +459,7 @@ class Server:
         try:
             wanted = route(request.path)
         except RouteError as exc:
-            reason = "not_found" if exc.status == 404 else "bad_request"
+            reason: RejectReason = "not_found" if exc.status == 404 else "bad_request"
             await self._reject(request, exc.status, str(exc), reason)
             return
         if self._closing:
@@ -492,6 +529,8 @@ class Server:
                         "event": "subscriber_disconnected",
                         "subscriber": sub.id,
                         "reason": reason,
+                        "close_code": conn.close_code,
+                        "close_reason": conn.close_reason[:123],
                     },
                 )
 
@@ -608,6 +647,9 @@ class Server:
                 closed = ws.closed
                 if closed is not None and closed.code == CLOSE_MESSAGE_TOO_BIG:
                     conn.end("error", CLOSE_MESSAGE_TOO_BIG, "request frame too big")
+                elif closed is not None and closed.code in _VIOLATION_CODES:
+                    # A protocol violation: io/accept.py has sent the close frame already.
+                    conn.end("error", closed.code, closed.reason or "")
                 else:
                     conn.end("client_close")
                 return

@@ -143,6 +143,9 @@ server:
   ping_interval: float
   ping_timeout: float
   handshake_timeout: float
+  max_pending: int
+  max_pending_per_ip: int
+  send_buffer_bytes: int
   connections_per_ip_per_second: float
   connection_burst_per_ip: int
   auth_token_file: string
