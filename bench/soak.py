@@ -242,6 +242,7 @@ class Soak:
             # Every subscriber connects from 127.0.0.1: the per-IP limit would refuse a storm.
             "server.connections_per_ip_per_second": "100000.0",
             "server.connection_burst_per_ip": "100000",
+            "server.max_pending_per_ip": "100000",
             "metrics.host": '"127.0.0.1"', "metrics.port": "0",
         }  # fmt: skip
         cmd = [sys.executable, "-m", "gateway", "run", "--log-format", "json"]

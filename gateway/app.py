@@ -5,11 +5,13 @@ connect (and get status records) before any book exists; ``/readyz`` stays 503 u
 required feed has all its snapshots, which is what a load balancer should wait for.
 
 Shutdown (SIGTERM/SIGINT or ``Gateway.request_shutdown``), per docs/architecture.md:
-readiness false → the server stops accepting and closes every subscriber with 1001 →
-subscribers get up to ``shutdown.drain_timeout`` to drain → upstream connections are closed
-with a clean close handshake → everything else is cancelled and ``serve`` returns normally.
-The upstream tasks live in a nursery of their own so they can be stopped, and waited for, after
-the subscribers are gone and before the ops endpoint goes away (probes keep getting 503 rather
+readiness false → the server stops accepting and closes every subscriber with 1001, the
+upstream connections close (a clean close handshake, at most 2 s) at the same time →
+subscribers get up to ``shutdown.drain_timeout`` to drain and answer the close, then at most
+``FINAL_CLOSE_TIMEOUT`` (1 s) to take their close frame → everything else is cancelled and
+``serve`` returns normally: within ``shutdown_bound(drain_timeout)`` = max(drain_timeout + 1,
+2) seconds of the signal. The upstream tasks live in a nursery of their own so they can be
+stopped, and waited for, before the ops endpoint goes away (probes keep getting 503 rather
 than connection refused while the gateway drains). A second signal skips what is left of the
 drain: an operator pressing Ctrl-C twice wants out now.
 """
@@ -52,8 +54,8 @@ from gateway.io.metrics import (
     Metrics,
 )
 from gateway.io.ops_http import FeedHealth, OpsServer, Readiness
-from gateway.io.server import DisconnectReason, Server
-from gateway.io.upstream import FeedState, run_feed
+from gateway.io.server import FINAL_CLOSE_TIMEOUT, DisconnectReason, Server
+from gateway.io.upstream import DEFAULT_CLOSE_TIMEOUT, FeedState, run_feed
 from gateway.logs import setup_logging
 
 log = logging.getLogger("gateway.app")
@@ -184,10 +186,14 @@ class Gateway:
             log.info("shutting down", extra={"event": "shutdown_begin"})
             self.readiness.begin_shutdown()
             drain = self.config.shutdown.drain_timeout
+            # The upstream connections close while the subscribers drain, not after: a closing
+            # subscriber gets nothing new from the hub, so upstream data has no one to go to.
+            # In parallel the shutdown takes max(drain + FINAL_CLOSE_TIMEOUT, upstream close),
+            # not their sum (``shutdown_bound``).
+            upstream_scope.cancel()
             with trio.CancelScope() as drain_scope:
                 nursery.start_soon(_cancel_on, self._hurry, drain_scope)
                 await self.server.shutdown(drain)
-            upstream_scope.cancel()
             await upstream_done.wait()
             log.info("shutdown complete", extra={"event": "shutdown_complete"})
             nursery.cancel_scope.cancel()
@@ -341,6 +347,13 @@ def _not_ready_reason(session: FeedNormalizer, state: FeedState) -> str:
         )
         return f"waiting for the snapshot of {shown}"
     return "waiting for the first snapshot"
+
+
+def shutdown_bound(drain_timeout: float) -> float:
+    """Seconds from SIGTERM until ``serve`` returns, at most (docs/operations.md, "Shutdown
+    timing"; the chart's grace period is derived from it): the subscribers' drain and final
+    close in parallel with the upstream connections' close."""
+    return max(drain_timeout + FINAL_CLOSE_TIMEOUT, DEFAULT_CLOSE_TIMEOUT)
 
 
 async def _cancel_on(event: trio.Event, scope: trio.CancelScope) -> None:

@@ -83,6 +83,9 @@ HARD_FRAME_FACTOR: Final = 4
 # How long a closing handshake (or the last send of a slow subscriber) may take before the
 # TCP connection is simply dropped.
 CLOSE_TIMEOUT: Final = 5.0
+# At shutdown, after the drain timeout: how long the subscribers still open get to take their
+# close frame before they are dropped. Short: they have had the whole drain already.
+FINAL_CLOSE_TIMEOUT: Final = 1.0
 # Request errors logged per connection; a hostile client must not flood the log.
 MAX_LOGGED_ERRORS: Final = 5
 
@@ -380,8 +383,15 @@ class Server:
             await server.run(task_status=task_status)
 
     async def shutdown(self, drain_timeout: float) -> None:
-        """Stop accepting, drain every subscriber's buffer (up to ``drain_timeout`` s), close
-        each with 1001 ``gateway shutting down, reconnect elsewhere``, then stop ``run``."""
+        """Stop accepting, drain every subscriber's buffer and close it with 1001 ``gateway
+        shutting down, reconnect elsewhere``, then stop ``run``: all within ``drain_timeout``
+        + ``FINAL_CLOSE_TIMEOUT`` seconds.
+
+        The drain includes the closing handshakes: a subscriber that took its data but does
+        not answer the close frame is waited for until the drain timeout, no longer (it used
+        to get ``close_timeout`` more, 5 s, whenever its close began late in the drain). What
+        is still open then (undelivered data, an unanswered close) gets its close frame within
+        ``FINAL_CLOSE_TIMEOUT`` or is dropped, and ``run`` cancels whatever remains."""
         self._closing = True
         self._accept_scope.cancel()
         for conn in list(self._connections):
@@ -395,11 +405,12 @@ class Server:
                 "drain timeout: closing subscribers with undelivered data",
                 extra={"event": "drain_timeout", "subscribers": len(self._connections)},
             )
+            self.close_timeout = min(self.close_timeout, FINAL_CLOSE_TIMEOUT)
             for conn in list(self._connections):
                 conn.end("shutdown", CLOSE_GOING_AWAY, CLOSE_REASON_SHUTDOWN)
-            with trio.move_on_after(self.close_timeout + 1):
+            with trio.move_on_after(FINAL_CLOSE_TIMEOUT):
                 await self._idle.wait()
-        self._stopped.set()
+        self._stopped.set()  # ``run`` cancels the connections still closing
 
     # -- one connection --------------------------------------------------------------------
 

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
 import trio
+import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from gateway.app import Gateway, _not_ready_reason, _url
+from gateway.app import Gateway, _not_ready_reason, _url, shutdown_bound
 from gateway.config import Config, load_config
 from gateway.ingest.book import OrderBook
 from gateway.ingest.feeds import FeedSpec
 from gateway.ingest.normalizer import FeedNormalizer
 from gateway.io.upstream import FeedState
 from gateway.simulator import Simulator, SimulatorConfig
+from tests.support.clients import RawSubscriber
 
 MARKETS = ["BTCUSD", "ETHUSD"]
 
@@ -172,6 +175,46 @@ async def test_second_request_cuts_the_drain_short(nursery: trio.Nursery) -> Non
         gateway.request_shutdown()
         with trio.fail_after(10):
             await gateway.stopped.wait()
+
+
+async def test_shutdown_fits_its_bound_whatever_the_subscribers_do(
+    nursery: trio.Nursery, slow_autojump: trio.testing.MockClock
+) -> None:
+    """Issue 18: with drain_timeout=3 a SIGTERM took 5.1 s. Subscribers that drain but never
+    answer the close frame, one that never reads at all, and upstream connections that close
+    after the drain used to add up; in virtual time the whole shutdown must now fit
+    ``shutdown_bound``."""
+    sim = Simulator(SimulatorConfig(seed=6, markets=MARKETS, levels=200, rate=5.0))
+    sim_url = await nursery.start(sim.serve)
+    config = gateway_config(sim_url, **{"shutdown.drain_timeout": "3"})
+    gateway = Gateway(config, handle_signals=False)
+    await nursery.start(gateway.serve)
+    await wait_ready(gateway)
+    silent: list[RawSubscriber] = []
+    for rcvbuf in (None, None, 4096):
+        client = await RawSubscriber.connect(gateway.subscriber_url, "/v1/book/*", rcvbuf=rcvbuf)
+        silent.append(client)
+
+    async def read_and_never_close(client: RawSubscriber) -> None:
+        # Takes every byte (the 1001 close frame too) but never sends a close frame back.
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while await client.stream.receive_some(65536):
+                pass
+
+    async with trio.open_nursery() as readers:
+        for client in silent[:2]:  # the third never reads: its buffers stay full
+            readers.start_soon(read_and_never_close, client)
+        await trio.sleep(0.5)
+        start = trio.current_time()
+        gateway.request_shutdown()
+        with trio.fail_after(60):
+            await gateway.stopped.wait()
+        took = trio.current_time() - start
+        readers.cancel_scope.cancel()
+    for client in silent:
+        await client.stream.aclose()
+    assert took <= shutdown_bound(3.0) == 4.0, took
+    assert all(not feed.state.connected for feed in gateway.feeds)
 
 
 # -- pieces
