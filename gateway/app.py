@@ -299,6 +299,15 @@ class Gateway:
         )
         m.add_collector(
             GaugeCallbackCollector(
+                f"{PREFIX}_tasks",
+                "Trio tasks alive in the gateway process (about 3 per subscriber, plus one per "
+                "feed and a few fixed): flat over time unless connections are, a leak otherwise.",
+                [],
+                lambda: [([], float(_task_count()))],
+            )
+        )
+        m.add_collector(
+            GaugeCallbackCollector(
                 f"{PREFIX}_info",
                 "Constant 1, labelled with the version and this process's epoch.",
                 ["version", "epoch"],
@@ -347,6 +356,20 @@ def _not_ready_reason(session: FeedNormalizer, state: FeedState) -> str:
         )
         return f"waiting for the snapshot of {shown}"
     return "waiting for the first snapshot"
+
+
+def _task_count() -> int:
+    """Every task under trio's root task; called on the trio thread (the ops endpoint's scrape).
+    A walk of the task tree: ~30k tasks at 10,000 subscribers, a few ms per scrape."""
+    count, stack = 0, [trio.lowlevel.current_root_task()]
+    while stack:
+        task = stack.pop()
+        if task is None:
+            continue
+        count += 1
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+    return count
 
 
 def shutdown_bound(drain_timeout: float) -> float:

@@ -74,6 +74,8 @@ EXPECTED_TYPES = {
     "info": "gauge",
     "config_errors": "counter",
     "ops_http_requests": "counter",
+    "ops_http_shed_connections": "counter",
+    "tasks": "gauge",
 }
 
 # Every label the gateway may use: all of them have small, fixed value sets (or the feed names
