@@ -55,6 +55,7 @@ from gateway.io.metrics import (
 )
 from gateway.io.ops_http import FeedHealth, OpsServer, Readiness
 from gateway.io.server import FINAL_CLOSE_TIMEOUT, DisconnectReason, Server
+from gateway.io.token_reload import TokenReloader
 from gateway.io.upstream import DEFAULT_CLOSE_TIMEOUT, FeedState, run_feed
 from gateway.logs import setup_logging
 
@@ -112,6 +113,10 @@ class Gateway:
             auth_tokens = load_tokens(config.server.auth_token_file, os.environ)
         self.auth = TokenAuth(auth_tokens)
         self.metrics.auth_enabled.set(1 if self.auth.enabled else 0)
+        # The file is read again when it changes or on SIGHUP; the environment as at start.
+        self.token_reloader = TokenReloader(
+            self.auth, config.server.auth_token_file, os.environ, self.metrics.registry
+        )
         self.server = Server(
             self.hub,
             config.server,
@@ -160,6 +165,8 @@ class Gateway:
         async with trio.open_nursery() as nursery:
             if self._handle_signals:
                 await nursery.start(self._watch_signals)
+                await nursery.start(self.token_reloader.watch_sighup)
+            nursery.start_soon(self.token_reloader.watch_file)
             server_port = await nursery.start(self.server.run)
             self.subscriber_url = _url("ws", self.config.server.host, _port_of(server_port))
             metrics_port = await nursery.start(self.ops.serve)

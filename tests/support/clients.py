@@ -57,7 +57,14 @@ class RawSubscriber:
         self.stream = stream
 
     @classmethod
-    async def connect(cls, base_url: str, path: str, *, rcvbuf: int | None = None) -> RawSubscriber:
+    async def connect(
+        cls,
+        base_url: str,
+        path: str,
+        *,
+        rcvbuf: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> RawSubscriber:
         parts = urlsplit(base_url)
         assert parts.hostname is not None and parts.port is not None
         sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
@@ -66,9 +73,11 @@ class RawSubscriber:
         await sock.connect((parts.hostname, parts.port))
         stream = trio.SocketStream(sock)
         key = base64.b64encode(os.urandom(16)).decode()
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         request = (
             f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"{extra}\r\n"
         )
         await stream.send_all(request.encode())
         head = b""
@@ -104,6 +113,19 @@ class RawSubscriber:
             payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
             header += mask
         await self.stream.send_all(header + payload)
+
+    async def read_until(self, needle: bytes, limit: int = 16 * 1024 * 1024) -> bytes:
+        """Raw bytes from the server until ``needle`` shows up in them (server frames are
+        unmasked: a JSON message's text appears verbatim). Bounded by ``limit`` bytes."""
+        data = b""
+        while needle not in data:
+            if len(data) > limit:
+                raise AssertionError(f"{needle!r} not within {limit} bytes")
+            chunk = await self.stream.receive_some(65536)
+            if not chunk:
+                raise ConnectionError(f"closed before {needle!r}")
+            data += chunk
+        return data
 
     async def read_close(self, limit: int = 64 * 1024 * 1024) -> tuple[int, str] | None:
         """Read server frames until a close frame: its (code, reason); None if the TCP
