@@ -80,7 +80,7 @@ EXPECTED_TYPES = {
 
 # Every label the gateway may use: all of them have small, fixed value sets (or the feed names
 # of the configuration). Nothing per subscriber, per connection, per market or per stream.
-ALLOWED_LABELS = {"feed", "kind", "reason", "stream_kind", "result", "code", "path", "le"}
+ALLOWED_LABELS = {"feed", "kind", "reason", "stream_kind", "result", "code", "path", "le", "source"}
 INFO_LABELS = {"version", "epoch"}
 
 
