@@ -272,6 +272,26 @@ async def test_protocol_violations_get_their_close_code(frame: dict[str, Any], c
                 assert await other.read_close() == (1000, "")
 
 
+@pytest.mark.parametrize(("setting", "bounded"), [(65536, True), (0, False)])
+async def test_send_buffer_of_each_subscriber_socket_is_bounded(
+    setting: int, bounded: bool
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with running(send_buffer_bytes=setting) as (server, _, url):
+            client = await RawSubscriber.connect(url, "/v1/stream")
+            async with client.stream:
+                for _ in range(1000):  # the 101 may arrive before the server registers it
+                    if server.subscriber_count:
+                        break
+                    await trio.sleep(0.001)
+                (conn,) = server._connections
+                assert conn.writer is not None
+                size = conn.writer.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+            # Linux reserves twice the value set (bookkeeping); unset, it autotunes from
+            # net.ipv4.tcp_wmem's default (16 KiB) and is not locked.
+            assert (size == 2 * setting) if bounded else (size != 2 * 65536)
+
+
 async def test_handshake_rejections() -> None:
     with trio.fail_after(TIMEOUT):
         async with running(max_subscribers=1) as (_, _, url):
