@@ -66,6 +66,19 @@ async def wait_ready(gateway: Gateway) -> None:
             await trio.sleep(0.02)
 
 
+async def ready_gateway(
+    nursery: trio.Nursery, *, seed: int, rate: float, drain_timeout: str
+) -> Gateway:
+    """A simulator with deep books (200 levels) and a gateway on it, ready."""
+    sim = Simulator(SimulatorConfig(seed=seed, markets=MARKETS, levels=200, rate=rate))
+    sim_url = await nursery.start(sim.serve)
+    config = gateway_config(sim_url, **{"shutdown.drain_timeout": drain_timeout})
+    gateway = Gateway(config, handle_signals=False)
+    await nursery.start(gateway.serve)
+    await wait_ready(gateway)
+    return gateway
+
+
 async def http_get(url: str, path: str) -> tuple[int, bytes]:
     host, port = url.removeprefix("http://").rsplit(":", 1)
     with trio.fail_after(5):
@@ -158,12 +171,7 @@ async def test_request_shutdown_closes_subscribers_with_1001_and_returns(
 
 async def test_second_request_cuts_the_drain_short(nursery: trio.Nursery) -> None:
     # As fast as the gateway reads, with deep books: far more than socket buffers hold.
-    sim = Simulator(SimulatorConfig(seed=5, markets=MARKETS, levels=200, rate=0.0))
-    sim_url = await nursery.start(sim.serve)
-    config = gateway_config(sim_url, **{"shutdown.drain_timeout": "60"})
-    gateway = Gateway(config, handle_signals=False)
-    await nursery.start(gateway.serve)
-    await wait_ready(gateway)
+    gateway = await ready_gateway(nursery, seed=5, rate=0.0, drain_timeout="60")
     async with open_websocket_url(gateway.subscriber_url + "/v1/stream") as ws:
         await ws.send_message(json.dumps({"op": "subscribe", "id": 1, "streams": ["book.*"]}))
         # This subscriber never reads again: its buffer cannot drain.
@@ -184,12 +192,7 @@ async def test_shutdown_fits_its_bound_whatever_the_subscribers_do(
     answer the close frame, one that never reads at all, and upstream connections that close
     after the drain used to add up; in virtual time the whole shutdown must now fit
     ``shutdown_bound``."""
-    sim = Simulator(SimulatorConfig(seed=6, markets=MARKETS, levels=200, rate=5.0))
-    sim_url = await nursery.start(sim.serve)
-    config = gateway_config(sim_url, **{"shutdown.drain_timeout": "3"})
-    gateway = Gateway(config, handle_signals=False)
-    await nursery.start(gateway.serve)
-    await wait_ready(gateway)
+    gateway = await ready_gateway(nursery, seed=6, rate=5.0, drain_timeout="3")
     silent: list[RawSubscriber] = []
     for rcvbuf in (None, None, 4096):
         client = await RawSubscriber.connect(gateway.subscriber_url, "/v1/book/*", rcvbuf=rcvbuf)
