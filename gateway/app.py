@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import get_args
+from urllib.parse import urlsplit
 
 import trio
 
@@ -38,23 +39,27 @@ from gateway import config as config_mod
 from gateway.config import Config, ConfigError
 from gateway.contract.protocol import STREAM_KINDS, ErrorCode
 from gateway.contract.records import Record
-from gateway.fanout.access import ConnectionRateLimiter, TokenAuth, auth_warning, load_tokens
+from gateway.fanout.access import (
+    ConnectionRateLimiter,
+    TokenAuth,
+    auth_warning,
+    is_loopback,
+    load_tokens,
+)
 from gateway.fanout.hub import Hub
 from gateway.ingest.book import OrderBook
 from gateway.ingest.feeds import FeedSpec
 from gateway.ingest.normalizer import FeedNormalizer
 from gateway.io.connect_gate import ConnectGate
 from gateway.io.metrics import (
-    DEPTH_BYTES_BUCKETS,
-    DEPTH_RECORDS_BUCKETS,
     PREFIX,
-    DepthHistogramCollector,
+    BufferDepthCollector,
     FeedStatsCollector,
     GaugeCallbackCollector,
     Metrics,
 )
 from gateway.io.ops_http import FeedHealth, OpsServer, Readiness
-from gateway.io.server import FINAL_CLOSE_TIMEOUT, DisconnectReason, Server
+from gateway.io.server import FINAL_CLOSE_TIMEOUT, DisconnectReason, RejectReason, Server
 from gateway.io.token_reload import TokenReloader
 from gateway.io.upstream import DEFAULT_CLOSE_TIMEOUT, FeedState, run_feed
 from gateway.logs import setup_logging
@@ -90,7 +95,8 @@ class Gateway:
         self.config = config
         # Fixed at process start and stamped on every record: a consumer sees a restart as a
         # new epoch rather than as a sequence gap.
-        self.epoch = time.time_ns()
+        # Digits, as it is sent (protocol v2): opaque to subscribers.
+        self.epoch = str(time.time_ns())
         self.metrics = Metrics()
         self.hub = Hub.from_config(
             config.server, self.epoch, metrics=self.metrics, monotonic_ns=time.monotonic_ns
@@ -117,6 +123,11 @@ class Gateway:
         self.token_reloader = TokenReloader(
             self.auth, config.server.auth_token_file, os.environ, self.metrics.registry
         )
+        # Valid settings that are very likely wrong: logged at start, counted. (A fatal problem
+        # is a ConfigError: the process stops before it serves, with exit status 2.)
+        self.config_problems = config_problems(config)
+        auth_off = auth_warning(config.server.host, config.server.port, self.auth.enabled)
+        self.metrics.config_errors.inc(len(self.config_problems) + (auth_off is not None))
         self.server = Server(
             self.hub,
             config.server,
@@ -187,6 +198,8 @@ class Gateway:
             )
             if warning is not None:
                 log.warning(warning, extra={"event": "auth_off"})
+            for problem in self.config_problems:
+                log.warning(problem, extra={"event": "config_problem"})
             task_status.started(self)
 
             await self._shutdown.wait()
@@ -277,6 +290,8 @@ class Gateway:
         # that only appears on its first event breaks rate() and "absent" alerts.
         for reason in get_args(DisconnectReason):
             m.subscriber_disconnects.labels(reason)
+        for why in get_args(RejectReason):
+            m.rejected_connections.labels(why)
         for result in ("served", "refused"):
             m.resumes.labels(result)
         for code in get_args(ErrorCode):
@@ -322,19 +337,9 @@ class Gateway:
             )
         )
         m.add_collector(
-            DepthHistogramCollector(
-                f"{PREFIX}_subscriber_buffer_bytes",
-                "Bytes queued or in flight per subscriber, at scrape time.",
-                DEPTH_BYTES_BUCKETS,
-                lambda: [float(s.queued_bytes) for s in self.hub.subscribers],
-            )
-        )
-        m.add_collector(
-            DepthHistogramCollector(
-                f"{PREFIX}_subscriber_buffer_records",
-                "Records queued per subscriber, at scrape time.",
-                DEPTH_RECORDS_BUCKETS,
-                lambda: [float(len(s.queue)) for s in self.hub.subscribers],
+            BufferDepthCollector(
+                self.config.server.buffer_bytes,
+                lambda: ((s.queued_bytes, len(s.queue)) for s in self.hub.subscribers),
             )
         )
 
@@ -345,6 +350,35 @@ class Gateway:
             last = feed.state.last_message_monotonic_ns
             if last is not None:
                 yield [feed.spec.name], max(0.0, (now - last) / 1e9)
+
+
+def config_problems(config: Config) -> list[str]:
+    """Settings that pass validation but are very likely wrong, one sentence each.
+
+    Today one: the test-only fast retries of ``upstream.allow_fast_retry`` against an upstream
+    that is not on this machine (Paxos answers more than one new connection per second per IP
+    with 429). Subscriber auth off on a non-loopback address is the other counted problem; it is
+    reported by ``auth_warning``.
+    """
+    up = config.upstream
+    fastest = min(up.backoff_initial, up.connect_interval)
+    if not up.allow_fast_retry or fastest >= config_mod.MIN_PRODUCTION_INTERVAL:
+        return []
+    remote = sorted(
+        {
+            host
+            for spec in config.feed_specs()
+            if (host := urlsplit(spec.url).hostname or "") and not is_loopback(host)
+        }
+    )
+    if not remote:
+        return []
+    return [
+        f"upstream.allow_fast_retry is on (backoff_initial {up.backoff_initial} s, "
+        f"connect_interval {up.connect_interval} s) and feeds connect to {', '.join(remote)}, "
+        "not to this machine: Paxos allows one new connection per second per IP; the setting "
+        "is meant for tests against a local simulator"
+    ]
 
 
 def _not_ready_reason(session: FeedNormalizer, state: FeedState) -> str:

@@ -83,7 +83,7 @@ class FeedNormalizer:
     def __init__(
         self,
         feed: FeedSpec,
-        epoch: int,
+        epoch: str,
         *,
         dedup_capacity: int = 65536,
         max_held_updates: int = 10_000,
@@ -216,12 +216,12 @@ class FeedNormalizer:
                 stream=stream,
                 seq=self._seq.next(stream),
                 epoch=self.epoch,
-                receive_time=now_ns,
+                receive_time=str(now_ns),
                 market=market,
                 price=price,
                 amount=amount,
                 match_number=match_number,
-                exchange_time=exchange_time,
+                exchange_time=str(exchange_time),
             )
         ]
 
@@ -242,10 +242,10 @@ class FeedNormalizer:
                 stream=stream,
                 seq=self._seq.next(stream),
                 epoch=self.epoch,
-                receive_time=now_ns,
+                receive_time=str(now_ns),
                 market=market,
                 price=price,
-                exchange_time=exchange_time,
+                exchange_time=str(exchange_time),
             )
         ]
 
@@ -268,7 +268,7 @@ class FeedNormalizer:
             stream=stream,
             seq=self._seq.next(stream),
             epoch=self.epoch,
-            receive_time=now_ns,
+            receive_time=str(now_ns),
             market=market,
             side=side,
             price=price,
@@ -361,7 +361,7 @@ class FeedNormalizer:
                 stream=stream,
                 seq=self._seq.next(stream),
                 epoch=self.epoch,
-                receive_time=now_ns,
+                receive_time=str(now_ns),
                 market=market,
                 bids=book.bids(),
                 asks=book.asks(),
@@ -385,7 +385,7 @@ class FeedNormalizer:
                     stream=stream,
                     seq=self._seq.next(stream),
                     epoch=self.epoch,
-                    receive_time=received,
+                    receive_time=str(received),
                     market=market,
                     side=side,
                     price=price,
@@ -482,7 +482,7 @@ class FeedNormalizer:
                     stream=stream,
                     seq=self._seq.next(stream),
                     epoch=self.epoch,
-                    receive_time=now_ns,
+                    receive_time=str(now_ns),
                     feed=self.feed.name,
                     state=state,
                     reason=reason,

@@ -27,9 +27,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Literal, Protocol, cast, get_args
+from typing import TYPE_CHECKING, Final, Literal, Protocol, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import trio
@@ -90,6 +91,7 @@ FINAL_CLOSE_TIMEOUT: Final = 1.0
 MAX_LOGGED_ERRORS: Final = 5
 
 SHORTCUT_KINDS: Final = ("book", "trades", "price", "status")
+_DIGITS: Final = re.compile(r"[0-9]{1,20}")
 # RFC 6455 close codes of protocol violations found by wsproto (io/accept.py): protocol error
 # (1002), a text frame that is not UTF-8 (1007).
 _VIOLATION_CODES: Final = (1002, 1007)
@@ -173,11 +175,18 @@ def route(target: str) -> Route:
     if epoch is not None or seq is not None:
         if parsed.is_pattern:
             raise RouteError(400, "epoch/seq need a single stream, not a pattern")
-        if epoch is None or seq is None or not epoch.isdigit() or not seq.isdigit():
-            raise RouteError(400, "resume needs both epoch and seq, as non-negative integers")
+        if (
+            epoch is None
+            or seq is None
+            or not _DIGITS.fullmatch(epoch)
+            or not _DIGITS.fullmatch(seq)
+        ):
+            raise RouteError(
+                400, "resume needs both epoch and seq, as decimal digits (epoch as it was sent)"
+            )
         if int(epoch) >= 2**63 or int(seq) >= 2**63:
             raise RouteError(400, "epoch/seq out of range")
-        resume[name] = ResumeFrom(epoch=int(epoch), seq=int(seq))
+        resume[name] = ResumeFrom(epoch=str(int(epoch)), seq=int(seq))
     return Route(encoding, (name,), resume)
 
 
@@ -304,9 +313,6 @@ class Server:
         self.fast_path = fast_path
         # Connections from accept until their upgrade request is read (io/accept.py).
         self.pending = PendingBudget(settings.max_pending, settings.max_pending_per_ip)
-        if metrics is not None:
-            for why in get_args(RejectReason):
-                metrics.rejected_connections.labels(why)
         self._flusher = Flusher()
         self._flusher.after = self._count_sent
         self.sent_bytes = 0  # written by the flusher, not yet added to the metric
