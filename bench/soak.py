@@ -132,6 +132,7 @@ async def _worker(
         # resyncs), so these fall behind and catch up, or get conflated, again and again.
         sub.read_delay = 0.002
     stopped: dict[str, float] = {}  # subscriber name -> loop time it reads again
+    failed_opens: list[str] = []
     stops = 0
     for start in range(0, count, 50):  # a burst of handshakes, not hundreds at once
         await asyncio.gather(*(s.open(base) for s in subs[start : start + 50]))
@@ -144,7 +145,13 @@ async def _worker(
         for s in ended:
             closes[str(s.closed_code)] = closes.get(str(s.closed_code), 0) + 1
             s.closed_code = None
-        await asyncio.gather(*(s.open(base, resume=s.resume_positions() or None) for s in ended))
+        # A failed reconnect (a handshake cut off on an overloaded machine) is retried on the
+        # next tick: its reader is still the finished one. It must not end the worker.
+        results = await asyncio.gather(
+            *(s.open(base, resume=s.resume_positions() or None) for s in ended),
+            return_exceptions=True,
+        )
+        failed_opens.extend(repr(r) for r in results if isinstance(r, BaseException))
 
     def restart_stopped(everyone: bool = False) -> None:
         now = loop.time()
@@ -171,7 +178,11 @@ async def _worker(
         half = len(churn) // 2
         await asyncio.gather(*(s.close() for s in churn[:half]), *(s.abort() for s in churn[half:]))
         await asyncio.sleep(rng.uniform(0.0, 0.5))
-        await asyncio.gather(*(s.open(base, resume=s.resume_positions() or None) for s in churn))
+        results = await asyncio.gather(
+            *(s.open(base, resume=s.resume_positions() or None) for s in churn),
+            return_exceptions=True,
+        )
+        failed_opens.extend(repr(r) for r in results if isinstance(r, BaseException))
     await finish
     restart_stopped(everyone=True)
     for sub in subs:
@@ -219,6 +230,8 @@ async def _worker(
         "resync_snapshots": sum(1 for r in snapshots if r not in ("initial", "subscribe")),
         "conflations": snapshots.count("conflation"),
         "stops": stops,
+        "failed_opens": len(failed_opens),
+        "failed_open_samples": failed_opens[:3],
         "slow": sum(1 for s in subs if s.read_delay) or int(count * slow_share),
     }
     await asyncio.gather(*(s.close() for s in subs), return_exceptions=True)
@@ -345,6 +358,10 @@ class Soak:
             tasks = await trio.to_thread.run_sync(self.task_count)
             if tasks is not None:
                 self.tasks.append((t, tasks))
+            if len(self.rss) % max(1, round(60 / self.args.sample_interval)) == 1:
+                # In the log as it goes: the figures survive a run that dies before its report.
+                print(f"sample t={t:.0f}s rss={self.rss[-1][1] / 2**20:.1f}MiB "
+                      f"fds={self.fds[-1][1]} tasks={tasks}", flush=True)  # fmt: skip
             await trio.sleep(self.args.sample_interval)
 
     def task_count(self) -> int | None:
@@ -480,7 +497,10 @@ class Soak:
               f"resume_failed {total['resume_failed']}")  # fmt: skip
         stops = sum(r["stops"] for r in reports)
         slow = sum(r["slow"] for r in reports)
-        print(f"subscriber churn: {slow} slow readers all along, {stops} stops (2-15 s each)")
+        failed_opens = sum(r["failed_opens"] for r in reports)
+        print(f"subscriber churn: {slow} slow readers all along, {stops} stops (2-15 s each), "
+              f"{failed_opens} reconnects failed and retried "
+              f"{[x for r in reports for x in r['failed_open_samples']][:2] or ''}")  # fmt: skip
         every = max(1, round(60 / args.sample_interval))
         for name, unit, trend, series, scale in (
             ("RSS", "MiB", rss, self.rss, 2**20),
