@@ -41,6 +41,7 @@ SETTINGS = (
     f"server.buffer_bytes={256 * 2**20}",
     "server.connections_per_ip_per_second=100000.0",
     "server.connection_burst_per_ip=100000",
+    "server.max_pending_per_ip=100000",
     "upstream.allow_fast_retry=true",
     "upstream.backoff_initial=0.05",
     "upstream.backoff_max=0.5",

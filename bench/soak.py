@@ -16,11 +16,26 @@ upgrades (503) while the book feed reconnects, a burst of random drops. At the e
 paused, the gateway left to repair itself, and every subscriber must hold each stream's head and
 books equal to the simulator's truth.
 
+Subscriber churn besides: a share of the subscribers read slowly all along (``--slow-share``,
+a pause after every message), and every few seconds some stop reading altogether for 2-15 s
+(their buffers fill, the gateway conflates or closes them with 4008, they reconnect and resume).
+
 Report: records delivered, gaps (sequence problems outside policy events: a resync snapshot, a
 conflation, a resume_failed are policy; a skipped seq is not), book mismatches, duplicate
-executions, reconnects survived (upstream and subscriber), RSS samples (min/max/slope after a
-warm-up). Exit 1 if gaps, mismatches or duplicates > 0, or RSS grew more than ``--rss-growth-mb``
-between the first and last fifth of the post-warm-up samples.
+executions, reconnects survived (upstream and subscriber), and the gateway process over time,
+sampled every ``--sample-interval`` s: RSS (psutil), open file descriptors (psutil) and trio
+tasks (``paxos_gateway_tasks`` from /metrics). For each, after the warm-up: min, max, the
+means of the first and last fifth, and the least-squares slope per hour; the RSS slope in
+MiB/hour is the leak figure. Exit 1 if gaps, mismatches or duplicates > 0, or RSS grew more
+than ``--rss-growth-mb`` between the first and last fifth, or its slope is over
+``--rss-slope-mb-per-hour``, or fds or tasks grew by more than ``--fd-growth`` /
+``--task-growth`` between the first and last fifth (a leak of connections shows in both).
+``--json FILE`` writes the figures and the time series.
+
+Issue 18's run (30 minutes)::
+
+    nohup .venv/bin/python -m bench.soak --duration 1800 --subscribers 300 --seed 18 \
+        --json /tmp/soak-1800.json > /tmp/soak-1800.log 2>&1 &
 """
 
 from __future__ import annotations
@@ -74,6 +89,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "RSS can reach its steady state within minutes",
     )  # fmt: skip
     p.add_argument("--rss-growth-mb", type=float, default=25.0)
+    p.add_argument(
+        "--rss-slope-mb-per-hour", type=float, default=20.0,
+        help="least-squares RSS slope after the warm-up above which the run fails",
+    )  # fmt: skip
+    p.add_argument("--fd-growth", type=float, default=30.0, help="fds, last fifth - first")
+    p.add_argument("--task-growth", type=float, default=90.0, help="tasks, last fifth - first")
+    p.add_argument("--slow-share", type=float, default=0.05, help="subscribers reading slowly")
+    p.add_argument("--sample-interval", type=float, default=5.0, help="seconds between samples")
+    p.add_argument("--json", type=Path, default=None, help="write the figures here")
     p.add_argument("--warmup", type=float, default=0.25, help="share of samples ignored")
     args = p.parse_args(argv)
     if not 1 <= args.duration <= 3600 or args.subscribers < 1 or args.workers < 1:
@@ -84,13 +108,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # -- subscriber workers (separate processes: JSON parsing must not starve the simulator) -------
 
 
-def worker_main(index: int, count: int, base_url: str, seed: int, pipe: Pipe) -> None:
+def worker_main(
+    index: int, count: int, base_url: str, seed: int, slow_share: float, pipe: Pipe
+) -> None:
     die_with_parent()
-    report = asyncio.run(_worker(index, count, base_url, seed, pipe))
+    report = asyncio.run(_worker(index, count, base_url, seed, slow_share, pipe))
     pipe.send(report)
 
 
-async def _worker(index: int, count: int, base: str, seed: int, pipe: Pipe) -> dict[str, Any]:
+async def _worker(
+    index: int, count: int, base: str, seed: int, slow_share: float, pipe: Pipe
+) -> dict[str, Any]:
     # Imported here: the spawned child imports this module first, cheaply.
     from bench.checking_subscriber import CheckingSubscriber, as_levels, wait_all_reached
 
@@ -99,6 +127,13 @@ async def _worker(index: int, count: int, base: str, seed: int, pipe: Pipe) -> d
         CheckingSubscriber(f"w{index}s{i}", SUBSCRIPTIONS[(i + index) % len(SUBSCRIPTIONS)])
         for i in range(count)
     ]
+    for sub in rng.sample(subs, int(count * slow_share)):
+        # Slow all along: ~2 ms per message is below the feed's pace in bursts (snapshots,
+        # resyncs), so these fall behind and catch up, or get conflated, again and again.
+        sub.read_delay = 0.002
+    stopped: dict[str, float] = {}  # subscriber name -> loop time it reads again
+    failed_opens: list[str] = []
+    stops = 0
     for start in range(0, count, 50):  # a burst of handshakes, not hundreds at once
         await asyncio.gather(*(s.open(base) for s in subs[start : start + 50]))
     loop = asyncio.get_running_loop()
@@ -110,19 +145,48 @@ async def _worker(index: int, count: int, base: str, seed: int, pipe: Pipe) -> d
         for s in ended:
             closes[str(s.closed_code)] = closes.get(str(s.closed_code), 0) + 1
             s.closed_code = None
-        await asyncio.gather(*(s.open(base, resume=s.resume_positions() or None) for s in ended))
+        # A failed reconnect (a handshake cut off on an overloaded machine) is retried on the
+        # next tick: its reader is still the finished one. It must not end the worker.
+        results = await asyncio.gather(
+            *(s.open(base, resume=s.resume_positions() or None) for s in ended),
+            return_exceptions=True,
+        )
+        failed_opens.extend(repr(r) for r in results if isinstance(r, BaseException))
+
+    def restart_stopped(everyone: bool = False) -> None:
+        now = loop.time()
+        for sub in subs:
+            until = stopped.get(sub.name)
+            if until is not None and (everyone or now >= until):
+                sub.resume_reading()
+                del stopped[sub.name]
 
     while not finish.done():
         await asyncio.wait([finish], timeout=rng.uniform(1.0, 3.0))
         if finish.done():
             break
+        restart_stopped()
         await reopen_ended()
-        churn = rng.sample(subs, max(1, count // 20))
+        # Stopped subscribers: they stop reading (and answering pings) for 2-15 s, less than
+        # the ping timeout; the gateway's buffers for them fill meanwhile.
+        for sub in rng.sample(subs, max(1, count // 50)):
+            if sub.name not in stopped and sub.ws is not None:
+                sub.pause_reading()
+                stopped[sub.name] = loop.time() + rng.uniform(2.0, 15.0)
+                stops += 1
+        churn = [s for s in rng.sample(subs, max(1, count // 20)) if s.name not in stopped]
         half = len(churn) // 2
         await asyncio.gather(*(s.close() for s in churn[:half]), *(s.abort() for s in churn[half:]))
         await asyncio.sleep(rng.uniform(0.0, 0.5))
-        await asyncio.gather(*(s.open(base, resume=s.resume_positions() or None) for s in churn))
+        results = await asyncio.gather(
+            *(s.open(base, resume=s.resume_positions() or None) for s in churn),
+            return_exceptions=True,
+        )
+        failed_opens.extend(repr(r) for r in results if isinstance(r, BaseException))
     await finish
+    restart_stopped(everyone=True)
+    for sub in subs:
+        sub.read_delay = 0.0  # the final check waits for everyone to reach the heads
     await reopen_ended()
     pipe.send("ready")
     heads, truth = await loop.run_in_executor(None, pipe.recv)
@@ -165,6 +229,10 @@ async def _worker(index: int, count: int, base: str, seed: int, pipe: Pipe) -> d
         "resume_failed": responses.count("resume_failed"),
         "resync_snapshots": sum(1 for r in snapshots if r not in ("initial", "subscribe")),
         "conflations": snapshots.count("conflation"),
+        "stops": stops,
+        "failed_opens": len(failed_opens),
+        "failed_open_samples": failed_opens[:3],
+        "slow": sum(1 for s in subs if s.read_delay) or int(count * slow_share),
     }
     await asyncio.gather(*(s.close() for s in subs), return_exceptions=True)
     return report
@@ -184,6 +252,8 @@ class Soak:
             )
         )  # fmt: skip
         self.rss: list[tuple[float, int]] = []
+        self.fds: list[tuple[float, int]] = []
+        self.tasks: list[tuple[float, int]] = []
         self.faults: dict[str, int] = {}
         self.gateway: subprocess.Popen[bytes] | None = None
         self.subscriber_url = ""
@@ -203,7 +273,8 @@ class Soak:
             for i, n in enumerate(per):
                 parent, child = ctx.Pipe()
                 proc = ctx.Process(
-                    target=worker_main, args=(i, n, self.subscriber_url, args.seed, child),
+                    target=worker_main,
+                    args=(i, n, self.subscriber_url, args.seed, args.slow_share, child),
                     daemon=True,
                 )  # fmt: skip
                 proc.start()
@@ -242,6 +313,7 @@ class Soak:
             # Every subscriber connects from 127.0.0.1: the per-IP limit would refuse a storm.
             "server.connections_per_ip_per_second": "100000.0",
             "server.connection_burst_per_ip": "100000",
+            "server.max_pending_per_ip": "100000",
             "metrics.host": '"127.0.0.1"', "metrics.port": "0",
         }  # fmt: skip
         cmd = [sys.executable, "-m", "gateway", "run", "--log-format", "json"]
@@ -275,12 +347,33 @@ class Soak:
                 self.gateway.kill()
 
     async def sample_rss(self) -> None:
+        """RSS, fds and trio tasks of the gateway process, every ``--sample-interval`` s."""
         assert self.gateway is not None
         proc = psutil.Process(self.gateway.pid)
         start = trio.current_time()
         while True:
-            self.rss.append((trio.current_time() - start, proc.memory_info().rss))
-            await trio.sleep(1.0)
+            t = trio.current_time() - start
+            self.rss.append((t, proc.memory_info().rss))
+            self.fds.append((t, proc.num_fds()))
+            tasks = await trio.to_thread.run_sync(self.task_count)
+            if tasks is not None:
+                self.tasks.append((t, tasks))
+            if len(self.rss) % max(1, round(60 / self.args.sample_interval)) == 1:
+                # In the log as it goes: the figures survive a run that dies before its report.
+                print(f"sample t={t:.0f}s rss={self.rss[-1][1] / 2**20:.1f}MiB "
+                      f"fds={self.fds[-1][1]} tasks={tasks}", flush=True)  # fmt: skip
+            await trio.sleep(self.args.sample_interval)
+
+    def task_count(self) -> int | None:
+        try:
+            with urllib.request.urlopen(self.metrics_url + "/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith("paxos_gateway_tasks "):
+                return int(float(line.split()[1]))
+        return None
 
     async def fault_loop(self) -> None:
         sim, rng = self.sim, self.rng
@@ -383,15 +476,10 @@ class Soak:
         for r in reports:
             for code, n in r["gateway_closes"].items():
                 closes[code] = closes.get(code, 0) + n
-        samples = self.rss[int(len(self.rss) * args.warmup) :]
-        mb = [(t, b / 2**20) for t, b in samples]
-        slope = _slope(mb) * 60 if len(mb) >= 2 else 0.0
-        fifth = max(1, len(mb) // 5)
-        growth = (
-            sum(v for _, v in mb[-fifth:]) / fifth - sum(v for _, v in mb[:fifth]) / fifth
-            if mb
-            else 0.0
-        )
+        rss = _trend([(t, b / 2**20) for t, b in self.rss], args.warmup)
+        fds = _trend([(t, float(n)) for t, n in self.fds], args.warmup)
+        tasks = _trend([(t, float(n)) for t, n in self.tasks], args.warmup)
+        slope, growth = rss["slope_per_hour"], rss["growth"]
         print("\n== soak report ==")
         print(f"duration {args.duration:.0f} s, subscribers {args.subscribers}, "
               f"seed {args.seed}, rate {args.rate:.0f} events/s; "
@@ -407,17 +495,67 @@ class Soak:
         print(f"policy events seen by subscribers: resync snapshots {total['resync_snapshots']}, "
               f"conflations {total['conflations']}, resumed {total['resumed']}, "
               f"resume_failed {total['resume_failed']}")  # fmt: skip
-        if mb:
-            values = [v for _, v in mb]
-            print(f"gateway RSS after warm-up ({len(mb)} samples, 1/s): min {min(values):.1f} MB, "
-                  f"max {max(values):.1f} MB, slope {slope:+.2f} MB/min, "
-                  f"growth first->last fifth {growth:+.1f} MB")  # fmt: skip
-        if self.rss:
-            timeline = " ".join(f"{b / 2**20:.0f}" for _, b in self.rss[::10])
-            print(f"gateway RSS timeline (MB, every 10 s from the start): {timeline}")
-        failed = total["gaps"] or mismatches or dups or late or growth > args.rss_growth_mb
+        stops = sum(r["stops"] for r in reports)
+        slow = sum(r["slow"] for r in reports)
+        failed_opens = sum(r["failed_opens"] for r in reports)
+        print(f"subscriber churn: {slow} slow readers all along, {stops} stops (2-15 s each), "
+              f"{failed_opens} reconnects failed and retried "
+              f"{[x for r in reports for x in r['failed_open_samples']][:2] or ''}")  # fmt: skip
+        every = max(1, round(60 / args.sample_interval))
+        for name, unit, trend, series, scale in (
+            ("RSS", "MiB", rss, self.rss, 2**20),
+            ("fds", "", fds, self.fds, 1),
+            ("tasks", "", tasks, self.tasks, 1),
+        ):
+            if trend["samples"]:
+                print(f"gateway {name} after warm-up ({trend['samples']} samples, every "
+                      f"{args.sample_interval:g} s): min {trend['min']:.1f}, max "
+                      f"{trend['max']:.1f}, first fifth {trend['first']:.1f}, last fifth "
+                      f"{trend['last']:.1f} {unit}, slope {trend['slope_per_hour']:+.2f} "
+                      f"{unit or name}/hour")  # fmt: skip
+                timeline = " ".join(f"{v / scale:.0f}" for _, v in series[::every])
+                print(f"gateway {name} timeline (every ~60 s from the start): {timeline}")
+        problems = []
+        if growth > args.rss_growth_mb:
+            problems.append(f"RSS grew {growth:+.1f} MiB")
+        if slope > args.rss_slope_mb_per_hour:
+            problems.append(f"RSS slope {slope:+.1f} MiB/hour")
+        if fds["growth"] > args.fd_growth:
+            problems.append(f"fds grew {fds['growth']:+.0f}")
+        if tasks["growth"] > args.task_growth:
+            problems.append(f"tasks grew {tasks['growth']:+.0f}")
+        failed = bool(total["gaps"] or mismatches or dups or late or problems)
+        if problems:
+            print("leak checks failed:", "; ".join(problems))
         print("RESULT:", "FAIL" if failed else "PASS")
+        if args.json is not None:
+            args.json.write_text(json.dumps({
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "totals": total, "mismatches": len(mismatches), "duplicates": len(dups),
+                "late": late, "gateway_closes": closes, "upstream_reconnects": upstream,
+                "faults": self.faults, "stops": stops, "slow": slow,
+                "rss_mib": rss, "fds": fds, "tasks": tasks,
+                "series": {"rss_bytes": self.rss, "fds": self.fds, "tasks": self.tasks},
+                "result": "FAIL" if failed else "PASS",
+            }, indent=1))  # fmt: skip
         return 1 if failed else 0
+
+
+def _trend(points: list[tuple[float, float]], warmup: float) -> dict[str, float]:
+    """After dropping the warm-up share: min, max, first and last fifth's means, their
+    difference (growth) and the least-squares slope per hour."""
+    kept = points[int(len(points) * warmup) :]
+    if not kept:
+        return {"samples": 0, "min": 0, "max": 0, "first": 0, "last": 0, "growth": 0.0,
+                "slope_per_hour": 0.0}  # fmt: skip
+    values = [v for _, v in kept]
+    fifth = max(1, len(kept) // 5)
+    first, last = sum(values[:fifth]) / fifth, sum(values[-fifth:]) / fifth
+    return {
+        "samples": len(kept), "min": min(values), "max": max(values), "first": first,
+        "last": last, "growth": last - first,
+        "slope_per_hour": _slope(kept) * 3600 if len(kept) >= 2 else 0.0,
+    }  # fmt: skip
 
 
 def _slope(points: list[tuple[float, float]]) -> float:

@@ -97,6 +97,13 @@ class ServerConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     ping_interval: Positive = 20.0
     ping_timeout: Positive = 20.0
     handshake_timeout: Positive = 10.0
+    # Connections accepted whose upgrade request is not read yet, in all and per client
+    # address; beyond: 503 at accept (fanout/admission.py has the numbers).
+    max_pending: Count = 1024
+    max_pending_per_ip: Count = 64
+    # SO_SNDBUF of each subscriber socket (Linux reserves twice this); 0: the kernel's
+    # autotuned default (up to net.ipv4.tcp_wmem's max, 4 MiB). See docs/operations.md "Memory".
+    send_buffer_bytes: Annotated[int, msgspec.Meta(ge=0)] = 256 * 1024
     # New connections per client address (IPv4, or IPv6 /64): token-bucket rate and burst.
     connections_per_ip_per_second: Positive = 20.0
     connection_burst_per_ip: Count = 50
@@ -105,9 +112,13 @@ class ServerConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 
 
 class MetricsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    host: NonEmpty = "0.0.0.0"
+    # Loopback like server.host; the image and the chart set 0.0.0.0 (probes, scrapes).
+    host: NonEmpty = "127.0.0.1"
     port: Port = 9108
     ready_grace: NonNegative = 30.0
+    # Ops connections; beyond either cap the oldest idle one is shed (io/ops_http.py).
+    max_connections: Count = 64
+    max_connections_per_address: Count = 8
 
 
 class ShutdownConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -18,7 +18,9 @@
   flood the log.
 * ``auth_warning``: the start-up warning for a gateway reachable beyond loopback without auth.
 
-Tokens are read once, at start; rotating them means a restart (Kubernetes rolls the pods).
+Tokens are read at start and again when the token file changes or on SIGHUP
+(``io/token_reload.py``): ``TokenAuth.replace`` swaps the set, which only the next handshakes
+see; connected subscribers are not touched.
 """
 
 from __future__ import annotations
@@ -192,6 +194,15 @@ class TokenAuth:
     @property
     def enabled(self) -> bool:
         return bool(self._digests)
+
+    @property
+    def count(self) -> int:
+        return len(self._digests)
+
+    def replace(self, tokens: Iterable[bytes]) -> None:
+        """Swap the token set (a reload). One assignment: a handshake being checked sees the
+        old set or the new one, never a mix."""
+        self._digests = tuple(hashlib.sha256(t).digest() for t in tokens)
 
     def check(self, headers: Iterable[tuple[bytes, bytes]]) -> bool:
         """True if authentication is off or the request carries a configured token."""

@@ -5,9 +5,42 @@ the collectors read the sans-IO state (feed counters, subscriber buffers) withou
 only correct when they run on the trio thread between checkpoints, as here.
 
 It faces probes and scrapers, but also whatever else can reach the port, so: malformed requests
-get 400 (or h11's more precise hint), a client gets ``request_timeout`` seconds per request (a
-slowloris holds nothing for long), and at most ``max_connections`` are served at once; beyond that
-a connection is answered 503 and closed straight away.
+get 400 (or h11's more precise hint) and a client gets ``request_timeout`` seconds per request.
+
+Connection slots: a new connection is never refused for the sake of an idle one
+--------------------------------------------------------------------------------
+
+A cap that refuses new connections when full lets anyone who can reach the port take the probes
+down: 64 idle TCP connections (a few kB of client memory, one ``for`` loop) used to fill
+``max_connections``, and ``/healthz`` and ``/readyz`` then answered 503 for the whole
+``request_timeout`` (10 s). Repeated every 10 s that gets the pod restarted by the liveness
+probe (3 failures, 10 s apart) and removed from the Service. A shorter timeout only shrinks the
+window: at any timeout T the attacker needs just 64 connections per T.
+
+So slots are handed out by shedding, oldest first:
+
+* **Per address** (``max_connections_per_address``, 8; IPv4 address or IPv6 /64, as
+  ``access.client_key``): a connection beyond it sheds the oldest connection *of the same
+  address* (idle ones first). One address competes only with itself: any number of
+  connections from an attacker's address cost the kubelet's and Prometheus's addresses
+  nothing. 8 is ample: the kubelet opens one connection per probe (liveness and readiness,
+  every 10 s, ``Connection: close``), a Prometheus server one per scrape, so a legitimate
+  address holds 1-3 at a time.
+* **In total** (``max_connections``, 64): a connection beyond it sheds the oldest *idle*
+  connection anywhere (idle: waiting for a request head, however much of it has arrived, or
+  between keep-alive requests). A probe is idle for the time it takes its request head to
+  cross the network (~1 ms on a node); to shed it, more than 63 other addresses would have to
+  open a connection within that millisecond. Only when all 64 slots are busy writing a
+  response (each bounded by ``request_timeout``) is a new connection answered 503.
+
+A shed connection is closed without an answer, as an idle timeout would close it, and counted
+in ``ops_http_shed_connections_total{reason="per_address"|"total"}``. Memory stays bounded by
+the cap: each connection holds at most ``MAX_REQUEST_HEAD_BYTES`` (16 KiB) of request head and
+one task, about 1.2 MiB for 64.
+
+The listener binds ``metrics.host``: 127.0.0.1 by default (like ``server.host``); the image and
+the chart set 0.0.0.0 because the kubelet and Prometheus connect to the pod's address, and the
+chart's NetworkPolicy limits who may reach the port.
 
 Readiness semantics (``Readiness``): ready only when every required feed is connected with all of
 its books snapshotted and the gateway is not shutting down. A required feed that was ready and
@@ -20,6 +53,7 @@ has no books to serve.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -31,6 +65,7 @@ import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from gateway import __version__
+from gateway.fanout.access import client_key
 from gateway.io.metrics import PREFIX
 
 log = logging.getLogger("gateway.ops_http")
@@ -144,13 +179,14 @@ class OpsServer:
         port: int,
         request_timeout: float = 10.0,
         max_connections: int = 64,
+        max_connections_per_address: int = 8,
     ) -> None:
         self._registry = registry
         self._readiness = readiness
         self._host = host
         self._port = port
         self._timeout = request_timeout
-        self._limiter = trio.CapacityLimiter(max_connections)
+        self._slots = _Slots(max_connections, max_connections_per_address)
         self._started_at = 0.0
         self.port: int | None = None  # the bound port, once listening (port 0 picks one)
         # The ops endpoint counts its own traffic: a probe that started failing, or a scanner
@@ -164,6 +200,15 @@ class OpsServer:
         # Every series a probe or a scanner can make, at 0 from the start (see app.py).
         for path, code in _KNOWN_REQUESTS:
             self._requests.labels(path=path, code=code)
+        self._shed = Counter(
+            f"{PREFIX}_ops_http_shed_connections",
+            "Ops connections closed to make room for a new one: the oldest of the same address "
+            "(per_address) or the oldest idle one (total).",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in ("per_address", "total"):
+            self._shed.labels(reason)
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(self._port, host=self._host)
@@ -178,15 +223,19 @@ class OpsServer:
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         try:
-            try:
-                self._limiter.acquire_nowait()
-            except trio.WouldBlock:
+            slot = _Slot(client_key(_peer(stream)))
+            admitted = self._slots.admit(slot)
+            if admitted is None:
                 await self._refuse(stream)
                 return
+            for victim, reason in admitted:
+                self._shed.labels(reason).inc()
+                victim.scope.cancel()
             try:
-                await self._connection(stream)
+                with slot.scope:
+                    await self._connection(stream, slot)
             finally:
-                self._limiter.release()
+                self._slots.release(slot)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away; nothing to answer
         except Exception:
@@ -206,9 +255,10 @@ class OpsServer:
             await stream.send_all(head + body)
             await _linger(stream)
 
-    async def _connection(self, stream: trio.SocketStream) -> None:
+    async def _connection(self, stream: trio.SocketStream, slot: _Slot) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES)
         while True:
+            slot.busy = False
             request: h11.Request | None = None
             with trio.move_on_after(self._timeout):
                 try:
@@ -227,6 +277,7 @@ class OpsServer:
                 if conn.their_state is not h11.IDLE or conn.trailing_data[0]:
                     await self._error(conn, stream, 408, "request timeout")
                 return
+            slot.busy = True  # from here on the client is owed an answer: not shed as idle
             with trio.move_on_after(self._timeout):
                 await self._respond(conn, stream, request)
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
@@ -343,6 +394,69 @@ class OpsServer:
         except h11.LocalProtocolError:
             return  # h11 refuses only when the connection is already unusable
         await stream.send_all(data)
+
+
+class _Slot:
+    __slots__ = ("busy", "key", "scope")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.busy = False  # a complete request is being answered
+        self.scope = trio.CancelScope()  # cancelled to shed the connection
+
+
+class _Slots:
+    """The open ops connections, oldest first, with the shedding rules of the module docstring.
+
+    Shed slots leave the table at once (their task ends at its next checkpoint), so the table
+    never holds more than ``total`` slots, nor more than ``per_address`` of one address.
+    """
+
+    def __init__(self, total: int, per_address: int) -> None:
+        if total < 1 or per_address < 1:
+            raise ValueError("max_connections and max_connections_per_address must be >= 1")
+        self.total = total
+        self.per_address = per_address
+        self._open: OrderedDict[_Slot, None] = OrderedDict()
+        self._per_key: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def admit(self, slot: _Slot) -> list[tuple[_Slot, str]] | None:
+        """Take ``slot`` in; the slots to shed, with the reason; None: refused (every slot is
+        busy answering a request)."""
+        shed: list[tuple[_Slot, str]] = []
+        if self._per_key.get(slot.key, 0) >= self.per_address:
+            same = [s for s in self._open if s.key == slot.key]
+            victim = next((s for s in same if not s.busy), same[0])
+            shed.append((victim, "per_address"))
+            self.release(victim)
+        elif len(self._open) >= self.total:
+            victim_or_none = next((s for s in self._open if not s.busy), None)
+            if victim_or_none is None:
+                return None
+            shed.append((victim_or_none, "total"))
+            self.release(victim_or_none)
+        self._open[slot] = None
+        self._per_key[slot.key] = self._per_key.get(slot.key, 0) + 1
+        return shed
+
+    def release(self, slot: _Slot) -> None:
+        if self._open.pop(slot, False) is None:
+            left = self._per_key[slot.key] - 1
+            if left:
+                self._per_key[slot.key] = left
+            else:
+                del self._per_key[slot.key]
+
+
+def _peer(stream: trio.SocketStream) -> str:
+    try:
+        address = stream.socket.getpeername()
+    except OSError:
+        return ""  # already gone: it gets a slot under the empty key, and is closed soon
+    return str(address[0]) if isinstance(address, tuple) else str(address)
 
 
 async def _linger(stream: trio.SocketStream) -> None:

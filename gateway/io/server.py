@@ -38,8 +38,10 @@ from gateway.contract.protocol import (
     CLOSE_SLOW,
 )
 from gateway.fanout.access import ConnectionRateLimiter, LogBudget, TokenAuth, client_key
+from gateway.fanout.admission import PendingBudget, PendingRefusal
 from gateway.fanout.hub import Hub, Subscriber
 from gateway.fanout.routes import Route, RouteError, route
+from gateway.io.accept import AdmittingWebSocketServer
 from gateway.io.delivery import Delivery, DisconnectReason, Flusher
 from gateway.io.socket_writer import adopt
 
@@ -50,9 +52,12 @@ __all__ = ["RejectReason", "Server", "ServerSettings"]
 
 log = logging.getLogger("gateway.server")
 
+# rejected_connections_total{reason}: at the handshake (``_reject``), and at accept
+# (``admission.PENDING_REFUSALS``). All exposed at 0 from the start.
 RejectReason = Literal[
-    "rate_limited", "unauthorized", "not_found", "bad_request", "shutting_down", "max_subscribers"
-]
+    "rate_limited", "unauthorized", "not_found", "bad_request", "max_subscribers",
+    "shutting_down", "pending_per_ip", "pending_total",
+]  # fmt: skip
 
 # Requests between max_request_bytes and this multiple of it get a ``too_large`` answer; beyond
 # it trio-websocket closes the connection (1009) rather than buffer an unbounded frame.
@@ -60,8 +65,15 @@ HARD_FRAME_FACTOR: Final = 4
 # How long a closing handshake (or the last send of a slow subscriber) may take before the
 # TCP connection is simply dropped.
 CLOSE_TIMEOUT: Final = 5.0
+# At shutdown, after the drain timeout: how long the subscribers still open get to take their
+# close frame before they are dropped. Short: they have had the whole drain already.
+FINAL_CLOSE_TIMEOUT: Final = 1.0
 # Request errors logged per connection; a hostile client must not flood the log.
 MAX_LOGGED_ERRORS: Final = 5
+
+# RFC 6455 close codes of protocol violations found by wsproto (io/accept.py): protocol error
+# (1002), a text frame that is not UTF-8 (1007).
+_VIOLATION_CODES: Final = (1002, 1007)
 
 
 class ServerSettings(Protocol):
@@ -79,6 +91,12 @@ class ServerSettings(Protocol):
     def ping_timeout(self) -> float: ...
     @property
     def handshake_timeout(self) -> float: ...
+    @property
+    def max_pending(self) -> int: ...
+    @property
+    def max_pending_per_ip(self) -> int: ...
+    @property
+    def send_buffer_bytes(self) -> int: ...
 
 
 class _Connection:
@@ -147,6 +165,8 @@ class Server:
         self._stopped = trio.Event()
         self._idle = trio.Event()
         self.fast_path = fast_path
+        # Connections from accept until their upgrade request is read (io/accept.py).
+        self.pending = PendingBudget(settings.max_pending, settings.max_pending_per_ip)
         self._flusher = Flusher()
         self._flusher.after = self._count_flushed
 
@@ -173,9 +193,12 @@ class Server:
             nursery.start_soon(self._flusher.run)
             # Connection handlers run in this nursery, outside the accept loop's cancel scope,
             # so that shutdown can stop accepting while it drains the open connections.
-            server = WebSocketServer(
+            server = AdmittingWebSocketServer(
                 self._handle,
                 listeners,
+                budget=self.pending,
+                on_refused=self._refused_at_accept,
+                send_buffer_bytes=s.send_buffer_bytes,
                 # trio documents "any object with a start_soon method"; the stubs say Nursery.
                 handler_nursery=cast(
                     "trio.Nursery", _ContainedNursery(nursery, self._connection_task_failed)
@@ -202,6 +225,18 @@ class Server:
         if self.metrics is not None:
             self.metrics.connection_task_failures.inc()
 
+    def _refused_at_accept(self, why: PendingRefusal, client: str) -> None:
+        if self.metrics is not None:
+            self.metrics.rejected_connections.labels(why).inc()
+        suppressed = self._log_budget.allow(trio.current_time())
+        if suppressed is not None:
+            log.info(
+                "subscriber rejected",
+                extra={"event": "subscriber_rejected", "status": 503, "why": why,
+                       "client": client, "pending": self.pending.pending,
+                       "suppressed": suppressed},
+            )  # fmt: skip
+
     async def _accept(
         self,
         server: WebSocketServer,
@@ -212,8 +247,15 @@ class Server:
             await server.run(task_status=task_status)
 
     async def shutdown(self, drain_timeout: float) -> None:
-        """Stop accepting, drain every subscriber's buffer (up to ``drain_timeout`` s), close
-        each with 1001 ``gateway shutting down, reconnect elsewhere``, then stop ``run``."""
+        """Stop accepting, drain every subscriber's buffer and close it with 1001 ``gateway
+        shutting down, reconnect elsewhere``, then stop ``run``: all within ``drain_timeout``
+        + ``FINAL_CLOSE_TIMEOUT`` seconds.
+
+        The drain includes the closing handshakes: a subscriber that took its data but does
+        not answer the close frame is waited for until the drain timeout, no longer (it used
+        to get ``close_timeout`` more, 5 s, whenever its close began late in the drain). What
+        is still open then (undelivered data, an unanswered close) gets its close frame within
+        ``FINAL_CLOSE_TIMEOUT`` or is dropped, and ``run`` cancels whatever remains."""
         self._closing = True
         self._accept_scope.cancel()
         for conn in list(self._connections):
@@ -227,11 +269,12 @@ class Server:
                 "drain timeout: closing subscribers with undelivered data",
                 extra={"event": "drain_timeout", "subscribers": len(self._connections)},
             )
+            self.close_timeout = min(self.close_timeout, FINAL_CLOSE_TIMEOUT)
             for conn in list(self._connections):
                 conn.end("shutdown", CLOSE_GOING_AWAY, CLOSE_REASON_SHUTDOWN)
-            with trio.move_on_after(self.close_timeout + 1):
+            with trio.move_on_after(FINAL_CLOSE_TIMEOUT):
                 await self._idle.wait()
-        self._stopped.set()
+        self._stopped.set()  # ``run`` cancels the connections still closing
 
     # -- one connection --------------------------------------------------------------------
 
@@ -362,6 +405,8 @@ class Server:
                         "event": "subscriber_disconnected",
                         "subscriber": sub.id,
                         "reason": reason,
+                        "close_code": conn.close_code,
+                        "close_reason": conn.close_reason[:123],
                     },
                 )
 
@@ -374,6 +419,9 @@ class Server:
                 closed = ws.closed
                 if closed is not None and closed.code == CLOSE_MESSAGE_TOO_BIG:
                     conn.end("error", CLOSE_MESSAGE_TOO_BIG, "request frame too big")
+                elif closed is not None and closed.code in _VIOLATION_CODES:
+                    # A protocol violation: io/accept.py has sent the close frame already.
+                    conn.end("error", closed.code, closed.reason or "")
                 else:
                     conn.end("client_close")
                 return

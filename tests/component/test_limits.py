@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +25,7 @@ from gateway.fanout.access import ConnectionRateLimiter, TokenAuth
 from gateway.fanout.hub import Hub
 from gateway.io.metrics import HubStatsCollector, Metrics
 from gateway.io.server import Server
-from tests.support.clients import in_thread, open_client, recv_json
+from tests.support.clients import RawSubscriber, in_thread, open_client, recv_json
 from tests.support.config import gateway_config
 from tests.support.fake_feed import EPOCH
 
@@ -294,3 +297,145 @@ async def test_gateway_wires_tokens_rate_and_the_auth_gauge() -> None:
             gateway.request_shutdown()
     open_gateway = Gateway(config, handle_signals=False, auth_tokens=())
     assert open_gateway.metrics.registry.get_sample_value("paxos_gateway_auth_enabled") == 0
+
+
+async def test_tokens_reload_on_file_change_and_sighup_without_touching_subscribers(
+    tmp_path: Path, mock_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.auth")
+    old, new, newer = TOKEN, "rotated-token-0123456789abcdef", "sighup-token-0123456789abcdef"
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"# the first one\n{old}\n")
+    config = gateway_config("ws://127.0.0.1:9", **{"server.auth_token_file": f'"{tokens}"'})
+    gateway = Gateway(config, handle_signals=True)
+    registry = gateway.metrics.registry
+
+    def reloads(source: str, result: str) -> float:
+        labels = {"source": source, "result": result}
+        return registry.get_sample_value("paxos_gateway_auth_reloads_total", labels) or 0.0
+
+    async def reloaded(source: str, result: str, count: float) -> None:
+        for _ in range(100):  # virtual seconds: the file is polled every 5
+            if reloads(source, result) >= count:
+                return
+            await trio.sleep(1)
+        raise AssertionError(f"no {source} reload ({result})")
+
+    with trio.fail_after(600):  # virtual seconds
+        async with trio.open_nursery() as nursery:
+            await nursery.start(gateway.serve)
+            port = gateway.server.port
+            assert port is not None
+            assert reloads("file_change", "ok") == reloads("sighup", "ok") == 0  # exposed at 0
+            connected = await RawSubscriber.connect(
+                gateway.subscriber_url, "/v1/stream", headers={"Authorization": f"Bearer {old}"}
+            )
+            tokens.write_text(f"{new}\n")
+            await reloaded("file_change", "ok", 1)
+            assert (await handshake(port, headers={"Authorization": f"Bearer {old}"}))[0] == 401
+            assert (await handshake(port, headers={"Authorization": f"Bearer {new}"}))[0] == 101
+            # A half-written file keeps the tokens in use.
+            tokens.write_text("not a token!\n")
+            await reloaded("file_change", "error", 1)
+            assert (await handshake(port, headers={"Authorization": f"Bearer {new}"}))[0] == 101
+            # SIGHUP reloads at once.
+            tokens.write_text(f"{newer}\n")
+            os.kill(os.getpid(), signal.SIGHUP)
+            await reloaded("sighup", "ok", 1)
+            assert (await handshake(port, headers={"Authorization": f"Bearer {newer}"}))[0] == 101
+            # The subscriber that connected with the first token was never touched.
+            await connected.send_text('{"op":"ping","id":7}')
+            assert b'"type":"pong"' in await connected.read_until(b'"type":"pong"')
+            await connected.stream.aclose()
+            gateway.request_shutdown()
+    events = [(r.__dict__.get("event"), r.__dict__.get("source")) for r in caplog.records]
+    assert ("auth_tokens_reloaded", "file_change") in events
+    assert ("auth_tokens_reload_failed", "file_change") in events
+    assert ("auth_tokens_reloaded", "sighup") in events
+    for record in caplog.records:  # never a token in a log line
+        text = record.getMessage() + repr(record.__dict__)
+        assert old not in text and new not in text and newer not in text
+
+
+# -- half-open connections: counted and limited from accept (issue 18) ----------------------
+
+
+async def _silent_connections(
+    port: int, count: int, source: str = "127.0.0.1"
+) -> list[trio.SocketStream]:
+    return [
+        await trio.open_tcp_stream("127.0.0.1", port, local_address=source) for _ in range(count)
+    ]
+
+
+async def _refused_503(streams: list[trio.SocketStream], expected: int) -> int:
+    """Reads every stream until ``expected`` of them have been answered 503 and closed (the
+    others, held, never answer: their readers are cancelled then)."""
+    refused = 0
+    done = trio.Event()
+
+    async def read(stream: trio.SocketStream) -> None:
+        nonlocal refused
+        data = b""
+        while chunk := await stream.receive_some(65536):
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 503 "), data[:80]
+        assert b"retry-after: 5" in data.lower()
+        refused += 1
+        if refused == expected:
+            done.set()
+
+    async with trio.open_nursery() as nursery:
+        for stream in streams:
+            nursery.start_soon(read, stream)
+        await done.wait()
+        await trio.testing.wait_all_tasks_blocked(0.05)
+        nursery.cancel_scope.cancel()
+    return refused
+
+
+async def test_silent_connections_are_limited_per_address_from_accept() -> None:
+    metrics = Metrics()
+    held: list[trio.SocketStream] = []
+    with trio.fail_after(TIMEOUT):
+        async with serving(
+            metrics=metrics, max_pending_per_ip=8, max_pending=100, handshake_timeout=600
+        ) as server:
+            assert server.port is not None
+            # 100 connections that send nothing, from one address: 8 are held (until the
+            # handshake timeout), 92 are answered 503 at once, before a byte is read.
+            held = await _silent_connections(server.port, 100)
+            assert await _refused_503(held, 92) == 92
+            assert server.pending.pending == 8 and server.pending.held("127.0.0.1") == 8
+            assert rejected(metrics, "pending_per_ip") == 92
+            assert rejected(metrics, "pending_total") == 0
+            # Another address is unaffected: its handshake completes at once.
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port, local_address="127.0.0.2")
+            async with stream:
+                await stream.send_all(upgrade("/v1/stream"))
+                head = await stream.receive_some(65536)
+                assert head.startswith(b"HTTP/1.1 101 ")
+            for s in held:
+                await s.aclose()
+
+
+async def test_silent_connections_are_limited_in_total_from_accept() -> None:
+    metrics = Metrics()
+    with trio.fail_after(TIMEOUT):
+        async with serving(
+            metrics=metrics, max_pending_per_ip=100, max_pending=6, handshake_timeout=600
+        ) as server:
+            assert server.port is not None
+            held = await _silent_connections(server.port, 4)
+            held += await _silent_connections(server.port, 6, source="127.0.0.2")
+            assert await _refused_503(held, 4) == 4
+            assert server.pending.pending == 6
+            assert rejected(metrics, "pending_total") == 4
+            for s in held:
+                await s.aclose()
+            # Gone peers free their places: a normal handshake goes through again.
+            with trio.move_on_after(5):
+                while server.pending.pending:
+                    await trio.sleep(0.01)
+            status, _, _ = await handshake(server.port)
+            assert status == 101

@@ -11,7 +11,7 @@ import trio.testing
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.io.ops_http import FeedHealth, OpsServer, Readiness
+from gateway.io.ops_http import FeedHealth, OpsServer, Readiness, _Slot, _Slots
 
 TIMEOUT = 10.0
 
@@ -305,19 +305,23 @@ async def test_idle_keep_alive_connection_is_closed_silently(
         assert await read_all(stream) == b""
 
 
-async def test_connections_beyond_the_limit_get_503(
-    nursery: trio.Nursery, mock_clock: trio.testing.MockClock
-) -> None:
-    ops = await start(nursery, max_connections=2)
-    with trio.fail_after(5):
-        held = [await trio.open_tcp_stream("127.0.0.1", ops.port) for _ in range(2)]
-    await trio.testing.wait_all_tasks_blocked()
-    response = await get(ops.port, "/healthz")
-    assert response.status == 503
-    for stream in held:
-        await stream.aclose()
-    await trio.testing.wait_all_tasks_blocked()
-    assert (await get(ops.port, "/healthz")).status == 200
+def test_slots_refuse_only_when_every_slot_is_busy() -> None:
+    slots = _Slots(total=2, per_address=2)
+    a, b, c = _Slot("10.0.0.1"), _Slot("10.0.0.2"), _Slot("10.0.0.3")
+    assert slots.admit(a) == [] and slots.admit(b) == []
+    a.busy = b.busy = True
+    assert slots.admit(c) is None  # both are answering a request: 503
+    b.busy = False
+    assert slots.admit(c) == [(b, "total")]
+    d = _Slot("10.0.0.3")
+    assert slots.admit(d) == [(c, "total")]  # the oldest idle one, not the busy a
+    # Per address: the address's own oldest goes, idle first.
+    slots = _Slots(total=10, per_address=2)
+    first, second, third = _Slot("k"), _Slot("k"), _Slot("k")
+    slots.admit(first), slots.admit(second)
+    first.busy = True
+    assert slots.admit(third) == [(second, "per_address")]
+    assert len(slots) == 2
 
 
 async def test_client_vanishing_mid_request_does_not_hurt_the_server(ops: Running) -> None:
@@ -327,3 +331,62 @@ async def test_client_vanishing_mid_request_does_not_hurt_the_server(ops: Runnin
     await stream.aclose()
     await trio.testing.wait_all_tasks_blocked()
     assert (await get(ops.port, "/healthz")).status == 200
+
+
+# -- issue 18: idle and slow connections never starve the probes
+
+
+async def test_probes_answer_under_many_idle_and_slowloris_connections(
+    nursery: trio.Nursery, mock_clock: trio.testing.MockClock
+) -> None:
+    # The default caps (64 in total, 8 per address): 200 connections from one address, half
+    # silent, half sending a partial request head, then probes from the same address.
+    ops = await start(nursery)
+    ops.probe.set("marketdata", True)
+    held: list[trio.SocketStream] = []
+    try:
+        with trio.fail_after(30):
+            for i in range(200):
+                stream = await trio.open_tcp_stream("127.0.0.1", ops.port)
+                if i % 2:
+                    await stream.send_all(b"GET /healthz HTTP/1.1\r\nHo")
+                held.append(stream)
+            await trio.testing.wait_all_tasks_blocked()
+        # No time passes: the probes are answered at once, not after a timeout.
+        assert (await get(ops.port, "/healthz")).status == 200
+        assert (await get(ops.port, "/readyz")).status == 200
+    finally:
+        for stream in held:
+            await stream.aclose()
+    text = (await get(ops.port, "/metrics")).body.decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    shed = {
+        s.labels["reason"]: s.value
+        for s in families["paxos_gateway_ops_http_shed_connections"].samples
+        if s.name.endswith("_total")
+    }
+    assert shed["per_address"] >= 200 - 8
+    assert set(shed) == {"per_address", "total"}
+
+
+async def test_the_total_cap_sheds_the_oldest_idle_connection(
+    nursery: trio.Nursery, mock_clock: trio.testing.MockClock
+) -> None:
+    registry = CollectorRegistry()
+    probe = Probe()
+    server = OpsServer(
+        registry, Readiness(probe, grace=30.0), host="127.0.0.1", port=0,
+        request_timeout=TIMEOUT, max_connections=4, max_connections_per_address=100,
+    )  # fmt: skip
+    port = await nursery.start(server.serve)
+    with trio.fail_after(10):
+        held = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(6)]
+        await trio.testing.wait_all_tasks_blocked()
+        assert (await get(port, "/healthz")).status == 200
+        # The three oldest were shed (closed without an answer); the three newest still wait.
+        for stream in held[:3]:
+            assert await read_all(stream) == b""
+        await held[-1].send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert parse(await read_all(held[-1])).status == 200
+    for stream in held:
+        await stream.aclose()

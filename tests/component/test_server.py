@@ -30,7 +30,7 @@ from gateway.ingest.feeds import feed_from_url
 from gateway.ingest.normalizer import FeedNormalizer
 from gateway.io.metrics import HubStatsCollector, Metrics
 from gateway.io.server import Server, _ContainedNursery
-from tests.support.clients import in_thread, open_client, read_until, recv_json
+from tests.support.clients import RawSubscriber, in_thread, open_client, read_until, recv_json
 from tests.support.fake_feed import EPOCH, FakeFeed
 from tests.support.hostile_requests import HOSTILE, MAX_BYTES, MAX_STREAMS
 
@@ -234,6 +234,66 @@ async def test_frame_beyond_hard_limit_closes_1009() -> None:
                     return info.value.rcvd.code
 
             assert await in_thread(client) == 1009
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        pytest.param({"opcode": 0x1, "payload": b"caf\xc3("}, 1007, id="invalid-utf8-text"),
+        pytest.param({"opcode": 0x3, "payload": b"x"}, 1002, id="reserved-opcode"),
+        pytest.param({"opcode": 0xB, "payload": b""}, 1002, id="reserved-control-opcode"),
+        pytest.param({"opcode": 0x1, "payload": b"{}", "masked": False}, 1002, id="unmasked"),
+        pytest.param({"opcode": 0x1, "payload": b"{}", "rsv": 4}, 1002, id="rsv1"),
+        pytest.param({"opcode": 0x1, "payload": b"{}", "rsv": 1}, 1002, id="rsv3"),
+        pytest.param({"opcode": 0x9, "payload": b"p" * 126}, 1002, id="ping-over-125"),
+        pytest.param({"opcode": 0x9, "payload": b"p", "fin": False}, 1002, id="fragmented-ping"),
+        pytest.param({"opcode": 0x1, "payload": b"x" * 5000}, 1009, id="too-big"),
+    ],
+)
+async def test_protocol_violations_get_their_close_code(frame: dict[str, Any], code: int) -> None:
+    metrics = Metrics()
+    with trio.fail_after(TIMEOUT):
+        async with running(metrics=metrics, max_request_bytes=1024) as (server, _, url):
+            client = await RawSubscriber.connect(url, "/v1/stream")
+            async with client.stream:
+                await client.send_frame(**frame)
+                closed = await client.read_close()
+            assert closed is not None, "TCP closed without a close frame"
+            assert closed[0] == code
+            for _ in range(1000):  # the server's side of the connection ends (bounded)
+                if not server.subscriber_count:
+                    break
+                await trio.sleep(0.001)
+            disconnects = metrics.registry.get_sample_value(
+                "paxos_gateway_subscriber_disconnects_total", {"reason": "error"}
+            )
+            assert disconnects == 1
+            # The next client is served as usual.
+            other = await RawSubscriber.connect(url, "/v1/stream")
+            async with other.stream:
+                await other.send_text('{"op":"ping","id":1}')
+                await other.send_frame(0x8, struct.pack("!H", 1000))
+                assert await other.read_close() == (1000, "")
+
+
+@pytest.mark.parametrize(("setting", "bounded"), [(65536, True), (0, False)])
+async def test_send_buffer_of_each_subscriber_socket_is_bounded(
+    setting: int, bounded: bool
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with running(send_buffer_bytes=setting) as (server, _, url):
+            client = await RawSubscriber.connect(url, "/v1/stream")
+            async with client.stream:
+                for _ in range(1000):  # the 101 may arrive before the server registers it
+                    if server.subscriber_count:
+                        break
+                    await trio.sleep(0.001)
+                (conn,) = server._connections
+                assert conn.delivery.writer is not None
+                size = conn.delivery.writer.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+            # Linux reserves twice the value set (bookkeeping); unset, it autotunes from
+            # net.ipv4.tcp_wmem's default (16 KiB) and is not locked.
+            assert (size == 2 * setting) if bounded else (size != 2 * 65536)
 
 
 async def test_handshake_rejections() -> None:

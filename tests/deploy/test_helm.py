@@ -17,8 +17,7 @@ import jsonschema
 import pytest
 import yaml
 
-from gateway.io import server as server_mod
-from gateway.io import upstream as upstream_mod
+from gateway.app import shutdown_bound
 from tests.deploy.test_dockerfile import exec_form, final_stage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -556,10 +555,10 @@ def test_termination_grace_covers_the_drain(
     assert gateway_toml(manifests)["shutdown"]["drain_timeout"] == drain
     grace = pod["terminationGracePeriodSeconds"]
     assert isinstance(grace, int)
-    # After SIGTERM the gateway drains for up to drain_timeout, then gives lagging subscribers
-    # CLOSE_TIMEOUT + 1 s to close and the upstream connections their close timeout; the grace
-    # period (which starts before the preStop hook) must cover all of it and the exit.
-    bound = pre_stop + drain + server_mod.CLOSE_TIMEOUT + 1 + upstream_mod.DEFAULT_CLOSE_TIMEOUT
+    # After SIGTERM the gateway shuts down within app.shutdown_bound(drain_timeout) (the drain,
+    # the final close, the upstream close in parallel); the grace period (which starts before
+    # the preStop hook) must cover all of it and the exit.
+    bound = pre_stop + shutdown_bound(drain)
     assert grace >= bound + 1
     assert grace <= bound + 10  # and not so long that a stuck pod blocks a rollout for minutes
     lifecycle = container(manifests).get("lifecycle")
@@ -569,9 +568,9 @@ def test_termination_grace_covers_the_drain(
         assert lifecycle is None
 
 
-def test_default_grace_period_is_prestop_drain_close_and_margin(chart: Any) -> None:
+def test_default_grace_period_is_prestop_shutdown_bound_and_margin(chart: Any) -> None:
     pod = one(render(chart), "Deployment")["spec"]["template"]["spec"]
-    assert pod["terminationGracePeriodSeconds"] == 5 + 10 + 8 + 2
+    assert pod["terminationGracePeriodSeconds"] == 5 + (10 + 1) + 2
     assert container(render(chart))["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
 
 

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
 import trio
+import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from gateway.app import Gateway, _not_ready_reason, _url
+from gateway.app import Gateway, _not_ready_reason, _url, shutdown_bound
 from gateway.config import Config, load_config
 from gateway.ingest.feeds import FeedSpec
 from gateway.ingest.normalizer import FeedNormalizer
 from gateway.io.upstream_health import FeedState
 from gateway.simulator import Simulator, SimulatorConfig
+from tests.support.clients import RawSubscriber
 
 MARKETS = ["BTCUSD", "ETHUSD"]
 
@@ -60,6 +63,19 @@ async def wait_ready(gateway: Gateway) -> None:
         # Readiness is a derived condition with no event to wait on: polling is the way.
         while not gateway.readiness.check(trio.current_time()).ready:
             await trio.sleep(0.02)
+
+
+async def ready_gateway(
+    nursery: trio.Nursery, *, seed: int, rate: float, drain_timeout: str
+) -> Gateway:
+    """A simulator with deep books (200 levels) and a gateway on it, ready."""
+    sim = Simulator(SimulatorConfig(seed=seed, markets=MARKETS, levels=200, rate=rate))
+    sim_url = await nursery.start(sim.serve)
+    config = gateway_config(sim_url, **{"shutdown.drain_timeout": drain_timeout})
+    gateway = Gateway(config, handle_signals=False)
+    await nursery.start(gateway.serve)
+    await wait_ready(gateway)
+    return gateway
 
 
 async def http_get(url: str, path: str) -> tuple[int, bytes]:
@@ -154,12 +170,7 @@ async def test_request_shutdown_closes_subscribers_with_1001_and_returns(
 
 async def test_second_request_cuts_the_drain_short(nursery: trio.Nursery) -> None:
     # As fast as the gateway reads, with deep books: far more than socket buffers hold.
-    sim = Simulator(SimulatorConfig(seed=5, markets=MARKETS, levels=200, rate=0.0))
-    sim_url = await nursery.start(sim.serve)
-    config = gateway_config(sim_url, **{"shutdown.drain_timeout": "60"})
-    gateway = Gateway(config, handle_signals=False)
-    await nursery.start(gateway.serve)
-    await wait_ready(gateway)
+    gateway = await ready_gateway(nursery, seed=5, rate=0.0, drain_timeout="60")
     async with open_websocket_url(gateway.subscriber_url + "/v1/stream") as ws:
         await ws.send_message(json.dumps({"op": "subscribe", "id": 1, "streams": ["book.*"]}))
         # This subscriber never reads again: its buffer cannot drain.
@@ -171,6 +182,41 @@ async def test_second_request_cuts_the_drain_short(nursery: trio.Nursery) -> Non
         gateway.request_shutdown()
         with trio.fail_after(10):
             await gateway.stopped.wait()
+
+
+async def test_shutdown_fits_its_bound_whatever_the_subscribers_do(
+    nursery: trio.Nursery, slow_autojump: trio.testing.MockClock
+) -> None:
+    """Issue 18: with drain_timeout=3 a SIGTERM took 5.1 s. Subscribers that drain but never
+    answer the close frame, one that never reads at all, and upstream connections that close
+    after the drain used to add up; in virtual time the whole shutdown must now fit
+    ``shutdown_bound``."""
+    gateway = await ready_gateway(nursery, seed=6, rate=5.0, drain_timeout="3")
+    silent: list[RawSubscriber] = []
+    for rcvbuf in (None, None, 4096):
+        client = await RawSubscriber.connect(gateway.subscriber_url, "/v1/book/*", rcvbuf=rcvbuf)
+        silent.append(client)
+
+    async def read_and_never_close(client: RawSubscriber) -> None:
+        # Takes every byte (the 1001 close frame too) but never sends a close frame back.
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while await client.stream.receive_some(65536):
+                pass
+
+    async with trio.open_nursery() as readers:
+        for client in silent[:2]:  # the third never reads: its buffers stay full
+            readers.start_soon(read_and_never_close, client)
+        await trio.sleep(0.5)
+        start = trio.current_time()
+        gateway.request_shutdown()
+        with trio.fail_after(60):
+            await gateway.stopped.wait()
+        took = trio.current_time() - start
+        readers.cancel_scope.cancel()
+    for client in silent:
+        await client.stream.aclose()
+    assert took <= shutdown_bound(3.0) == 4.0, took
+    assert all(not feed.state.connected for feed in gateway.feeds)
 
 
 # -- pieces

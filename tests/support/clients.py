@@ -87,7 +87,14 @@ class RawSubscriber:
         self.stream = stream
 
     @classmethod
-    async def connect(cls, base_url: str, path: str, *, rcvbuf: int | None = None) -> RawSubscriber:
+    async def connect(
+        cls,
+        base_url: str,
+        path: str,
+        *,
+        rcvbuf: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> RawSubscriber:
         parts = urlsplit(base_url)
         assert parts.hostname is not None and parts.port is not None
         sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
@@ -96,9 +103,11 @@ class RawSubscriber:
         await sock.connect((parts.hostname, parts.port))
         stream = trio.SocketStream(sock)
         key = base64.b64encode(os.urandom(16)).decode()
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         request = (
             f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"{extra}\r\n"
         )
         await stream.send_all(request.encode())
         head = b""
@@ -113,17 +122,74 @@ class RawSubscriber:
 
     async def send_text(self, text: str) -> None:
         """One masked text frame (clients must mask)."""
-        payload = text.encode()
-        mask = os.urandom(4)
+        await self.send_frame(0x1, text.encode())
+
+    async def send_frame(
+        self, opcode: int, payload: bytes, *, masked: bool = True, rsv: int = 0, fin: bool = True
+    ) -> None:
+        """One frame exactly as asked, broken ones included: any opcode, RSV bits (0-7),
+        unmasked, any payload length."""
+        first = (0x80 if fin else 0) | (rsv & 0x7) << 4 | opcode & 0x0F
+        mask_bit = 0x80 if masked else 0
         n = len(payload)
         if n < 126:
-            header = struct.pack("!BB", 0x81, 0x80 | n)
+            header = struct.pack("!BB", first, mask_bit | n)
         elif n < 65536:
-            header = struct.pack("!BBH", 0x81, 0x80 | 126, n)
+            header = struct.pack("!BBH", first, mask_bit | 126, n)
         else:
-            header = struct.pack("!BBQ", 0x81, 0x80 | 127, n)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        await self.stream.send_all(header + mask + masked)
+            header = struct.pack("!BBQ", first, mask_bit | 127, n)
+        if masked:
+            mask = os.urandom(4)
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+            header += mask
+        await self.stream.send_all(header + payload)
+
+    async def read_until(self, needle: bytes, limit: int = 16 * 1024 * 1024) -> bytes:
+        """Raw bytes from the server until ``needle`` shows up in them (server frames are
+        unmasked: a JSON message's text appears verbatim). Bounded by ``limit`` bytes."""
+        data = b""
+        while needle not in data:
+            if len(data) > limit:
+                raise AssertionError(f"{needle!r} not within {limit} bytes")
+            chunk = await self.stream.receive_some(65536)
+            if not chunk:
+                raise ConnectionError(f"closed before {needle!r}")
+            data += chunk
+        return data
+
+    async def read_close(self, limit: int = 64 * 1024 * 1024) -> tuple[int, str] | None:
+        """Read server frames until a close frame: its (code, reason); None if the TCP
+        connection ends first. Bounded by ``limit`` bytes (and the caller's fail_after)."""
+        data = b""
+        i = 0
+        while len(data) < limit:
+            while True:  # parse what is there
+                if len(data) - i < 2:
+                    break
+                opcode, length, j = data[i] & 0x0F, data[i + 1] & 0x7F, i + 2
+                if length == 126:
+                    if len(data) - j < 2:
+                        break
+                    length, j = struct.unpack("!H", data[j : j + 2])[0], j + 2
+                elif length == 127:
+                    if len(data) - j < 8:
+                        break
+                    length, j = struct.unpack("!Q", data[j : j + 8])[0], j + 8
+                if len(data) - j < length:
+                    break
+                if opcode == 0x8:
+                    body = data[j : j + length]
+                    code = struct.unpack("!H", body[:2])[0] if len(body) >= 2 else 1005
+                    return code, body[2:].decode("utf-8", "replace")
+                i = j + length
+            try:
+                chunk = await self.stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                return None
+            if not chunk:
+                return None
+            data += chunk
+        raise AssertionError("no close frame within the byte limit")
 
     async def vanish(self, *, reset: bool) -> None:
         """Close the socket without a WebSocket close: FIN, or RST if ``reset``."""

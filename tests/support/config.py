@@ -25,6 +25,7 @@ def gateway_config(sim_url: str, *, feeds: Sequence[str] | None = None, **sets: 
         # not trip the per-address limit (tests/component/test_limits.py tests that limit).
         "server.connections_per_ip_per_second": "100000",
         "server.connection_burst_per_ip": "100000",
+        "server.max_pending_per_ip": "100000",
         **sets,
     }
     return load_config(None, {}, [f"{k}={v}" for k, v in overrides.items()], feeds=feeds)

@@ -228,3 +228,12 @@ def test_config_validation(setting: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as caught:
         load_config(None, {}, [setting])
     assert str(caught.value).startswith(setting.split("=")[0])
+
+
+def test_token_auth_replace_swaps_the_whole_set() -> None:
+    auth = TokenAuth([b"first-token-0123456789"])
+    header = [(b"authorization", b"Bearer first-token-0123456789")]
+    assert auth.check(header) and auth.count == 1
+    auth.replace([b"second-token-0123456789", b"third-token-0123456789"])
+    assert not auth.check(header) and auth.count == 2
+    assert auth.check([(b"authorization", b"Bearer third-token-0123456789")])

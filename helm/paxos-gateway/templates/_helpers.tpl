@@ -77,15 +77,19 @@ app.kubernetes.io/component: gateway
 {{- end }}
 
 {{/*
-What the gateway may still take after the drain: 6 s to close the subscribers that have not
-finished (gateway/io/server.py CLOSE_TIMEOUT + 1), then 2 s to close the upstream connections
-(gateway/io/upstream.py DEFAULT_CLOSE_TIMEOUT, the feeds in parallel).
+Seconds from SIGTERM until the gateway has exited, at most: gateway/app.py shutdown_bound =
+max(drain_timeout + 1, 2): the drain (closing handshakes included), 1 s for the subscribers
+still open to take their close frame (gateway/io/server.py FINAL_CLOSE_TIMEOUT), and in
+parallel 2 s for the upstream connections to close (gateway/io/upstream.py
+DEFAULT_CLOSE_TIMEOUT).
 */}}
-{{- define "paxos-gateway.closeSeconds" -}}8{{- end }}
+{{- define "paxos-gateway.shutdownSeconds" -}}
+{{- max (add (include "paxos-gateway.drainSeconds" . | int64) 1) 2 -}}
+{{- end }}
 
-{{/* preStop sleep + drain + the gateway's close bounds + margin (process exit). */}}
+{{/* preStop sleep + the gateway's shutdown bound + margin (process exit). */}}
 {{- define "paxos-gateway.terminationGracePeriodSeconds" -}}
-{{- add (int64 .Values.lifecycle.preStopSleepSeconds) (include "paxos-gateway.drainSeconds" . | int64) (include "paxos-gateway.closeSeconds" . | int64) (int64 .Values.lifecycle.terminationGraceMarginSeconds) -}}
+{{- add (int64 .Values.lifecycle.preStopSleepSeconds) (include "paxos-gateway.shutdownSeconds" . | int64) (int64 .Values.lifecycle.terminationGraceMarginSeconds) -}}
 {{- end }}
 
 {{/*
@@ -143,6 +147,9 @@ server:
   ping_interval: float
   ping_timeout: float
   handshake_timeout: float
+  max_pending: int
+  max_pending_per_ip: int
+  send_buffer_bytes: int
   connections_per_ip_per_second: float
   connection_burst_per_ip: int
   auth_token_file: string
@@ -150,6 +157,8 @@ metrics:
   host: string
   port: int
   ready_grace: float
+  max_connections: int
+  max_connections_per_address: int
 shutdown:
   drain_timeout: float
 log:
