@@ -38,20 +38,24 @@ from gateway.contract.protocol import STREAM_KINDS, ErrorCode
 from gateway.contract.records import Record
 from gateway.fanout.access import ConnectionRateLimiter, TokenAuth, auth_warning, load_tokens
 from gateway.fanout.hub import Hub
+from gateway.ingest.backfill import TradeTape
 from gateway.ingest.book import OrderBook
 from gateway.ingest.feeds import FeedSpec
 from gateway.ingest.normalizer import FeedNormalizer
+from gateway.io.backfiller import BackfillFeed, run_backfills
 from gateway.io.connect_gate import ConnectGate
 from gateway.io.metrics import (
     DEPTH_BYTES_BUCKETS,
     DEPTH_RECORDS_BUCKETS,
     PREFIX,
+    BackfillStatsCollector,
     DepthHistogramCollector,
     FeedStatsCollector,
     GaugeCallbackCollector,
     Metrics,
 )
 from gateway.io.ops_http import FeedHealth, OpsServer, Readiness
+from gateway.io.rest_client import ENDPOINTS, OUTCOMES
 from gateway.io.server import DisconnectReason, Server
 from gateway.io.upstream import FeedState, run_feed
 from gateway.logs import setup_logging
@@ -97,7 +101,10 @@ class Gateway:
                 spec=spec,
                 required=feed_config.required,
                 session=FeedNormalizer(
-                    spec, self.epoch, dedup_capacity=config.upstream.dedup_capacity
+                    spec,
+                    self.epoch,
+                    dedup_capacity=config.upstream.dedup_capacity,
+                    tape=self._tape_for(spec),  # backfill hook
                 ),
                 state=FeedState(spec.name),
             )
@@ -192,11 +199,30 @@ class Gateway:
 
     # -- tasks
 
+    def _tape_for(self, spec: FeedSpec) -> TradeTape | None:
+        """The backfill's trade tape of an executions feed (issue 17), if backfill is on."""
+        backfill = self.config.backfill
+        if spec.kind != "executions" or not backfill.enabled:
+            return None
+        return TradeTape(spec.market, window=backfill.window, max_held=backfill.max_held)
+
     async def _run_upstreams(self, scope: trio.CancelScope, done: trio.Event) -> None:
         gate = ConnectGate(self.config.upstream.connect_interval)
+        backfills = [
+            BackfillFeed(f.spec.name, f.session.tape, f.session, self._publisher(f))
+            for f in self.feeds
+            if f.session.tape is not None
+        ]
         try:
             with scope:
                 async with trio.open_nursery() as nursery:
+                    if backfills:  # backfill hook: its tasks wait for the feeds' connects
+                        await nursery.start(
+                            functools.partial(
+                                run_backfills, backfills, self.config.backfill,
+                                self.config.rest_url(), self.metrics,
+                            )
+                        )  # fmt: skip
                     for feed in self.feeds:
                         await nursery.start(self._run_feed, feed, gate)
         finally:
@@ -271,6 +297,15 @@ class Gateway:
             m.records_published.labels(kind)
         m.add_collector(
             FeedStatsCollector(lambda: ((f.spec.name, f.session.stats) for f in self.feeds))
+        )
+        if self.config.backfill.enabled:
+            for endpoint in ENDPOINTS:
+                for outcome in OUTCOMES:
+                    m.backfill_requests.labels(endpoint, outcome)
+        m.add_collector(
+            BackfillStatsCollector(
+                lambda: ((f.spec.name, f.session.tape.stats) for f in self.feeds if f.session.tape)
+            )
         )
         m.add_collector(
             GaugeCallbackCollector(

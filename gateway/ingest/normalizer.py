@@ -54,6 +54,7 @@ from gateway.contract.records import (
     Trade,
 )
 from gateway.ingest import decimals, paxos_messages, timestamps
+from gateway.ingest.backfill import Notice, Release, TapeTrade, TradeTape
 from gateway.ingest.book import OrderBook
 from gateway.ingest.dedup import RecentIds
 from gateway.ingest.feeds import FeedSpec
@@ -89,8 +90,11 @@ class FeedNormalizer:
         max_held_updates: int = 10_000,
         max_snapshot_levels: int = 1_000_000,
         price_cache: int = 16384,
+        tape: TradeTape | None = None,
     ) -> None:
         self.feed = feed
+        # Backfill (ingest/backfill.py): holds live executions while a REST backfill runs.
+        self.tape = tape
         self.epoch = epoch
         self.stats = FeedStats()
         self.books: dict[str, OrderBook] = {}
@@ -171,6 +175,8 @@ class FeedNormalizer:
         self.resync_reason = None
         self.upstream_error = None
         self._reset_connection_state()
+        if self.tape is not None:  # backfill hook: hold executions until the backfill is in
+            self.tape.connected(now_ns)
         return self._status("connected", f"connected to {self.feed.url}", now_ns)
 
     def disconnected(self, reason: str, now_ns: int) -> list[Record]:
@@ -189,6 +195,55 @@ class FeedNormalizer:
             return self._handlers[type(message)](message, now_ns)
         except ValueError as exc:  # WireError, DecimalError, TimestampError, checks
             return self._invalid(payload, exc, now_ns)
+
+    def release(self, release: Release, now_ns: int) -> list[Record]:
+        """Sequence what the trade tape released (backfill): its notices as status records,
+        then its executions as trades, in the order given."""
+        records: list[Record] = []
+        for notice in release.notices:
+            records += self._notice(notice, now_ns)
+        for t in release.trades:
+            stream = self._streams.get(t.market) or self._add_stream(t.market)
+            records.append(
+                Trade(
+                    stream=stream,
+                    seq=self._seq.next(stream),
+                    epoch=self.epoch,
+                    receive_time=t.receive_time,
+                    market=t.market,
+                    price=t.price,
+                    amount=t.amount,
+                    match_number=t.match_number,
+                    exchange_time=t.exchange_time,
+                    backfilled=t.backfilled,
+                )
+            )
+        return records
+
+    def _notice(self, notice: Notice, now_ns: int) -> list[Record]:
+        log.warning(
+            "feed %s: %s: %s", self.feed.name, notice.state, notice.reason,
+            extra={"feed": self.feed.name, "event": notice.state, "reason": notice.reason,
+                   "market": notice.market},
+        )  # fmt: skip
+        if notice.market is None:
+            return self._status(notice.state, notice.reason, now_ns)
+        stream = self._streams.get(notice.market) or self._add_stream(notice.market)
+        return [
+            Status(
+                stream=name,
+                seq=self._seq.next(name),
+                epoch=self.epoch,
+                receive_time=now_ns,
+                feed=self.feed.name,
+                state=notice.state,
+                reason=notice.reason,
+                market=notice.market,
+                gap_from=notice.gap_from,
+                gap_to=notice.gap_to,
+            )
+            for name in (self._status_stream, stream)
+        ]
 
     # -- executions and prices -------------------------------------------------
 
@@ -209,6 +264,9 @@ class FeedNormalizer:
         if not self._dedup.add(match_number):
             self.stats.duplicates_suppressed += 1
             return []
+        if self.tape is not None:  # backfill hook: the tape may hold it, or release a batch
+            trade = TapeTrade(market, price, amount, match_number, exchange_time, now_ns)
+            return self.release(self.tape.live(trade), now_ns)
         if stream is None:
             stream = self._add_stream(market)
         return [
