@@ -6,9 +6,19 @@ waits a uniformly random time in ``[initial, min(maximum, initial * multiplier *
 floor keeps even the first retry polite, the jitter keeps many gateways (or many feeds) that
 lost their connections at the same moment from reconnecting in lockstep.
 
-The streak only resets once a connection has proven *healthy* — it delivered data and stayed
-open for ``healthy_after`` seconds. Resetting on a mere successful handshake would let an
-upstream that accepts and then immediately drops us be hammered at the floor rate forever.
+The reconnect policy (docs/upstream.md): only *failures* grow the delay — an attempt that
+does not reach the handshake, or a connection that ends without having delivered any data
+(an ``{"error": ...}`` frame is no data). A connection that ends after delivering data, or
+that the server closes with 1001 "going away" (a deploy or failover on Paxos's side), was
+not a failure: ``connection_ended`` resets the streak and the feed reconnects at once,
+spaced only by the shared one-connection-per-second ``ConnectGate``. Every second of an
+executions feed's outage is a second of trades to backfill, so waiting for nothing costs.
+(An earlier rule reset the streak only after a connection had lived 10 s: an upstream that
+drops every 5 s pushed the delay to ~28 s, and most executions were never seen live.)
+
+An upstream that accepts and drops us without a byte still backs off exponentially; one that
+sends a message and drops us is reconnected once per gate interval, which is the rate Paxos
+asks for.
 
 No clocks here: durations come in as arguments.
 """
@@ -16,8 +26,6 @@ No clocks here: durations come in as arguments.
 from __future__ import annotations
 
 import random
-
-DEFAULT_HEALTHY_AFTER = 10.0
 
 
 class Backoff:
@@ -27,7 +35,6 @@ class Backoff:
         maximum: float = 60.0,
         *,
         multiplier: float = 2.0,
-        healthy_after: float = DEFAULT_HEALTHY_AFTER,
         rng: random.Random | None = None,
     ) -> None:
         if not initial > 0:
@@ -36,18 +43,15 @@ class Backoff:
             raise ValueError(f"backoff maximum ({maximum!r}) must be >= initial ({initial!r})")
         if not multiplier >= 1:
             raise ValueError(f"backoff multiplier must be >= 1, got {multiplier!r}")
-        if not healthy_after >= 0:
-            raise ValueError(f"healthy_after must be >= 0, got {healthy_after!r}")
         self.initial = initial
         self.maximum = maximum
         self.multiplier = multiplier
-        self.healthy_after = healthy_after
         self._rng = rng if rng is not None else random.Random()
         self._failures = 0
 
     @property
     def failures(self) -> int:
-        """Consecutive retries since the last healthy connection."""
+        """Consecutive failed attempts since the last connection that was no failure."""
         return self._failures
 
     def ceiling(self, failures: int | None = None) -> float:
@@ -72,9 +76,11 @@ class Backoff:
         # uniform() may round a hair outside its bounds; the floor is a promise to Paxos.
         return min(max(delay, self.initial), self.maximum)
 
-    def connection_ended(self, lived: float, *, received_data: bool) -> bool:
-        """Record how a connection went; return True if it was healthy (the streak reset)."""
-        if received_data and lived >= self.healthy_after:
+    def connection_ended(self, *, delivered: bool, going_away: bool = False) -> bool:
+        """Record how an established connection ended; True if that was no failure (it
+        ``delivered`` data, or the server said 1001 ``going_away``): the streak is reset and
+        the next attempt may start at once. False: count it with ``next_delay``."""
+        if delivered or going_away:
             self.reset()
             return True
         return False

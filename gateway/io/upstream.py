@@ -3,7 +3,9 @@
 ``run_feed`` loops forever: wait for the shared ``ConnectGate`` → connect (TCP, TLS, WebSocket
 handshake, all within ``connect_timeout``) → hand the frames of every socket read to the feed's
 sans-IO session and publish what it returns, as one batch → on any end of the connection,
-publish a status, count it, log it once and back off. It only returns by cancellation.
+publish a status, count it, log it once and reconnect: at once (the gate permitting) after a
+connection that delivered data or heard 1001, after a backoff otherwise (``backoff.py``). It
+only returns by cancellation.
 
 Why it is built the way it is:
 
@@ -54,7 +56,7 @@ from gateway.ingest.wsclient import (
     Rejected,
     client_frame,
 )
-from gateway.io.backoff import DEFAULT_HEALTHY_AFTER, Backoff
+from gateway.io.backoff import Backoff
 from gateway.io.connect_gate import ConnectGate
 from gateway.io.metrics import Metrics
 
@@ -154,6 +156,7 @@ class _Ended:
     established: bool = False
     lived: float = 0.0
     messages: int = 0
+    close_code: int | None = None  # the server's close code, if it sent a close frame
 
 
 class UpstreamWebSocket:
@@ -278,7 +281,6 @@ async def run_feed(
     state: FeedState | None = None,
     ssl_context: ssl.SSLContext | None = None,
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
-    healthy_after: float = DEFAULT_HEALTHY_AFTER,
     task_status: trio.TaskStatus[FeedState] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Keep ``feed``'s upstream connection alive until cancelled.
@@ -290,10 +292,7 @@ async def run_feed(
     runner = _FeedRunner(
         feed, session, publish, settings, metrics,
         connect_gate=connect_gate,
-        backoff=Backoff(
-            settings.backoff_initial, settings.backoff_max,
-            healthy_after=healthy_after, rng=rng,
-        ),
+        backoff=Backoff(settings.backoff_initial, settings.backoff_max, rng=rng),
         state=state if state is not None else FeedState(feed.name),
         ssl_context=ssl_context,
         close_timeout=close_timeout,
@@ -354,9 +353,12 @@ class _FeedRunner:
             while True:
                 await self.gate.wait()
                 ended = await self._attempt()
-                if ended.established:
-                    self.backoff.connection_ended(ended.lived, received_data=self._healthy(ended))
-                delay = self.backoff.next_delay()
+                # Reconnect policy (backoff.py, docs/upstream.md): a connection that delivered
+                # data or heard 1001 reconnects at once (the gate spaces it); failures back off.
+                prompt = ended.established and self.backoff.connection_ended(
+                    delivered=self._healthy(ended), going_away=ended.close_code == 1001
+                )
+                delay = 0.0 if prompt else self.backoff.next_delay()
                 self._report_end(ended, delay)
                 await trio.sleep(delay)
         finally:
@@ -555,11 +557,14 @@ class _FeedRunner:
             closing = protocol.closing
             if closing is not None:
                 reason, detail = _classify_close(closing)
-                return self._ended(conn, reason, detail)
+                code = closing.code if closing.by_peer else None
+                return self._ended(conn, reason, detail, code)
 
-    def _ended(self, conn: _Conn, reason: str, detail: str) -> _Ended:
+    def _ended(
+        self, conn: _Conn, reason: str, detail: str, close_code: int | None = None
+    ) -> _Ended:
         lived = trio.current_time() - conn.opened_at if conn.established else 0.0
-        return _Ended(reason, detail, conn.established, lived, conn.messages)
+        return _Ended(reason, detail, conn.established, lived, conn.messages, close_code)
 
     async def _close(self, conn: _Conn, ended: _Ended | None) -> None:
         """Close the WebSocket (gracefully when the peer is alive) and always the transport."""

@@ -76,17 +76,20 @@ def test_multiplier_one_is_constant_ceiling() -> None:
     assert {b.next_delay() for _ in range(20)} == {0.5}
 
 
-def test_reset_only_after_a_healthy_connection() -> None:
-    b = Backoff(1.0, 60.0, healthy_after=10.0, rng=random.Random(2))
+def test_only_failures_grow_the_streak() -> None:
+    b = Backoff(1.0, 60.0, rng=random.Random(2))
     for _ in range(5):
         b.next_delay()
-    # Accepted and dropped at once (a flapping upstream): keep backing off.
-    assert not b.connection_ended(0.5, received_data=True)
+    # Accepted but never delivered anything (however long it lived): a failure.
+    assert not b.connection_ended(delivered=False)
     assert b.failures == 5
-    # Lived long but never delivered anything: not proof of health either.
-    assert not b.connection_ended(3600.0, received_data=False)
-    assert b.failures == 5
-    assert b.connection_ended(10.0, received_data=True)
+    # Delivered data, however briefly: no failure, reconnect at once.
+    assert b.connection_ended(delivered=True)
+    assert b.failures == 0
+    for _ in range(3):
+        b.next_delay()
+    # The server's 1001 "going away" (a deploy on its side): no failure either.
+    assert b.connection_ended(delivered=False, going_away=True)
     assert b.failures == 0
     assert 1.0 <= b.next_delay() <= 2.0
 
@@ -106,7 +109,6 @@ def test_same_seed_same_delays(seed: int) -> None:
         ({"initial": float("nan")}, "initial must be > 0"),
         ({"initial": 5.0, "maximum": 1.0}, "must be >= initial"),
         ({"multiplier": 0.5}, "multiplier must be >= 1"),
-        ({"healthy_after": -1.0}, "healthy_after must be >= 0"),
     ],
 )
 def test_rejects_bad_parameters(kwargs: dict[str, float], message: str) -> None:
