@@ -60,6 +60,13 @@ EXPECTED_TYPES = {
     "decode_errors": "counter",
     "duplicates_suppressed": "counter",
     "upstream_error_frames": "counter",
+    # backfill (issue 17)
+    "backfill_requests": "counter",
+    "backfilled_executions": "counter",
+    "backfill_known_gaps": "counter",
+    "backfill_failures": "counter",
+    "backfill_duplicates": "counter",
+    "backfill_held_executions": "gauge",
     # subscribers
     "subscribers": "gauge",
     "subscriptions": "gauge",
@@ -78,7 +85,10 @@ EXPECTED_TYPES = {
 
 # Every label the gateway may use: all of them have small, fixed value sets (or the feed names
 # of the configuration). Nothing per subscriber, per connection, per market or per stream.
-ALLOWED_LABELS = {"feed", "kind", "reason", "stream_kind", "result", "code", "path", "le"}
+ALLOWED_LABELS = {
+    "feed", "kind", "reason", "stream_kind", "result", "code", "path", "le", "endpoint",
+    "outcome",
+}  # fmt: skip
 INFO_LABELS = {"version", "epoch"}
 
 
@@ -168,6 +178,8 @@ async def running_gateway(**sets: str) -> AsyncIterator[Running]:
         config = gateway_config(
             sim_url,
             **{
+                "backfill.enabled": "true",
+                "backfill.rest_url": sim.rest_url,
                 "server.buffer_bytes": str(BUFFER_BYTES),
                 "server.max_request_bytes": str(MAX_REQUEST_BYTES),
                 **sets,
