@@ -44,6 +44,7 @@ from gateway.ingest.feeds import FeedSpec
 from gateway.ingest.normalizer import FeedNormalizer
 from gateway.io.backfiller import BackfillFeed, run_backfills
 from gateway.io.connect_gate import ConnectGate
+from gateway.io.market_watch import WatchedFeed
 from gateway.io.metrics import (
     DEPTH_BYTES_BUCKETS,
     DEPTH_RECORDS_BUCKETS,
@@ -216,10 +217,13 @@ class Gateway:
         try:
             with scope:
                 async with trio.open_nursery() as nursery:
-                    if backfills:  # backfill hook: its tasks wait for the feeds' connects
+                    if self.config.backfill.enabled:  # backfill and market-list hook
+                        watched = [
+                            WatchedFeed(f.spec, f.session, self._publisher(f)) for f in self.feeds
+                        ]
                         await nursery.start(
                             functools.partial(
-                                run_backfills, backfills, self.config.backfill,
+                                run_backfills, backfills, watched, self.config.backfill,
                                 self.config.rest_url(), self.metrics,
                             )
                         )  # fmt: skip
@@ -249,6 +253,8 @@ class Gateway:
 
         def publish(records: list[Record], received_monotonic_ns: int) -> None:
             if len(registered) != len(books):
+                for market in [m for m in registered if m not in books]:
+                    del registered[market]  # retired: delisted (markets come and go)
                 for market, book in books.items():
                     if registered.get(market) is not book:
                         hub.register_book(feed.spec.stream_for(market), book)
@@ -274,7 +280,8 @@ class Gateway:
     def _feed_health(self) -> Iterator[FeedHealth]:
         for feed in self.feeds:
             session, state = feed.session, feed.state
-            ready = state.connected and session.ready
+            # market_gone: Paxos halted or delisted the feed's one market (markets come and go).
+            ready = (state.connected and session.ready) or session.market_gone
             yield FeedHealth(
                 name=feed.spec.name,
                 required=feed.required,

@@ -61,6 +61,7 @@ __all__ = [
     "STAMP_SLACK_NS",
     "BackfillStats",
     "Notice",
+    "NoticeState",
     "Release",
     "TapeTrade",
     "TradeTape",
@@ -70,7 +71,7 @@ DEFAULT_WINDOW = 2000  # Paxos's recent-executions: "the last 2,000"
 DEFAULT_MAX_HELD = 10_000
 STAMP_SLACK_NS = 1_000_000_000
 
-NoticeState = Literal["backfill_failed", "gap"]
+NoticeState = Literal["backfill_failed", "gap", "market_unavailable", "market_available"]
 
 
 @dataclass(frozen=True, slots=True)

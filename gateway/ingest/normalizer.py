@@ -54,7 +54,7 @@ from gateway.contract.records import (
     Trade,
 )
 from gateway.ingest import decimals, paxos_messages, timestamps
-from gateway.ingest.backfill import Notice, Release, TapeTrade, TradeTape
+from gateway.ingest.backfill import Notice, NoticeState, Release, TapeTrade, TradeTape
 from gateway.ingest.book import OrderBook
 from gateway.ingest.dedup import RecentIds
 from gateway.ingest.feeds import FeedSpec
@@ -95,6 +95,8 @@ class FeedNormalizer:
         self.feed = feed
         # Backfill (ingest/backfill.py): holds live executions while a REST backfill runs.
         self.tape = tape
+        # Markets Paxos halted or delisted (ingest/markets.py) -> why; not waited for.
+        self.unavailable: dict[str, str] = {}
         self.epoch = epoch
         self.stats = FeedStats()
         self.books: dict[str, OrderBook] = {}
@@ -152,8 +154,15 @@ class FeedNormalizer:
             return False
         if self.feed.kind != "book":
             return True
-        # _synced only ever holds markets that have a book.
-        return bool(self.books) and len(self._synced) == len(self.books)
+        if not self.unavailable:  # the common case: _synced only holds markets with a book
+            return bool(self.books) and len(self._synced) == len(self.books)
+        wanted = [m for m in self.books if m not in self.unavailable]
+        return bool(wanted) and all(m in self._synced for m in wanted)
+
+    @property
+    def market_gone(self) -> bool:
+        """A single-market feed whose market Paxos halted or delisted: nothing to wait for."""
+        return self.feed.market is not None and self.feed.market in self.unavailable
 
     def streams(self) -> list[str]:
         """The status stream, then every data stream produced so far."""
@@ -163,7 +172,7 @@ class FeedNormalizer:
         """Known book markets still waiting for their snapshot on this connection
         (or for a repair after a crossed book), sorted; for /readyz explanations.
         ``OrderBook.has_snapshot`` cannot tell this: it stays true across reconnects."""
-        return sorted(m for m in self.books if m not in self._synced)
+        return sorted(m for m in self.books if m not in self._synced and m not in self.unavailable)
 
     def head(self, stream: str) -> int:
         """Sequence number of the last record published on ``stream`` (0: none)."""
@@ -220,8 +229,34 @@ class FeedNormalizer:
             )
         return records
 
+    def market_changed(
+        self, market: str, *, available: bool, listed: bool, reason: str, now_ns: int
+    ) -> list[Record]:
+        """Markets come and go (ingest/markets.py): announce ``market``'s new state in its
+        stream and the feed's status stream. Unavailable, it no longer counts for readiness;
+        delisted (not ``listed``), its book and stream are retired: forgotten here, so a
+        relisting starts over from a fresh snapshot (``initial``) in the same stream."""
+        known = market in self._streams or market in self.books or market in self.unavailable
+        if not known:
+            return []  # never seen on this feed: nothing to announce or retire
+        if available:
+            self.unavailable.pop(market, None)
+        else:
+            self.unavailable[market] = reason
+        state: NoticeState = "market_available" if available else "market_unavailable"
+        records = self._notice(Notice(state, market, reason), now_ns)
+        if not listed and self.feed.market is None:
+            self.books.pop(market, None)
+            self._synced.discard(market)
+            self._held.pop(market, None)
+            self._fragments.pop(market, None)
+            self._crossed.discard(market)
+            self._streams.pop(market, None)  # no more feed statuses into a retired stream
+        return records
+
     def _notice(self, notice: Notice, now_ns: int) -> list[Record]:
-        log.warning(
+        log.log(
+            logging.INFO if notice.state == "market_available" else logging.WARNING,
             "feed %s: %s: %s", self.feed.name, notice.state, notice.reason,
             extra={"feed": self.feed.name, "event": notice.state, "reason": notice.reason,
                    "market": notice.market},

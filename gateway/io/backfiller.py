@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn, Protocol, TypeVar
 
@@ -35,6 +35,7 @@ import trio
 from gateway.config import BackfillConfig
 from gateway.contract.records import Record
 from gateway.ingest.backfill import Release, TradeTape
+from gateway.io.market_watch import WatchedFeed, run_market_watch
 from gateway.io.metrics import Metrics
 from gateway.io.rest_client import PaxosRestClient, RequestBudget, RestError, open_http_client
 
@@ -149,14 +150,16 @@ def _publish(feed: BackfillFeed, release: Release) -> None:
 
 async def run_backfills(
     feeds: list[BackfillFeed],
+    watched: Sequence[WatchedFeed],
     settings: BackfillConfig,
     rest_url: str,
     metrics: Metrics,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
-    """Every feed's backfill task, sharing one HTTP client and one ``RequestBudget`` (the
-    limit is per IP: per process). Reports started once every task waits for its connects."""
+    """Every feed's backfill task and the market-list refresh (``market_watch``), sharing one
+    HTTP client and one ``RequestBudget`` (the limit is per IP: per process). Reports started
+    once every backfill task waits for its connects."""
     budget = RequestBudget(settings.requests_per_second, settings.burst)
     async with open_http_client(settings.request_timeout) as http:
         client = PaxosRestClient(
@@ -172,6 +175,7 @@ async def run_backfills(
                 await nursery.start(
                     functools.partial(run_backfill, feed, client, round_timeout=settings.timeout)
                 )
+            await nursery.start(run_market_watch, watched, client, settings.markets_refresh)
             task_status.started()
             await trio.sleep_forever()
     raise AssertionError("unreachable")  # pragma: no cover
