@@ -320,14 +320,25 @@ class TradeTape:
         return self.floor_ns
 
     def _gap(self, market: str, state: _Market, items: Sequence[RestExecution]) -> Notice | None:
-        if len(items) < self.window:
-            return None  # Paxos's whole tape of the market: nothing fell out of the window
-        if state.ref_id is not None and any(i.match_number == state.ref_id for i in items):
-            return None  # the window reaches back to the last execution published
+        """A known gap: the answer does not reach back to the last execution published.
+
+        With one published: it is not in the answer, and the answer is a whole window or
+        starts after it (a window smaller than configured; an answer that starts earlier
+        and lacks it is REST lagging behind the feed, not a hole). With none published yet:
+        a whole window that starts after the floor (a market listed after it has a short
+        tape of its own that starts after the floor, and no hole)."""
+        if not items:
+            return None
+        full = len(items) >= self.window
         oldest = min(i.executed_at_ns for i in items)
         since = self._last_published_time(state)
-        if state.ref_id is None and since is not None and oldest <= since:
-            return None  # nothing published yet, and the window reaches back to the floor
+        if state.ref_id is not None:
+            if any(i.match_number == state.ref_id for i in items):
+                return None  # the window reaches back to the last execution published
+            if not full and since is not None and oldest <= since:
+                return None
+        elif not full or since is None or oldest <= since:
+            return None
         return Notice(
             "gap",
             market,

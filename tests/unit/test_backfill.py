@@ -104,6 +104,23 @@ def test_a_full_window_that_misses_the_last_published_is_a_known_gap() -> None:
     assert tape.stats.gaps == 1
 
 
+def test_a_window_smaller_than_configured_is_still_a_known_gap() -> None:
+    tape = started(window=2000)
+    tape.connected(T0 + 60 * S)
+    answer = [rest("E", 50), rest("D", 40)]  # Paxos cut its window: B is not in it
+    release = tape.backfill("BTCUSD", answer, now_ns=T0, generation=tape.generation)
+    assert [(n.state, n.gap_from, n.gap_to) for n in release.notices] == [
+        ("gap", T0 + 20 * S, T0 + 40 * S)
+    ]
+
+
+def test_rest_lagging_behind_the_feed_is_no_gap() -> None:
+    tape = started(window=2000)
+    tape.connected(T0 + 60 * S)
+    answer = [rest("A", 10)]  # B (20 s) not yet on REST: the answer starts before it
+    assert tape.backfill("BTCUSD", answer, now_ns=T0, generation=tape.generation).notices == []
+
+
 def test_no_gap_when_the_window_reaches_back_or_is_not_full() -> None:
     tape = started(window=3)
     tape.connected(T0 + 60 * S)
@@ -152,7 +169,9 @@ def test_a_reconnect_during_the_request_keeps_holding_until_a_fresh_answer() -> 
     assert not tape.live(live("E", 50))
     tape.connected(T0 + 70 * S)  # dropped and back while the request was out
     assert not tape.live(live("G", 65))
-    stale = tape.backfill("BTCUSD", [rest("E", 50), rest("D", 40)], now_ns=T0, generation=requested)
+    stale = tape.backfill(
+        "BTCUSD", [rest("E", 50), rest("D", 40), rest("B", 20)], now_ns=T0, generation=requested
+    )
     assert not stale and tape.pending() == ["BTCUSD"] and tape.stats.held == 3
     fresh = [rest("G", 65), rest("F", 60), rest("E", 50), rest("D", 40), rest("B", 20)]
     release = tape.backfill("BTCUSD", fresh, now_ns=T0, generation=tape.generation)
