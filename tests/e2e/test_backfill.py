@@ -11,34 +11,21 @@ backfill's (``match_number``) may differ (see ``ingest/backfill.py``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 import trio
-from trio_websocket import ConnectionClosed, open_websocket_url
 
 from bench.downstream_model import Model
 from gateway.app import Gateway
 from gateway.ingest import timestamps
 from gateway.simulator import FaultConfig, Simulator, SimulatorConfig
 from gateway.simulator.model import Execution
+from tests.support.clients import collect
 from tests.support.config import gateway_config
 
 MARKETS = ["BTCUSD", "ETHUSD", "PAXGUSD"]
-
-
-async def _collect(
-    url: str, sink: list[dict[str, Any]], *, task_status: Any = trio.TASK_STATUS_IGNORED
-) -> None:
-    async with open_websocket_url(url) as ws:
-        task_status.started()
-        while True:
-            try:
-                sink.append(json.loads(await ws.get_message()))
-            except ConnectionClosed:
-                return  # the gateway's shutdown ends the test
 
 
 def _backfill_gateway(sim: Simulator, **sets: str) -> Gateway:
@@ -77,8 +64,8 @@ async def test_every_execution_arrives_once_and_in_order_across_random_drops(
     model = Model()
     trades: list[dict[str, Any]] = []
     mirror: list[dict[str, Any]] = []
-    await nursery.start(_collect, f"{gateway.subscriber_url}/v1/trades/*", trades)
-    await nursery.start(_collect, f"{gateway.subscriber_url}/executiondata", mirror)
+    await nursery.start(collect, f"{gateway.subscriber_url}/v1/trades/*", trades)
+    await nursery.start(collect, f"{gateway.subscriber_url}/executiondata", mirror)
 
     feed = gateway.feeds[0]
     with trio.fail_after(120):
@@ -172,7 +159,7 @@ async def test_an_outage_longer_than_the_rest_window_is_a_known_gap(
     gateway = _backfill_gateway(sim, **{"backfill.window": "20"})
     await nursery.start(gateway.serve)
     received: list[dict[str, Any]] = []
-    await nursery.start(_collect, f"{gateway.subscriber_url}/v1/trades/*", received)
+    await nursery.start(collect, f"{gateway.subscriber_url}/v1/trades/*", received)
     await _settled(gateway, 1)
     await _outage(sim, 40)
     await _settled(gateway, 2)
@@ -212,7 +199,7 @@ async def test_a_failing_backfill_is_announced_and_the_tape_goes_on(
     await nursery.start(gateway.serve)
     model = Model()
     received: list[dict[str, Any]] = []
-    await nursery.start(_collect, f"{gateway.subscriber_url}/v1/trades/*", received)
+    await nursery.start(collect, f"{gateway.subscriber_url}/v1/trades/*", received)
     await _settled(gateway, 1)
     sim.faults.rest_error_probability = 1.0  # every REST answer a 503: retried, then given up
     await _outage(sim, 5)

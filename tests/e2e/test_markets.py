@@ -5,30 +5,17 @@ without a restart. The real simulator (WebSocket and REST) and the real gateway.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import trio
-from trio_websocket import ConnectionClosed, open_websocket_url
 
 from gateway.app import Gateway
 from gateway.simulator import Simulator, SimulatorConfig
 from tests.support.checks import wait_books_equal_truth
+from tests.support.clients import collect
 from tests.support.config import gateway_config
 
 MARKETS = ["BTCUSD", "ETHUSD", "PAXGUSD"]
-
-
-async def _collect(
-    url: str, sink: list[dict[str, Any]], *, task_status: Any = trio.TASK_STATUS_IGNORED
-) -> None:
-    async with open_websocket_url(url) as ws:
-        task_status.started()
-        while True:
-            try:
-                sink.append(json.loads(await ws.get_message()))
-            except ConnectionClosed:
-                return
 
 
 def _ready(gateway: Gateway) -> bool:
@@ -64,9 +51,9 @@ async def test_halted_delisted_and_new_markets(nursery: trio.Nursery) -> None:
     gateway = Gateway(config, handle_signals=False)
     await nursery.start(gateway.serve)
     statuses: list[dict[str, Any]] = []
-    await nursery.start(_collect, f"{gateway.subscriber_url}/v1/status/*", statuses)
+    await nursery.start(collect, f"{gateway.subscriber_url}/v1/status/*", statuses)
     paxg: list[dict[str, Any]] = []
-    await nursery.start(_collect, f"{gateway.subscriber_url}/v1/book/PAXGUSD", paxg)
+    await nursery.start(collect, f"{gateway.subscriber_url}/v1/book/PAXGUSD", paxg)
     await _until("ready", lambda: _ready(gateway))
     book_feed = gateway.feeds[0].session
 
