@@ -34,7 +34,7 @@ import trio
 
 from gateway.config import BackfillConfig
 from gateway.contract.records import Record
-from gateway.ingest.backfill import Release, TradeTape
+from gateway.ingest.backfill import Notice, Release, TradeTape
 from gateway.io.market_watch import WatchedFeed, run_market_watch
 from gateway.io.metrics import Metrics
 from gateway.io.rest_client import PaxosRestClient, RequestBudget, RestError, open_http_client
@@ -84,7 +84,21 @@ async def run_backfill(
         while True:
             await wake.wait()
             wake = trio.Event()
-            await _round(feed, client, round_timeout)
+            try:
+                await _round(feed, client, round_timeout)
+            except Exception as exc:
+                # A bug below must not take the gateway down: what was held is released
+                # and the failure announced, like any backfill that gave up.
+                log.error(
+                    "feed %s: internal error in the backfill", feed.name, exc_info=exc,
+                    extra={"feed": feed.name, "event": "error", "reason": "internal_error"},
+                )  # fmt: skip
+                release = feed.tape.fail(None, "backfill failed: internal error")
+                # What the tape released before the error may be lost: say so feed-wide.
+                release.notices.append(
+                    Notice("backfill_failed", None, "backfill failed: internal error")
+                )
+                _publish(feed, release)
     finally:
         feed.tape.on_connected = None
 

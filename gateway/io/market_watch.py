@@ -26,6 +26,7 @@ import trio
 from gateway.contract.records import Record
 from gateway.ingest.feeds import FeedSpec
 from gateway.ingest.markets import MarketDirectory
+from gateway.ingest.paxos_rest import MarketInfo
 from gateway.io.rest_client import PaxosRestClient, RestError
 
 __all__ = ["WatchedFeed", "run_market_watch"]
@@ -67,22 +68,34 @@ async def run_market_watch(
                 extra={"event": "markets_refresh_failed", "reason": exc.outcome},
             )  # fmt: skip
         else:
-            for change in directory.update(markets):
-                log.info(
-                    "market %s: %s", change.market, change.reason,
-                    extra={"event": "market_changed", "market": change.market,
-                           "reason": change.reason},
+            try:
+                _apply(directory, markets, watched)
+            except Exception as exc:  # a bug below must not take the gateway down
+                log.error(
+                    "applying the market list failed", exc_info=exc,
+                    extra={"event": "error", "reason": "internal_error"},
                 )  # fmt: skip
-                for feed in watched:
-                    if not feed.spec.covers(change.market):
-                        continue
-                    records = feed.session.market_changed(
-                        change.market,
-                        available=change.available,
-                        listed=change.listed,
-                        reason=change.reason,
-                        now_ns=time.time_ns(),
-                    )
-                    if records:
-                        feed.publish(records, time.monotonic_ns())
         await trio.sleep(interval)
+
+
+def _apply(
+    directory: MarketDirectory, markets: list[MarketInfo], watched: Sequence[WatchedFeed]
+) -> None:
+    """Tell every feed that knows a market what changed, and publish what it says."""
+    for change in directory.update(markets):
+        log.info(
+            "market %s: %s", change.market, change.reason,
+            extra={"event": "market_changed", "market": change.market, "reason": change.reason},
+        )  # fmt: skip
+        for feed in watched:
+            if not feed.spec.covers(change.market):
+                continue
+            records = feed.session.market_changed(
+                change.market,
+                available=change.available,
+                listed=change.listed,
+                reason=change.reason,
+                now_ns=time.time_ns(),
+            )
+            if records:
+                feed.publish(records, time.monotonic_ns())
