@@ -80,9 +80,13 @@ async def test_halted_delisted_and_new_markets(nursery: trio.Nursery) -> None:
     assert sim.drop_all("/marketdata") == 1
     await _until(
         "ready again without PAXGUSD",
-        lambda: gateway.feeds[0].state.connections >= 2 and _ready(gateway),
+        lambda: (
+            gateway.feeds[0].state.connections >= 2
+            and book_feed.ready
+            and book_feed.unsynced_markets() == []
+            and _ready(gateway)
+        ),
     )
-    assert book_feed.unsynced_markets() == []
 
     # A brand-new market and the delisted one back: both appear without a restart.
     sim.list_market("LTCUSD")
