@@ -18,7 +18,7 @@ from gateway.contract.records import BookSnapshot, Trade
 MARKET = "BTCUSD"
 TICK = Decimal("0.25")
 MID = Decimal("60000")
-EPOCH = 1_700_000_000_000_000_000
+EPOCH = "1700000000000000000"
 # 19 digits like any time.time_ns() of this century: the feeder overwrites it in place.
 PLACEHOLDER_NS = 1_700_000_000_123_456_789
 TIME_DIGITS = 19
@@ -62,12 +62,12 @@ def trade_record(i: int, rng: random.Random) -> bytes:
         stream=f"trades.{MARKET}",
         seq=i + 1,
         epoch=EPOCH,
-        receive_time=PLACEHOLDER_NS,
+        receive_time=str(PLACEHOLDER_NS),
         market=MARKET,
         price=Decimal(price),
         amount=Decimal(amount),
         match_number=match_number(i),
-        exchange_time=PLACEHOLDER_NS,
+        exchange_time=str(PLACEHOLDER_NS),
     )
     return msgspec.json.encode(record)
 
@@ -84,7 +84,7 @@ def time_slot(payload: bytes, kind: str) -> tuple[int, int]:
     if kind == "paxos":
         start = payload.index(b'"executed_at":"') + len(b'"executed_at":"')
         return start, RFC3339_LEN
-    start = payload.index(b'"exchange_time":') + len(b'"exchange_time":')
+    start = payload.index(b'"exchange_time":"') + len(b'"exchange_time":"')
     return start, TIME_DIGITS
 
 
@@ -119,7 +119,7 @@ def snapshot_record(levels: int) -> bytes:
         stream=f"book.{MARKET}",
         seq=1,
         epoch=EPOCH,
-        receive_time=PLACEHOLDER_NS,
+        receive_time=str(PLACEHOLDER_NS),
         market=MARKET,
         bids=[(Decimal(p), Decimal(a)) for p, a in bids],
         asks=[(Decimal(p), Decimal(a)) for p, a in asks],

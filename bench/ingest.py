@@ -27,7 +27,7 @@ def gateway_ingest(frames: list[bytes]) -> Callable[[], int]:
     from gateway.ingest.normalizer import FeedNormalizer
 
     def run() -> int:
-        session = FeedNormalizer(feed_from_url(f"ws://127.0.0.1/marketdata/{data.MARKET}"), 1)
+        session = FeedNormalizer(feed_from_url(f"ws://127.0.0.1/marketdata/{data.MARKET}"), "1")
         session.connected(0)
         records = 0
         now = time.time_ns()

@@ -30,7 +30,7 @@ from bench.procs import die_with_parent
 
 RECORD_MARK = b'"seq":'
 _TAIL = len(RECORD_MARK) - 1
-STAMP = re.compile(rb'"exchange_time":(\d{19})')
+STAMP = re.compile(rb'"exchange_time":"(\d{19})"')
 _STAMP_CARRY = 40
 RECEIVE_BUFFER = 256 * 1024
 

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import get_args
+from urllib.parse import urlsplit
 
 import trio
 
@@ -36,7 +37,13 @@ from gateway import config as config_mod
 from gateway.config import Config, ConfigError
 from gateway.contract.protocol import STREAM_KINDS, ErrorCode
 from gateway.contract.records import Record
-from gateway.fanout.access import ConnectionRateLimiter, TokenAuth, auth_warning, load_tokens
+from gateway.fanout.access import (
+    ConnectionRateLimiter,
+    TokenAuth,
+    auth_warning,
+    is_loopback,
+    load_tokens,
+)
 from gateway.fanout.hub import Hub
 from gateway.ingest.backfill import TradeTape
 from gateway.ingest.book import OrderBook
@@ -46,18 +53,16 @@ from gateway.io.backfiller import BackfillFeed, run_backfills
 from gateway.io.connect_gate import ConnectGate
 from gateway.io.market_watch import WatchedFeed
 from gateway.io.metrics import (
-    DEPTH_BYTES_BUCKETS,
-    DEPTH_RECORDS_BUCKETS,
     PREFIX,
     BackfillStatsCollector,
-    DepthHistogramCollector,
+    BufferDepthCollector,
     FeedStatsCollector,
     GaugeCallbackCollector,
     Metrics,
 )
 from gateway.io.ops_http import FeedHealth, OpsServer, Readiness
 from gateway.io.rest_client import ENDPOINTS, OUTCOMES
-from gateway.io.server import DisconnectReason, Server
+from gateway.io.server import DisconnectReason, RejectReason, Server
 from gateway.io.upstream import FeedState, run_feed
 from gateway.logs import setup_logging
 
@@ -92,7 +97,8 @@ class Gateway:
         self.config = config
         # Fixed at process start and stamped on every record: a consumer sees a restart as a
         # new epoch rather than as a sequence gap.
-        self.epoch = time.time_ns()
+        # Digits, as it is sent (protocol v2): opaque to subscribers.
+        self.epoch = str(time.time_ns())
         self.metrics = Metrics()
         self.hub = Hub.from_config(
             config.server, self.epoch, metrics=self.metrics, monotonic_ns=time.monotonic_ns
@@ -118,6 +124,11 @@ class Gateway:
             auth_tokens = load_tokens(config.server.auth_token_file, os.environ)
         self.auth = TokenAuth(auth_tokens)
         self.metrics.auth_enabled.set(1 if self.auth.enabled else 0)
+        # Valid settings that are very likely wrong: logged at start, counted. (A fatal problem
+        # is a ConfigError: the process stops before it serves, with exit status 2.)
+        self.config_problems = config_problems(config)
+        auth_off = auth_warning(config.server.host, config.server.port, self.auth.enabled)
+        self.metrics.config_errors.inc(len(self.config_problems) + (auth_off is not None))
         self.server = Server(
             self.hub,
             config.server,
@@ -184,6 +195,8 @@ class Gateway:
             )
             if warning is not None:
                 log.warning(warning, extra={"event": "auth_off"})
+            for problem in self.config_problems:
+                log.warning(problem, extra={"event": "config_problem"})
             task_status.started(self)
 
             await self._shutdown.wait()
@@ -295,6 +308,8 @@ class Gateway:
         # that only appears on its first event breaks rate() and "absent" alerts.
         for reason in get_args(DisconnectReason):
             m.subscriber_disconnects.labels(reason)
+        for why in get_args(RejectReason):
+            m.rejected_connections.labels(why)
         for result in ("served", "refused"):
             m.resumes.labels(result)
         for code in get_args(ErrorCode):
@@ -340,19 +355,9 @@ class Gateway:
             )
         )
         m.add_collector(
-            DepthHistogramCollector(
-                f"{PREFIX}_subscriber_buffer_bytes",
-                "Bytes queued or in flight per subscriber, at scrape time.",
-                DEPTH_BYTES_BUCKETS,
-                lambda: [float(s.queued_bytes) for s in self.hub.subscribers],
-            )
-        )
-        m.add_collector(
-            DepthHistogramCollector(
-                f"{PREFIX}_subscriber_buffer_records",
-                "Records queued per subscriber, at scrape time.",
-                DEPTH_RECORDS_BUCKETS,
-                lambda: [float(len(s.queue)) for s in self.hub.subscribers],
+            BufferDepthCollector(
+                self.config.server.buffer_bytes,
+                lambda: ((s.queued_bytes, len(s.queue)) for s in self.hub.subscribers),
             )
         )
 
@@ -363,6 +368,35 @@ class Gateway:
             last = feed.state.last_message_monotonic_ns
             if last is not None:
                 yield [feed.spec.name], max(0.0, (now - last) / 1e9)
+
+
+def config_problems(config: Config) -> list[str]:
+    """Settings that pass validation but are very likely wrong, one sentence each.
+
+    Today one: the test-only fast retries of ``upstream.allow_fast_retry`` against an upstream
+    that is not on this machine (Paxos answers more than one new connection per second per IP
+    with 429). Subscriber auth off on a non-loopback address is the other counted problem; it is
+    reported by ``auth_warning``.
+    """
+    up = config.upstream
+    fastest = min(up.backoff_initial, up.connect_interval)
+    if not up.allow_fast_retry or fastest >= config_mod.MIN_PRODUCTION_INTERVAL:
+        return []
+    remote = sorted(
+        {
+            host
+            for spec in config.feed_specs()
+            if (host := urlsplit(spec.url).hostname or "") and not is_loopback(host)
+        }
+    )
+    if not remote:
+        return []
+    return [
+        f"upstream.allow_fast_retry is on (backoff_initial {up.backoff_initial} s, "
+        f"connect_interval {up.connect_interval} s) and feeds connect to {', '.join(remote)}, "
+        "not to this machine: Paxos allows one new connection per second per IP; the setting "
+        "is meant for tests against a local simulator"
+    ]
 
 
 def _not_ready_reason(session: FeedNormalizer, state: FeedState) -> str:

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from gateway.contract.records import JS_SAFE_MAX
 from gateway.ingest import feeds as feeds_mod
 from gateway.ingest.feeds import FeedSpec
 
@@ -110,9 +111,10 @@ class ServerConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     host: NonEmpty = "127.0.0.1"
     port: Port = 8765
     max_subscribers: Count = 10000
-    max_subscriptions: Count = 1000
-    max_request_bytes: Annotated[int, msgspec.Meta(ge=256)] = 65536
-    buffer_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 4 * 1024 * 1024
+    # Sent to subscribers in hello: bounded by what a JavaScript client reads exactly.
+    max_subscriptions: Annotated[int, msgspec.Meta(ge=1, le=JS_SAFE_MAX)] = 1000
+    max_request_bytes: Annotated[int, msgspec.Meta(ge=256, le=JS_SAFE_MAX)] = 65536
+    buffer_bytes: Annotated[int, msgspec.Meta(ge=1024, le=JS_SAFE_MAX)] = 4 * 1024 * 1024
     slow_policy: SlowPolicy = "conflate"
     history: Annotated[int, msgspec.Meta(ge=0)] = 10000
     ping_interval: Positive = 20.0

@@ -1,4 +1,4 @@
-"""The subscriber protocol, version 1 (sans-IO): requests, responses, stream names, close codes.
+"""The subscriber protocol, version 2 (sans-IO): requests, responses, stream names, close codes.
 
 A subscriber connects to ``/v1/stream`` (or a shortcut path), picks the encoding of everything
 the gateway sends with the query string (``?encoding=json``, the default, or ``?encoding=msgpack``)
@@ -10,7 +10,7 @@ is wrong; it never raises, whatever the input. Requests are small JSON objects (
 binary frames on a msgpack connection), discriminated by ``op``:
 
     {"op": "subscribe", "id": 1, "streams": ["book.BTCUSD", "trades.*"],
-     "resume": {"book.BTCUSD": {"epoch": 1700000000000000000, "seq": 1234}}}
+     "resume": {"book.BTCUSD": {"epoch": "1700000000000000000", "seq": 1234}}}
     {"op": "unsubscribe", "id": 2, "streams": ["trades.*"]}
     {"op": "ping", "id": 3}
     {"op": "list", "id": 4}
@@ -27,6 +27,8 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
+from gateway.contract.records import JS_SAFE_MAX, Epoch, Head, Seq
+
 __all__ = [
     "CLOSE_GOING_AWAY",
     "CLOSE_INTERNAL_ERROR",
@@ -35,11 +37,13 @@ __all__ = [
     "CLOSE_PING_TIMEOUT",
     "CLOSE_SLOW",
     "CLOSE_TRY_AGAIN_LATER",
+    "JS_SAFE_MAX",
     "PROTOCOL_VERSION",
     "REQUEST_TYPES",
     "RESPONSE_TYPES",
     "STREAM_KINDS",
     "Encoding",
+    "Epoch",
     "Error",
     "ErrorCode",
     "Hello",
@@ -65,7 +69,8 @@ __all__ = [
     "parse_stream",
 ]
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
+"""2: ``epoch`` and nanosecond times are digit strings (1: JSON numbers, inexact in JavaScript)."""
 
 # -- close codes (RFC 6455 registry for 1xxx, private range 4000-4999 for ours)
 CLOSE_NORMAL: Final = 1000
@@ -178,16 +183,32 @@ RequestId = (
 )
 """Echoed in the answer. Integers are kept within what a JavaScript client can represent."""
 
-Seq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
-Epoch = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+ResumeSeq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+LegacyEpoch = Annotated[
+    int,
+    msgspec.Meta(
+        ge=0,
+        le=2**63 - 1,
+        description="Deprecated (protocol v1 form), accepted during the transition to v2: "
+        "compared as its decimal digits.",
+    ),
+]
 StreamArg = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STREAM_NAME)]
 
 
 class ResumeFrom(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """The last record a client holds of one stream: it wants everything after ``seq``."""
+    """The last record a client holds of one stream: it wants everything after ``seq``.
 
-    epoch: Epoch
-    seq: Seq
+    ``epoch`` is the string the gateway sent. An integer (protocol v1) is still accepted and
+    turned into its digits, so a v1 client keeps working (its epoch is exact only if its JSON
+    parser kept it exact; a JavaScript client's rounded one never matches)."""
+
+    epoch: Epoch | LegacyEpoch
+    seq: ResumeSeq
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.epoch, str):
+            self.epoch = str(self.epoch)
 
 
 class _Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, tag_field="op"):
@@ -231,13 +252,13 @@ class _Response(msgspec.Struct, kw_only=True, tag_field="type"):
 class Hello(_Response, tag="hello", kw_only=True):
     """First message on every ``/v1`` connection."""
 
-    version: int
+    version: Annotated[int, msgspec.Meta(ge=1)]
     server: str
-    epoch: int
+    epoch: Epoch
     encoding: Literal["json", "msgpack"]
-    max_request_bytes: int
-    max_subscriptions: int
-    buffer_bytes: int
+    max_request_bytes: Annotated[int, msgspec.Meta(ge=1, le=JS_SAFE_MAX)]
+    max_subscriptions: Annotated[int, msgspec.Meta(ge=1, le=JS_SAFE_MAX)]
+    buffer_bytes: Annotated[int, msgspec.Meta(ge=1, le=JS_SAFE_MAX)]
     slow_policy: Literal["conflate", "disconnect"]
 
 
@@ -245,8 +266,8 @@ class StreamState(msgspec.Struct, kw_only=True):
     """A stream's head: the last published ``seq`` (0: nothing yet) in ``epoch``."""
 
     stream: str
-    epoch: int
-    seq: int
+    epoch: Epoch
+    seq: Head
 
 
 class Subscribed(_Response, tag="subscribed", kw_only=True):
@@ -278,9 +299,9 @@ class Resumed(_Response, tag="resumed", kw_only=True):
     """The missed records ``from_seq``..``to_seq`` follow, all of them (none if from > to)."""
 
     stream: str
-    epoch: int
-    from_seq: int
-    to_seq: int
+    epoch: Epoch
+    from_seq: Seq
+    to_seq: Head
 
 
 class ResumeFailed(_Response, tag="resume_failed", kw_only=True):
@@ -288,8 +309,8 @@ class ResumeFailed(_Response, tag="resume_failed", kw_only=True):
     snapshot with reason ``resume_failed``, or the last value) at head ``seq``."""
 
     stream: str
-    epoch: int
-    seq: int
+    epoch: Epoch
+    seq: Head
     reason: ResumeFailReason
     message: str
 
@@ -301,8 +322,8 @@ class Pong(_Response, tag="pong", kw_only=True):
 class StreamInfo(msgspec.Struct, kw_only=True):
     stream: str
     kind: str
-    epoch: int
-    seq: int
+    epoch: Epoch
+    seq: Head
     subscribed: bool
 
 
@@ -321,7 +342,8 @@ ErrorCode = Literal[
     "bad_stream",  # a stream name or pattern that is not well formed
     "unknown_stream",  # a well-formed concrete name the gateway does not have
     "too_many_subscriptions",
-    "bad_resume",  # resume for a stream not in the request, a pattern, or already subscribed
+    "bad_resume",  # resume for a stream not in the request, a pattern, or already subscribed,
+    # or a resume point that is not {"epoch": "<digits>", "seq": <integer>}
     "not_subscribed",  # unsubscribe of something this connection did not subscribe
 ]
 
@@ -412,6 +434,12 @@ def parse_request(
     try:
         request: Request = msgspec.convert(raw, type=Request, strict=True)
     except msgspec.ValidationError as exc:
+        if "`$.resume[" in str(exc):  # a resume point that is not (epoch string, seq)
+            return _error(
+                "bad_resume",
+                f"{op}: {exc} (resume: epoch is the string the gateway sent, seq an integer)",
+                request_id,
+            )
         return _error("invalid_request", f"{op}: {exc}", request_id)
     except (RecursionError, TypeError) as exc:  # hostile shapes msgspec cannot even walk
         return _error(

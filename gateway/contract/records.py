@@ -5,10 +5,16 @@ Every record belongs to exactly one stream (``trades.BTCUSD``, ``book.BTCUSD``,
 (1, 2, 3, ...) and the gateway ``epoch`` (changes on every gateway start), so a
 consumer can always tell a gap from a restart.
 
-Numbers are exact: prices and amounts are ``Decimal`` (encoded as canonical
-decimal strings, trailing zeros trimmed), times are integer nanoseconds since
-the Unix epoch. ``receive_time`` is the gateway's wall clock when the upstream
-frame arrived (for status records: when the state changed).
+Numbers are exact, in every JSON parser: prices and amounts are ``Decimal``
+(encoded as canonical decimal strings, trailing zeros trimmed), times are
+nanoseconds since the Unix epoch written as strings of decimal digits, and so is
+the ``epoch`` (both exceed 2^53, beyond what JavaScript's ``JSON.parse`` keeps
+exactly). ``receive_time`` is the gateway's wall clock when the upstream frame
+arrived (for status records: when the state changed). The only JSON numbers
+are counters such as ``seq``, which stay below 2^53.
+
+The ``Annotated`` constraints below are not checked when the gateway encodes; they
+describe what it sends, and the published schema is generated from them.
 
 These types are the downstream contract: ``schemas/`` is generated from them.
 """
@@ -16,15 +22,54 @@ These types are the downstream contract: ``schemas/`` is generated from them.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 
 Side = Literal["bid", "ask"]
 
+JS_SAFE_MAX: Final = 2**53 - 1
+"""Largest integer every JSON parser reads exactly (``Number.MAX_SAFE_INTEGER``)."""
+
+DIGITS_PATTERN: Final = r"^(0|[1-9][0-9]{0,19})$"
+Epoch = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=DIGITS_PATTERN,
+        description="The gateway process's epoch: an opaque token of decimal digits, compared "
+        "for equality and sent back exactly as received in a resume.",
+    ),
+]
+Nanos = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=DIGITS_PATTERN,
+        description="Nanoseconds since the Unix epoch, in decimal digits (above 2^53: "
+        "convert with BigInt in JavaScript, int in Python).",
+    ),
+]
+Seq = Annotated[int, msgspec.Meta(ge=1, le=JS_SAFE_MAX)]
+"""A record's sequence number in its stream: 1, 2, 3, ..."""
+Head = Annotated[int, msgspec.Meta(ge=0, le=JS_SAFE_MAX)]
+"""A stream's head: the seq of its last record, 0 before the first."""
+
+DECIMAL_PATTERN: Final = r"^(0|[1-9][0-9]{0,17})(\.[0-9]{0,17}[1-9])?$"
+Dec = Annotated[
+    Decimal,
+    msgspec.Meta(
+        extra_json_schema={
+            "pattern": DECIMAL_PATTERN,
+            "description": "An exact non-negative decimal, canonical: no exponent, no sign, no "
+            "leading zero, no trailing fractional zero; at most 18 digits on either side of "
+            "the point (ingest/decimals.py).",
+        }
+    ),
+]
+"""A price or amount. msgspec allows no ``pattern`` on ``Decimal``, hence the extra schema."""
+
 # A price level: [price, amount]. Arrays, not objects, because snapshots carry
 # thousands of them and the keys would double the bytes on the wire.
-Level = tuple[Decimal, Decimal]
+Level = tuple[Dec, Dec]
 
 
 # gc=False: records are immutable values (strings, numbers, tuples of Decimals) and the hub's
@@ -32,9 +77,9 @@ Level = tuple[Decimal, Decimal]
 # ``hub.OutFrame``).
 class _Record(msgspec.Struct, kw_only=True, tag_field="type", gc=False):
     stream: str
-    seq: int
-    epoch: int
-    receive_time: int
+    seq: Seq
+    epoch: Epoch
+    receive_time: Nanos
 
 
 class Trade(_Record, tag="trade", omit_defaults=True):
@@ -49,10 +94,10 @@ class Trade(_Record, tag="trade", omit_defaults=True):
     """
 
     market: str
-    price: Decimal
-    amount: Decimal
+    price: Dec
+    amount: Dec
     match_number: str
-    exchange_time: int
+    exchange_time: Nanos
     backfilled: bool = False
 
 
@@ -79,16 +124,16 @@ class BookUpdate(_Record, tag="book_update"):
 
     market: str
     side: Side
-    price: Decimal
-    amount: Decimal
+    price: Dec
+    amount: Dec
 
 
 class Price(_Record, tag="price"):
     """Stablecoin index price."""
 
     market: str
-    price: Decimal
-    exchange_time: int
+    price: Dec
+    exchange_time: Nanos
 
 
 StatusState = Literal[
@@ -123,8 +168,8 @@ class Status(_Record, tag="status", omit_defaults=True):
     state: StatusState
     reason: str
     market: str | None = None
-    gap_from: int | None = None
-    gap_to: int | None = None
+    gap_from: Nanos | None = None
+    gap_to: Nanos | None = None
 
 
 Record = Trade | BookSnapshot | BookUpdate | Price | Status

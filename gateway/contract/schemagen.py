@@ -20,7 +20,7 @@ import msgspec
 
 from gateway import __version__
 from gateway.contract import protocol
-from gateway.contract.records import RECORD_TYPES, Record
+from gateway.contract.records import DIGITS_PATTERN, RECORD_TYPES, Record
 
 __all__ = ["generate", "main"]
 
@@ -41,12 +41,20 @@ _MESSAGE_DOCS: Final[dict[str, str]] = {
 
 
 def _components(ref_template: str) -> dict[str, Any]:
-    """Every type's schema, plus the two unions ServerMessage and ClientRequest."""
+    """Every type's schema, plus the two unions ServerMessage and ClientRequest.
+
+    Every object is closed (``additionalProperties: false``): the schema says exactly what this
+    protocol version sends and accepts. The server-side types do not set msgspec's
+    ``forbid_unknown_fields`` for that, because clients decode with them (gateway/client): a
+    decoder built on them must keep accepting a newer gateway that adds a field.
+    """
     (server, client), components = msgspec.json.schema_components(
         [Record | protocol.Response, protocol.Request], ref_template=ref_template
     )
     for schema in components.values():
         _clean_descriptions(schema)
+        if schema.get("type") == "object":
+            schema.setdefault("additionalProperties", False)
     components["ServerMessage"] = {
         "title": "ServerMessage",
         "description": "Everything the gateway sends on /v1 paths: records and answers.",
@@ -86,16 +94,35 @@ def downstream_schema() -> dict[str, Any]:
         "title": f"paxos-gateway subscriber protocol v{protocol.PROTOCOL_VERSION}",
         "description": (
             "Messages on the gateway's /v1 WebSocket paths, JSON or MessagePack "
-            "(same structure). Decimals are strings, times integer nanoseconds since the "
-            "Unix epoch. See docs/protocol.md."
+            "(same structure). Decimals are canonical decimal strings; the epoch and times "
+            "(nanoseconds since the Unix epoch) are strings of digits, so that every JSON "
+            "parser reads every value exactly. See docs/protocol.md."
         ),
         "anyOf": [{"$ref": "#/$defs/ServerMessage"}, {"$ref": "#/$defs/ClientRequest"}],
         "$defs": components,
     }
 
 
+def _asyncapi_discriminators(node: Any) -> None:
+    """OpenAPI's ``discriminator`` object -> AsyncAPI 3.0's string (the property name), in place.
+
+    msgspec writes ``{"propertyName": "type", "mapping": {...}}`` for tagged unions; an AsyncAPI
+    3.0 Schema Object wants only the name (the mapping is implied by each member's ``const``).
+    """
+    if isinstance(node, dict):
+        disc = node.get("discriminator")
+        if isinstance(disc, dict):
+            node["discriminator"] = disc["propertyName"]
+        for value in node.values():
+            _asyncapi_discriminators(value)
+    elif isinstance(node, list):
+        for item in node:
+            _asyncapi_discriminators(item)
+
+
 def asyncapi() -> dict[str, Any]:
     schemas = _components("#/components/schemas/{name}")
+    _asyncapi_discriminators(schemas)
     messages: dict[str, Any] = {}
     for t in (*_SERVER_MESSAGES, *_CLIENT_MESSAGES):
         name = t.__name__
@@ -127,8 +154,16 @@ def asyncapi() -> dict[str, Any]:
         "type": "object",
         "properties": {
             **encoding_property,
-            "epoch": {"type": "integer", "description": "Resume: epoch of the last record held."},
-            "seq": {"type": "integer", "description": "Resume: seq of the last record held."},
+            "epoch": {
+                "type": "string",
+                "pattern": DIGITS_PATTERN,
+                "description": "Resume: epoch of the last record held, as the gateway sent it.",
+            },
+            "seq": {
+                "type": "string",
+                "pattern": DIGITS_PATTERN,
+                "description": "Resume: seq of the last record held.",
+            },
         },
     }
     channels: dict[str, Any] = {

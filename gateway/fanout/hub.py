@@ -245,13 +245,13 @@ class _Stream:
         "subscribers",
     )  # fmt: skip
 
-    def __init__(self, name: str, epoch: int, history: int) -> None:
+    def __init__(self, name: str, epoch: str, history: int) -> None:
         self.name = name
         self.kind, _, self.key = name.partition(".")
         self.is_book = self.kind == "book"
         self.seq = 0
         self.epoch = epoch
-        self.receive_time = 0
+        self.receive_time = "0"
         self.history: deque[OutFrame] = deque(maxlen=history)
         self.last_data: OutFrame | None = None
         self.last_status: OutFrame | None = None
@@ -319,7 +319,7 @@ class HubSettings(Protocol):
 class Hub:
     def __init__(
         self,
-        epoch: int,
+        epoch: str,
         *,
         history: int = 10000,
         buffer_bytes: int = 4 * 1024 * 1024,
@@ -351,7 +351,7 @@ class Hub:
     def from_config(
         cls,
         settings: HubSettings,
-        epoch: int,
+        epoch: str,
         *,
         metrics: Metrics | None = None,
         monotonic_ns: Callable[[], int] | None = None,

@@ -100,7 +100,7 @@ def execution_frame(trade: Trade) -> str:
         trade.market,
         to_str(trade.price),
         to_str(trade.amount),
-        format_ns(trade.exchange_time),
+        format_ns(int(trade.exchange_time)),
         trade.match_number,
     )
     return _encoder.encode(msg).decode()
@@ -109,7 +109,7 @@ def execution_frame(trade: Trade) -> str:
 def price_frame(price: Price) -> str:
     # Paxos keeps exactly four decimals ("1.0000"); quantize is exact for 4-decimal prices.
     text = format(price.price.quantize(_FOUR_PLACES), "f")
-    return _encoder.encode(_Price(price.market, text, format_ns(price.exchange_time))).decode()
+    return _encoder.encode(_Price(price.market, text, format_ns(int(price.exchange_time)))).decode()
 
 
 def encode_record(record: Record | object) -> str | None:

@@ -84,7 +84,7 @@ class FeedNormalizer:
     def __init__(
         self,
         feed: FeedSpec,
-        epoch: int,
+        epoch: str,
         *,
         dedup_capacity: int = 65536,
         max_held_updates: int = 10_000,
@@ -218,12 +218,12 @@ class FeedNormalizer:
                     stream=stream,
                     seq=self._seq.next(stream),
                     epoch=self.epoch,
-                    receive_time=t.receive_time,
+                    receive_time=str(t.receive_time),
                     market=t.market,
                     price=t.price,
                     amount=t.amount,
                     match_number=t.match_number,
-                    exchange_time=t.exchange_time,
+                    exchange_time=str(t.exchange_time),
                     backfilled=t.backfilled,
                 )
             )
@@ -269,13 +269,13 @@ class FeedNormalizer:
                 stream=name,
                 seq=self._seq.next(name),
                 epoch=self.epoch,
-                receive_time=now_ns,
+                receive_time=str(now_ns),
                 feed=self.feed.name,
                 state=notice.state,
                 reason=notice.reason,
                 market=notice.market,
-                gap_from=notice.gap_from,
-                gap_to=notice.gap_to,
+                gap_from=None if notice.gap_from is None else str(notice.gap_from),
+                gap_to=None if notice.gap_to is None else str(notice.gap_to),
             )
             for name in (self._status_stream, stream)
         ]
@@ -309,12 +309,12 @@ class FeedNormalizer:
                 stream=stream,
                 seq=self._seq.next(stream),
                 epoch=self.epoch,
-                receive_time=now_ns,
+                receive_time=str(now_ns),
                 market=market,
                 price=price,
                 amount=amount,
                 match_number=match_number,
-                exchange_time=exchange_time,
+                exchange_time=str(exchange_time),
             )
         ]
 
@@ -335,10 +335,10 @@ class FeedNormalizer:
                 stream=stream,
                 seq=self._seq.next(stream),
                 epoch=self.epoch,
-                receive_time=now_ns,
+                receive_time=str(now_ns),
                 market=market,
                 price=price,
-                exchange_time=exchange_time,
+                exchange_time=str(exchange_time),
             )
         ]
 
@@ -361,7 +361,7 @@ class FeedNormalizer:
             stream=stream,
             seq=self._seq.next(stream),
             epoch=self.epoch,
-            receive_time=now_ns,
+            receive_time=str(now_ns),
             market=market,
             side=side,
             price=price,
@@ -454,7 +454,7 @@ class FeedNormalizer:
                 stream=stream,
                 seq=self._seq.next(stream),
                 epoch=self.epoch,
-                receive_time=now_ns,
+                receive_time=str(now_ns),
                 market=market,
                 bids=book.bids(),
                 asks=book.asks(),
@@ -478,7 +478,7 @@ class FeedNormalizer:
                     stream=stream,
                     seq=self._seq.next(stream),
                     epoch=self.epoch,
-                    receive_time=received,
+                    receive_time=str(received),
                     market=market,
                     side=side,
                     price=price,
@@ -575,7 +575,7 @@ class FeedNormalizer:
                     stream=stream,
                     seq=self._seq.next(stream),
                     epoch=self.epoch,
-                    receive_time=now_ns,
+                    receive_time=str(now_ns),
                     feed=self.feed.name,
                     state=state,
                     reason=reason,

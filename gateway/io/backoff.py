@@ -10,7 +10,7 @@ The reconnect policy (docs/upstream.md): only *failures* grow the delay — an a
 does not reach the handshake, or a connection that ends without having delivered any data
 (an ``{"error": ...}`` frame is no data). A connection that ends after delivering data, or
 that the server closes with 1001 "going away" (a deploy or failover on Paxos's side), was
-not a failure: ``connection_ended`` resets the streak and the feed reconnects at once,
+not a failure: ``reset_unless_failed`` resets the streak and the feed reconnects at once,
 spaced only by the shared one-connection-per-second ``ConnectGate``. Every second of an
 executions feed's outage is a second of trades to backfill, so waiting for nothing costs.
 (An earlier rule reset the streak only after a connection had lived 10 s: an upstream that
@@ -20,12 +20,18 @@ An upstream that accepts and drops us without a byte still backs off exponential
 sends a message and drops us is reconnected once per gate interval, which is the rate Paxos
 asks for.
 
+``connection_ended(lived, received_data=...)`` keeps the older, stricter rule for callers that
+want it (the subscriber client, ``gateway/client/driver.py``, reconnecting to a gateway): the
+streak resets only once a connection delivered data and lived ``healthy_after`` seconds.
+
 No clocks here: durations come in as arguments.
 """
 
 from __future__ import annotations
 
 import random
+
+DEFAULT_HEALTHY_AFTER = 10.0
 
 
 class Backoff:
@@ -35,6 +41,7 @@ class Backoff:
         maximum: float = 60.0,
         *,
         multiplier: float = 2.0,
+        healthy_after: float = DEFAULT_HEALTHY_AFTER,
         rng: random.Random | None = None,
     ) -> None:
         if not initial > 0:
@@ -43,9 +50,12 @@ class Backoff:
             raise ValueError(f"backoff maximum ({maximum!r}) must be >= initial ({initial!r})")
         if not multiplier >= 1:
             raise ValueError(f"backoff multiplier must be >= 1, got {multiplier!r}")
+        if not healthy_after >= 0:
+            raise ValueError(f"healthy_after must be >= 0, got {healthy_after!r}")
         self.initial = initial
         self.maximum = maximum
         self.multiplier = multiplier
+        self.healthy_after = healthy_after
         self._rng = rng if rng is not None else random.Random()
         self._failures = 0
 
@@ -76,11 +86,20 @@ class Backoff:
         # uniform() may round a hair outside its bounds; the floor is a promise to Paxos.
         return min(max(delay, self.initial), self.maximum)
 
-    def connection_ended(self, *, delivered: bool, going_away: bool = False) -> bool:
-        """Record how an established connection ended; True if that was no failure (it
-        ``delivered`` data, or the server said 1001 ``going_away``): the streak is reset and
-        the next attempt may start at once. False: count it with ``next_delay``."""
+    def reset_unless_failed(self, *, delivered: bool, going_away: bool = False) -> bool:
+        """The upstream policy: record how an established connection ended; True if that was
+        no failure (it ``delivered`` data, or the server said 1001 ``going_away``): the
+        streak is reset and the next attempt may start at once. False: count it with
+        ``next_delay``."""
         if delivered or going_away:
+            self.reset()
+            return True
+        return False
+
+    def connection_ended(self, lived: float, *, received_data: bool) -> bool:
+        """The stricter rule: reset only after a connection that delivered data and lived
+        ``healthy_after`` seconds; True if it did (the streak reset)."""
+        if received_data and lived >= self.healthy_after:
             self.reset()
             return True
         return False

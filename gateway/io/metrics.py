@@ -9,13 +9,20 @@ the per-message path.
 
 from __future__ import annotations
 
-import bisect
-import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client import (
+    GC_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.ingest.backfill import BackfillStats
@@ -27,8 +34,6 @@ LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
 LATENCY_BUCKETS = (
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
 )  # fmt: skip
-DEPTH_BYTES_BUCKETS = (0, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
-DEPTH_RECORDS_BUCKETS = (0, 1, 4, 16, 64, 256, 1024, 4096, 16384)
 
 
 @dataclass(slots=True)
@@ -55,6 +60,12 @@ class Metrics:
         # collects in registration order): see ``before_collect``.
         self._hooks: list[Callable[[], None]] = []
         r.register(_HookCollector(self._hooks))
+        # The standard process_* (memory, CPU, open fds, start time; Linux /proc) and python_*
+        # (version, garbage collections) families, on this registry rather than the global one.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        if GC_COLLECTOR is not None:  # None where the interpreter has no gc.get_stats
+            GCCollector(registry=r)
         # -- upstream
         self.upstream_lag = Histogram(
             f"{p}_upstream_lag_seconds",
@@ -153,7 +164,10 @@ class Metrics:
             registry=r,
         )
         self.config_errors = Counter(
-            f"{p}_config_errors", "Configuration problems found at start.", registry=r
+            f"{p}_config_errors",
+            "Configuration problems found at start that the gateway runs despite (each logged "
+            "with event config_problem); a fatal one stops it before it serves (exit 2).",
+            registry=r,
         )
 
     def add_collector(self, collector: Collector) -> None:
@@ -286,21 +300,48 @@ class GaugeCallbackCollector(Collector):
         yield family
 
 
-class DepthHistogramCollector(Collector):
-    """Histogram over subscribers of how far behind the head each one is."""
+class BufferDepthCollector(Collector):
+    """Gauges of the subscriber buffers as they are at scrape time.
 
-    def __init__(
-        self, name: str, doc: str, buckets: tuple[float, ...],
-        values: Callable[[], Iterable[float]],
-    ) -> None:  # fmt: skip
-        self._name, self._doc, self._buckets, self._values = name, doc, buckets, values
+    Not a histogram: one built afresh at every scrape has counts that go down, which
+    ``rate()`` and ``increase()`` read as resets. The largest buffer tells whether anyone is
+    near ``limit_bytes`` (overflow: conflation or disconnect); the totals how much is queued.
+    """
 
-    def collect(self) -> Iterator[HistogramMetricFamily]:
-        counts = [0] * (len(self._buckets) + 1)
-        total = 0.0
-        for v in self._values():
-            total += v
-            counts[bisect.bisect_left(self._buckets, v)] += 1
-        bounds = [*(str(float(b)) for b in self._buckets), "+Inf"]
-        cumulative = list(zip(bounds, itertools.accumulate(counts), strict=True))
-        yield HistogramMetricFamily(self._name, self._doc, buckets=cumulative, sum_value=total)
+    def __init__(self, limit_bytes: int, depths: Callable[[], Iterable[tuple[int, int]]]) -> None:
+        """``depths``: (bytes, records) queued per connected subscriber."""
+        self._limit, self._depths = limit_bytes, depths
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        max_bytes = max_records = total_bytes = total_records = 0
+        for n_bytes, n_records in self._depths():
+            max_bytes, max_records = max(max_bytes, n_bytes), max(max_records, n_records)
+            total_bytes += n_bytes
+            total_records += n_records
+        p = PREFIX
+        yield GaugeMetricFamily(
+            f"{p}_subscriber_buffer_max_bytes",
+            "Bytes queued or in flight of the fullest subscriber buffer (0: no subscriber).",
+            value=max_bytes,
+        )
+        yield GaugeMetricFamily(
+            f"{p}_subscriber_buffered_bytes",
+            "Bytes queued or in flight over all subscriber buffers.",
+            value=total_bytes,
+        )
+        yield GaugeMetricFamily(
+            f"{p}_subscriber_buffer_limit_bytes",
+            "Each subscriber's buffer limit (server.buffer_bytes): overflowing it conflates or "
+            "disconnects.",
+            value=self._limit,
+        )
+        yield GaugeMetricFamily(
+            f"{p}_subscriber_buffer_max_records",
+            "Records queued in the subscriber buffer that holds the most records.",
+            value=max_records,
+        )
+        yield GaugeMetricFamily(
+            f"{p}_subscriber_buffered_records",
+            "Records queued over all subscriber buffers.",
+            value=total_records,
+        )

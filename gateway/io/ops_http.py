@@ -42,6 +42,12 @@ _LINGER = 1.0
 _LINGER_BYTES = 256 * 1024
 _JSON = "application/json"
 _TEXT = "text/plain; charset=utf-8"
+# (path, code) of the requests counter that exist from the start: the ones probes and scrapes
+# make, and the refusals.
+_KNOWN_REQUESTS = (
+    ("/metrics", "200"), ("/healthz", "200"), ("/readyz", "200"), ("/readyz", "503"),
+    ("other", "404"), ("", "503"),
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +161,9 @@ class OpsServer:
             ["path", "code"],
             registry=registry,
         )
+        # Every series a probe or a scanner can make, at 0 from the start (see app.py).
+        for path, code in _KNOWN_REQUESTS:
+            self._requests.labels(path=path, code=code)
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(self._port, host=self._host)

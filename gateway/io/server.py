@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Literal, Protocol, cast
@@ -68,6 +69,9 @@ __all__ = ["Route", "RouteError", "Server", "ServerSettings", "route"]
 log = logging.getLogger("gateway.server")
 
 DisconnectReason = Literal["slow", "ping_timeout", "client_close", "error", "shutdown"]
+RejectReason = Literal[
+    "rate_limited", "unauthorized", "not_found", "bad_request", "shutting_down", "max_subscribers"
+]
 
 # Requests between max_request_bytes and this multiple of it get a ``too_large`` answer; beyond
 # it trio-websocket closes the connection (1009) rather than buffer an unbounded frame.
@@ -79,6 +83,7 @@ CLOSE_TIMEOUT: Final = 5.0
 MAX_LOGGED_ERRORS: Final = 5
 
 SHORTCUT_KINDS: Final = ("book", "trades", "price", "status")
+_DIGITS: Final = re.compile(r"[0-9]{1,20}")
 
 
 class ServerSettings(Protocol):
@@ -153,11 +158,18 @@ def route(target: str) -> Route:
     if epoch is not None or seq is not None:
         if parsed.is_pattern:
             raise RouteError(400, "epoch/seq need a single stream, not a pattern")
-        if epoch is None or seq is None or not epoch.isdigit() or not seq.isdigit():
-            raise RouteError(400, "resume needs both epoch and seq, as non-negative integers")
+        if (
+            epoch is None
+            or seq is None
+            or not _DIGITS.fullmatch(epoch)
+            or not _DIGITS.fullmatch(seq)
+        ):
+            raise RouteError(
+                400, "resume needs both epoch and seq, as decimal digits (epoch as it was sent)"
+            )
         if int(epoch) >= 2**63 or int(seq) >= 2**63:
             raise RouteError(400, "epoch/seq out of range")
-        resume[name] = ResumeFrom(epoch=int(epoch), seq=int(seq))
+        resume[name] = ResumeFrom(epoch=str(int(epoch)), seq=int(seq))
     return Route(encoding, (name,), resume)
 
 
@@ -371,7 +383,7 @@ class Server:
         request: WebSocketRequest,
         status: int,
         text: str,
-        why: str,
+        why: RejectReason,
         *,
         retry_after: int | None = None,
     ) -> None:
@@ -422,7 +434,7 @@ class Server:
         try:
             wanted = route(request.path)
         except RouteError as exc:
-            reason = "not_found" if exc.status == 404 else "bad_request"
+            reason: RejectReason = "not_found" if exc.status == 404 else "bad_request"
             await self._reject(request, exc.status, str(exc), reason)
             return
         if self._closing:

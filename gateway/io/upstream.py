@@ -38,7 +38,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NoReturn, Protocol
+from typing import Final, NoReturn, Protocol
 from urllib.parse import urlsplit
 
 import trio
@@ -87,6 +87,16 @@ REASONS = frozenset(
         NETWORK_ERROR, HANDSHAKE_REJECTED, INTERNAL_ERROR, CANCELLED,
     }
 )  # fmt: skip
+RECONNECT_REASONS: Final = (
+    CLOSED_BY_SERVER, CONNECTION_LOST, PING_TIMEOUT, PROTOCOL_ERROR, MESSAGE_TOO_BIG,
+    CROSSED_BOOK, ERROR_FRAME, INTERNAL_ERROR,
+)  # fmt: skip
+"""How an established connection ends (``upstream_reconnects_total``)."""
+CONNECT_FAILURE_REASONS: Final = (
+    CONNECT_TIMEOUT, CONNECT_REFUSED, DNS_ERROR, TLS_ERROR, NETWORK_ERROR, HANDSHAKE_REJECTED,
+    PROTOCOL_ERROR, INTERNAL_ERROR,
+)  # fmt: skip
+"""How an attempt fails before the handshake completes (``upstream_connect_failures_total``)."""
 
 DEFAULT_CLOSE_TIMEOUT = 2.0
 # One read: up to a few hundred Paxos messages, normalized and published as one batch.
@@ -333,6 +343,11 @@ class _FeedRunner:
         self._m_down_seconds = metrics.upstream_disconnected_seconds.labels(feed=name)
         self._m_bytes = metrics.upstream_bytes.labels(feed=name)
         self._m_lag = metrics.upstream_lag.labels(feed=name)
+        # Every reason at 0 from the start, so that increase() sees the first event.
+        for reason in RECONNECT_REASONS:
+            metrics.upstream_reconnects.labels(feed=name, reason=reason)
+        for reason in CONNECT_FAILURE_REASONS:
+            metrics.upstream_connect_failures.labels(feed=name, reason=reason)
         self._down_accounted_at = 0.0
         self._trio_token: trio.lowlevel.TrioToken | None = None
 
@@ -355,7 +370,7 @@ class _FeedRunner:
                 ended = await self._attempt()
                 # Reconnect policy (backoff.py, docs/upstream.md): a connection that delivered
                 # data or heard 1001 reconnects at once (the gate spaces it); failures back off.
-                prompt = ended.established and self.backoff.connection_ended(
+                prompt = ended.established and self.backoff.reset_unless_failed(
                     delivered=self._healthy(ended), going_away=ended.close_code == 1001
                 )
                 delay = 0.0 if prompt else self.backoff.next_delay()
@@ -540,8 +555,11 @@ class _FeedRunner:
                 self._m_bytes.inc(size)
             replay_before_ns = conn.replay_before_ns
             for record in records:
-                if isinstance(record, _LAG_RECORDS) and record.exchange_time >= replay_before_ns:
-                    self._m_lag.observe((record.receive_time - record.exchange_time) / 1e9)
+                if isinstance(record, _LAG_RECORDS):
+                    # Their receive_time is now_ns (digits on the wire since protocol v2).
+                    exchange_ns = int(record.exchange_time)
+                    if exchange_ns >= replay_before_ns:
+                        self._m_lag.observe((now_ns - exchange_ns) / 1e9)
             if protocol.pongs:
                 ws.pongs_received()
             resync = session.resync_reason

@@ -175,7 +175,10 @@ async def _read_request(conn: h11.Connection, stream: trio.SocketStream) -> h11.
 async def _linger(stream: trio.SocketStream) -> None:
     """Read and drop what the client still sends before closing: closing a socket with
     unread data resets it, and the reset can destroy the 4xx answer in the client's buffer
-    before it is read (the "lingering close" of HTTP servers). Bounded in bytes and time."""
+    before it is read (the "lingering close" of HTTP servers). Bounded in bytes and time.
+
+    ``gateway/io/ops_http.py`` has its twin; the simulator imports nothing of the gateway
+    (docs/architecture.md), so it keeps its own."""
     with trio.move_on_after(_LINGER_SECONDS):
         await stream.send_eof()
         received = 0

@@ -1,9 +1,11 @@
 """``paxos-gateway tail URL STREAM...``: a small subscriber that prints records and checks them.
 
-Prints one readable line per message on stdout and checks each stream's sequence numbers as a
-careful client would: after ``subscribed`` the stream continues from the announced head (records
-at or below it are the initial values), a book snapshot resets the position, a resume continues
-from ``from_seq``. Gaps, repeats and epoch changes (a gateway restart) are reported on stderr.
+Built on the subscriber client (``gateway.client``): prints one readable line per message on
+stdout while the client checks each stream's sequence numbers — after ``subscribed`` the
+stream continues from the announced head (records at or below it are the initial values), a
+book snapshot resets the position, a resume continues from ``from_seq``. Gaps, repeats and
+epoch changes are reported on stderr; a gap also makes the client resubscribe the stream for
+a fresh state, so what follows is right again.
 
 Exit status: 0 all good; 1 a gap or other sequence problem was seen; 2 a request was refused
 or the arguments are wrong; 3 the connection failed or was closed by the gateway early.
@@ -15,82 +17,44 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, TextIO
-from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
-__all__ = ["SequenceChecker", "format_message", "main", "register", "tail"]
+from gateway.client import (
+    ClientEncoding,
+    Closed,
+    Connected,
+    ConnectError,
+    Duplicate,
+    EpochMismatch,
+    Event,
+    Gap,
+    ProtocolProblem,
+    RecordReceived,
+    RequestRefused,
+    Resumed,
+    ResumeFailed,
+    SubscriptionChanged,
+)
+from gateway.client.connection import stream_url
+from gateway.client.trio_client import open_client
+from gateway.ingest.decimals import to_str
+
+__all__ = ["event_line", "format_message", "main", "register", "stream_url", "tail"]
 
 EXIT_OK, EXIT_GAPS, EXIT_REFUSED, EXIT_CONNECTION = 0, 1, 2, 3
-_RESPONSES = frozenset(
-    ("hello", "subscribed", "unsubscribed", "resumed", "resume_failed", "pong", "streams", "error")
-)
 
 
-@dataclass
-class SequenceChecker:
-    """Per-stream sequence bookkeeping; ``check`` returns the problems one message reveals."""
-
-    expected: dict[str, int] = field(default_factory=dict)
-    initial_head: dict[str, int] = field(default_factory=dict)
-    epochs: dict[str, int] = field(default_factory=dict)
-    gaps: int = 0
-    problems: int = 0
-
-    def check(self, msg: dict[str, Any]) -> list[str]:
-        kind = msg.get("type")
-        if kind in _RESPONSES:
-            if kind == "subscribed":
-                for state in msg.get("streams", []):
-                    self.initial_head[state["stream"]] = state["seq"]
-                    self.expected[state["stream"]] = state["seq"] + 1
-                    self.epochs[state["stream"]] = state["epoch"]
-            elif kind == "resumed":
-                self.expected[msg["stream"]] = msg["from_seq"]
-                self.initial_head.pop(msg["stream"], None)
-            return []
-        stream, seq, epoch = msg.get("stream"), msg.get("seq"), msg.get("epoch")
-        if not isinstance(stream, str) or not isinstance(seq, int):
-            self.problems += 1
-            return [f"message without stream/seq: {str(msg)[:200]}"]
-        notes: list[str] = []
-        known_epoch = self.epochs.get(stream)
-        if isinstance(epoch, int):
-            if known_epoch is not None and epoch != known_epoch:
-                self.problems += 1
-                notes.append(f"{stream}: epoch changed {known_epoch} -> {epoch} (gateway restart)")
-                self.expected.pop(stream, None)
-            self.epochs[stream] = epoch
-        if kind == "book_snapshot":
-            # A snapshot replaces the book: the stream continues after its seq, whatever came
-            # before (a late join, a resync, a conflation).
-            self.expected[stream] = seq + 1
-            self.initial_head.pop(stream, None)
-            return notes
-        head = self.initial_head.get(stream)
-        if head is not None and seq <= head:
-            return notes  # initial value (last trade / price / status)
-        self.initial_head.pop(stream, None)
-        want = self.expected.get(stream)
-        if want is not None and seq != want:
-            if seq > want:
-                self.gaps += 1
-                notes.append(
-                    f"{stream}: GAP: expected seq {want}, got {seq} ({seq - want} missing)"
-                )
-            else:
-                self.problems += 1
-                notes.append(f"{stream}: seq went back: expected {want}, got {seq}")
-        self.expected[stream] = seq + 1
-        return notes
+def _num(value: Any) -> str:
+    # Decimals print fixed-point, as on the wire ("0.00000001", never "1E-8").
+    return to_str(value) if isinstance(value, Decimal) else str(value)
 
 
 def _levels(levels: list[Any]) -> str:
-    return f"{levels[0][1]} @ {levels[0][0]}" if levels else "-"
+    return f"{_num(levels[0][1])} @ {_num(levels[0][0])}" if levels else "-"
 
 
 def format_message(msg: dict[str, Any]) -> str:
@@ -99,9 +63,11 @@ def format_message(msg: dict[str, Any]) -> str:
     head = f"{msg.get('stream')} #{msg.get('seq')}"
     match kind:
         case "trade":
-            return f"{head} trade {msg['amount']} @ {msg['price']} ({msg['match_number']})"
+            return (
+                f"{head} trade {_num(msg['amount'])} @ {_num(msg['price'])} ({msg['match_number']})"
+            )
         case "book_update":
-            return f"{head} {msg['side']} {msg['price']} = {msg['amount']}"
+            return f"{head} {msg['side']} {_num(msg['price'])} = {_num(msg['amount'])}"
         case "book_snapshot":
             return (
                 f"{head} SNAPSHOT ({msg['reason']}{', resync' if msg['resync'] else ''}) "
@@ -109,7 +75,7 @@ def format_message(msg: dict[str, Any]) -> str:
                 f"{_levels(msg['bids'])}, best ask {_levels(msg['asks'])}"
             )
         case "price":
-            return f"{head} price {msg['price']}"
+            return f"{head} price {_num(msg['price'])}"
         case "status":
             return f"{head} status {msg['feed']}: {msg['state']} ({msg['reason']})"
         case "subscribed":
@@ -127,14 +93,37 @@ def format_message(msg: dict[str, Any]) -> str:
     return f"# {msgspec.json.encode(msg).decode()}"
 
 
-def stream_url(url: str, encoding: str) -> str:
-    """The gateway URL to open: a bare host means /v1/stream; the encoding goes in the query."""
-    split = urlsplit(url)
-    path = split.path if split.path not in ("", "/") else "/v1/stream"
-    query = split.query
-    if encoding != "json" and "encoding=" not in query:
-        query = f"{query}&encoding={encoding}" if query else f"encoding={encoding}"
-    return urlunsplit((split.scheme, split.netloc, path, query, ""))
+def event_line(event: Event) -> tuple[dict[str, Any] | None, str | None]:
+    """The message an event carries (as a plain dict, for ``format_message``) and the note
+    for stderr it calls for."""
+    match event:
+        case RecordReceived(record=record):
+            return _plain(record), None
+        case Connected(hello=hello):
+            return _plain(hello), None
+        case SubscriptionChanged(answer=answer):
+            return _plain(answer), None
+        case Resumed(stream=stream, from_seq=first, to_seq=last):
+            return {"type": "resumed", "stream": stream, "from_seq": first, "to_seq": last}, None
+        case ResumeFailed(stream=stream, reason=reason, message=message):
+            msg = {"type": "resume_failed", "stream": stream, "reason": reason, "message": message}
+            return msg, None
+        case RequestRefused(code=code, message=message):
+            return {"type": "error", "code": code, "message": message}, f"refused: {message}"
+        case Gap(stream=stream, expected=want, got=seq):
+            return None, f"{stream}: GAP: expected seq {want}, got {seq} ({seq - want} missing)"
+        case Duplicate(stream=stream, expected=want, got=seq):
+            return None, f"{stream}: seq went back: expected {want}, got {seq}"
+        case EpochMismatch(stream=stream, held=held, got=got):
+            return None, f"{stream}: epoch changed {held} -> {got} (gateway restart)"
+        case ProtocolProblem(detail=detail):
+            return None, detail
+    return None, None
+
+
+def _plain(msg: msgspec.Struct) -> dict[str, Any]:
+    plain: dict[str, Any] = msgspec.to_builtins(msg, builtin_types=(Decimal,))
+    return plain
 
 
 async def tail(
@@ -149,56 +138,43 @@ async def tail(
     formatter: Callable[[dict[str, Any]], str] = format_message,
 ) -> int:
     """Subscribe and print until ``count`` records or ``duration`` seconds; the exit status."""
-    checker = SequenceChecker()
     records = 0
     refused = False
-    target = stream_url(url, encoding)
+    closed: Closed | None = None
+    wire: ClientEncoding = "msgpack" if encoding == "msgpack" else "json"
+    target = stream_url(url, wire)
     deadline = math.inf if duration is None else trio.current_time() + duration
     try:
-        async with open_websocket_url(target, connect_timeout=10) as ws:
-            if streams:
-                request = {"op": "subscribe", "id": "tail", "streams": streams}
-                await ws.send_message(msgspec.json.encode(request).decode())
+        async with open_client(
+            url, streams, encoding=wire, reconnect=False, keep_books=False,
+        ) as client:  # fmt: skip
             with trio.move_on_at(deadline):
-                while count is None or records < count:
-                    data = await ws.get_message()
-                    try:
-                        if isinstance(data, bytes) and encoding == "msgpack":
-                            msg = msgspec.msgpack.decode(data)
-                        else:
-                            msg = msgspec.json.decode(data)
-                    except msgspec.DecodeError as exc:
-                        print(f"tail: undecodable message: {exc}", file=err)
-                        checker.problems += 1
-                        continue
-                    if not isinstance(msg, dict):
-                        print(f"tail: unexpected message: {str(msg)[:200]}", file=err)
-                        checker.problems += 1
-                        continue
-                    print(formatter(msg), file=out, flush=True)
-                    if msg.get("type") == "error":
-                        refused = True
-                        print(f"tail: refused: {msg.get('message')}", file=err)
-                    elif msg.get("type") not in _RESPONSES:
-                        records += 1
-                    for note in checker.check(msg):
+                async for event in client:
+                    if isinstance(event, Closed):
+                        closed = event
+                        break
+                    msg, note = event_line(event)
+                    if msg is not None:
+                        print(formatter(msg), file=out, flush=True)
+                    if note is not None:
                         print(f"tail: {note}", file=err, flush=True)
-    except HandshakeError as exc:
+                    if isinstance(event, RequestRefused):
+                        refused = True
+                    elif isinstance(event, RecordReceived):
+                        records += 1
+                        if count is not None and records >= count:
+                            break
+            stats = client.session.stats
+    except ConnectError as exc:
         print(f"tail: cannot connect to {target}: {exc}", file=err)
         return EXIT_CONNECTION
-    except OSError as exc:
-        print(f"tail: cannot connect to {target}: {exc}", file=err)
-        return EXIT_CONNECTION
-    except ConnectionClosed as exc:
-        reason = exc.reason
-        what = f"{reason.code} {reason.reason or ''}".strip() if reason else "unknown"
+    gaps, problems = stats.gaps, stats.problems + stats.duplicates
+    if closed is not None:
+        what = f"{closed.code} {closed.reason}".strip() if closed.code else "unknown"
         print(f"tail: connection closed by the gateway: {what}", file=err)
-        return EXIT_GAPS if checker.gaps or checker.problems else EXIT_CONNECTION
-    print(
-        f"tail: {records} records, {checker.gaps} gaps, {checker.problems} other problems",
-        file=err,
-    )
-    if checker.gaps or checker.problems:
+        return EXIT_GAPS if gaps or problems else EXIT_CONNECTION
+    print(f"tail: {records} records, {gaps} gaps, {problems} other problems", file=err)
+    if gaps or problems:
         return EXIT_GAPS
     return EXIT_REFUSED if refused else EXIT_OK
 

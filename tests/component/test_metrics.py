@@ -14,17 +14,26 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import trio
 
+from gateway.app import Gateway
+from gateway.config import load_config
+from gateway.contract.protocol import ErrorCode
 from gateway.io.metrics import Metrics
+from gateway.io.server import DisconnectReason, RejectReason
+from gateway.io.upstream import CONNECT_FAILURE_REASONS, RECONNECT_REASONS
 from gateway.logs import setup_logging
 from tests.support.metrics_traffic import (
     ALLOWED_LABELS,
+    BUFFER_BYTES,
     EXPECTED_TYPES,
     FEEDS,
     INFO_LABELS,
@@ -60,11 +69,13 @@ async def test_metrics_move_as_traffic_flows_and_reconnects_happen() -> None:
     grew("publish_latency_seconds_count")
     ages = {s.labels["feed"]: s.value for s in end.find("upstream_last_message_age_seconds")}
     assert set(ages) == set(FEEDS) and all(0 <= v < TIMEOUT for v in ages.values())
-    # Buffer depth: one observation per connected subscriber, at scrape time.
-    assert start.value("subscriber_buffer_bytes_count") == 0
-    assert mid.value("subscriber_buffer_bytes_count") == mid.value("subscribers") == 2
-    assert mid.value("subscriber_buffer_records_count") == 2
-    assert end.value("subscriber_buffer_records_count") == 0
+    # Buffer depth: gauges of the buffers as they are at the scrape.
+    for s in (start, mid, end):
+        assert s.value("subscriber_buffer_limit_bytes") == BUFFER_BYTES
+        assert 0 <= s.value("subscriber_buffer_max_bytes") <= s.value("subscriber_buffered_bytes")
+        assert s.value("subscriber_buffer_max_records") <= s.value("subscriber_buffered_records")
+    for name in ("buffer_max_bytes", "buffered_bytes", "buffer_max_records", "buffered_records"):
+        assert start.value("subscriber_" + name) == end.value("subscriber_" + name) == 0
 
     # -- reconnects
     for feed in FEEDS:
@@ -117,6 +128,104 @@ async def test_metrics_move_as_traffic_flows_and_reconnects_happen() -> None:
     assert end.value("ready") == 1
     (info,) = end.find("info")
     assert info.value == 1 and info.labels["epoch"] == str(r.gateway.epoch)
+    # And Prometheus's own linter finds nothing in the exposition after all that traffic.
+    promtool_check_metrics(end.text)
+
+
+def promtool_check_metrics(exposition: str) -> None:
+    """``promtool check metrics`` (Debian's prometheus package; .ci/run installs it) on a real
+    scrape: fails in CI without promtool, skips elsewhere."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("promtool is missing: .ci/run installs Debian's prometheus package")
+        pytest.skip("promtool is not installed (apt-get install prometheus)")
+    done = subprocess.run(
+        [promtool, "check", "metrics"], input=exposition.encode(), capture_output=True,
+        check=False, timeout=60,
+    )  # fmt: skip
+    report = (done.stdout + done.stderr).decode(errors="replace")
+    assert done.returncode == 0 and not report.strip(), report
+
+
+async def test_every_known_series_is_exposed_at_zero_before_its_first_event() -> None:
+    """A labelled counter that appears only at its first event makes increase() miss that
+    event: every known label set is there, at 0, from the first scrape."""
+    async with running_gateway() as r:
+        await wait_ready(r.gateway)
+        first = await scrape(r.gateway)
+
+    def zero(name: str, **labels: str) -> None:
+        found = first.find(name, **labels)
+        assert len(found) == 1 and found[0].value == 0, (name, labels, found)
+
+    for feed in FEEDS:
+        for reason in RECONNECT_REASONS:
+            zero("upstream_reconnects_total", feed=feed, reason=reason)
+        for reason in CONNECT_FAILURE_REASONS:
+            zero("upstream_connect_failures_total", feed=feed, reason=reason)
+    for why in get_args(RejectReason):
+        zero("rejected_connections_total", reason=why)
+    for reason in get_args(DisconnectReason):
+        zero("subscriber_disconnects_total", reason=reason)
+    for code in get_args(ErrorCode):
+        zero("request_errors_total", code=code)
+    for result in ("served", "refused"):
+        zero("resumes_total", result=result)
+    for path, code in (("/healthz", "200"), ("/readyz", "503"), ("other", "404")):
+        zero("ops_http_requests_total", path=path, code=code)
+    for name in ("conflations_total", "connection_task_failures_total", "config_errors_total"):
+        zero(name)
+    # The standard process and Python collectors are on the gateway's registry.
+    names = {sample.name for sample in first.samples}
+    assert {
+        "process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds",
+        "process_start_time_seconds", "python_info", "python_gc_collections_total",
+    } <= names  # fmt: skip
+    (rss,) = (s for s in first.samples if s.name == "process_resident_memory_bytes")
+    assert rss.value > 0
+    promtool_check_metrics(first.text)
+
+
+async def test_a_malformed_resume_epoch_is_answered_and_counted() -> None:
+    async with running_gateway() as r:
+        gw = r.gateway
+        await wait_ready(gw)
+        async with client(gw) as sub:
+            for epoch in ("not-an-epoch", 1.7e18):
+                await sub.request(
+                    {"op": "subscribe", "id": 9, "streams": ["book.BTCUSD"],
+                     "resume": {"book.BTCUSD": {"epoch": epoch, "seq": 1}}}
+                )  # fmt: skip
+            await sub.wait_for("two error answers", lambda c: len(c.of_type("error")) == 2)
+            for error in sub.of_type("error"):
+                assert (error["id"], error["code"]) == (9, "bad_resume")
+                assert "epoch is the string the gateway sent" in error["message"]
+            assert sub.of_type("subscribed") == []  # nothing of the request took effect
+        await scrape_until(
+            gw,
+            "two bad_resume request errors",
+            lambda s: s.value("request_errors_total", code="bad_resume") == 2,
+        )
+
+
+def test_config_errors_count_the_problems_a_gateway_starts_despite() -> None:
+    """Fatal configuration errors stop the gateway before it serves (exit 2, tests/unit/
+    test_config.py); the ones it runs despite are logged at start and counted."""
+
+    def config_errors(*sets: str, feeds: list[str] | None = None) -> float | None:
+        config = load_config(None, {}, ["server.port=0", "metrics.port=0", *sets], feeds=feeds)
+        gateway = Gateway(config, handle_signals=False, auth_tokens=())  # built, never served
+        return gateway.metrics.registry.get_sample_value(P + "config_errors_total")
+
+    paxos = ["wss://ws.sandbox.paxos.com/marketdata/BTCUSD"]
+    assert config_errors(feeds=paxos) == 0
+    fast = ["upstream.allow_fast_retry=true", "upstream.connect_interval=0"]
+    assert config_errors(*fast, feeds=["ws://127.0.0.1:1/marketdata"]) == 0  # a local simulator
+    assert config_errors(*fast, feeds=paxos) == 1  # Paxos refuses > 1 new connection/s per IP
+    open_to_all = 'server.host="0.0.0.0"'  # and no token configured: anyone may subscribe
+    assert config_errors(open_to_all, feeds=paxos) == 1
+    assert config_errors(*fast, open_to_all, feeds=paxos) == 2
 
 
 async def test_no_series_per_subscriber_and_prometheus_naming() -> None:
@@ -138,6 +247,8 @@ async def test_no_series_per_subscriber_and_prometheus_naming() -> None:
                 assert sample.labels["feed"] in FEEDS
     end = o.end
     for family, kind in end.types.items():
+        if family.startswith(("process_", "python_")):
+            continue  # prometheus_client's standard collectors
         assert family.startswith(P), family
         samples = {s.name for s in end.samples if s.name.startswith(family)}
         if kind == "counter":

@@ -136,13 +136,13 @@ async def test_shortcut_late_join_and_resume_over_the_wire() -> None:
             assert model.problems == []
             assert model.book("book.BTCUSD") == feed.book_levels()
 
-            def resume_by_url(epoch: int) -> list[Any]:
+            def resume_by_url(epoch: str) -> list[Any]:
                 with open_client(f"{url}/v1/book/BTCUSD?epoch={epoch}&seq={held}") as ws:
                     return [recv_json(ws) for _ in range(4)]
 
             by_url = await in_thread(lambda: resume_by_url(EPOCH))
             assert by_url[2]["type"] == "resumed" and by_url[3]["seq"] == held + 1
-            refused = await in_thread(lambda: resume_by_url(EPOCH + 1))
+            refused = await in_thread(lambda: resume_by_url(str(int(EPOCH) + 1)))
             assert refused[2]["type"] == "resume_failed"
             assert refused[2]["reason"] == "epoch_changed"
             assert (refused[3]["type"], refused[3]["reason"]) == ("book_snapshot", "resume_failed")
@@ -426,7 +426,7 @@ async def test_mirror_paths_serve_frames_a_paxos_client_accepts() -> None:
                 assert not any("E" in n for n in numbers)  # never scientific notation
             # The gateway's own Paxos parser (the upstream session) accepts the frames and
             # ends with the same book.
-            session = FeedNormalizer(feed_from_url("wss://x/marketdata/BTCUSD"), epoch=1)
+            session = FeedNormalizer(feed_from_url("wss://x/marketdata/BTCUSD"), epoch="1")
             session.connected(1)
             for frame in book_frames:
                 records = session.receive(frame, 2)
@@ -444,10 +444,12 @@ async def test_mirror_paths_serve_frames_a_paxos_client_accepts() -> None:
             assert json.loads(all_exec[0])["match_number"] == "M00000000002"
             price = json.loads(price_frames[0])
             assert price["price"] == "1.0000" and price["market"] == "USDCUSD"
-            exec_session = FeedNormalizer(feed_from_url("wss://x/executiondata/BTCUSD"), epoch=1)
+            exec_session = FeedNormalizer(feed_from_url("wss://x/executiondata/BTCUSD"), epoch="1")
             exec_session.connected(1)
             assert [type(r).__name__ for r in exec_session.receive(exec_frames[0], 2)] == ["Trade"]
-            price_session = FeedNormalizer(feed_from_url("wss://x/marketdata/stablecoin"), epoch=1)
+            price_session = FeedNormalizer(
+                feed_from_url("wss://x/marketdata/stablecoin"), epoch="1"
+            )
             price_session.connected(1)
             assert [type(r).__name__ for r in price_session.receive(price_frames[0], 2)] == [
                 "Price"

@@ -35,7 +35,7 @@ from gateway.io.upstream import FeedState, UpstreamWebSocket, run_feed, verified
 from gateway.simulator import FaultConfig, SimulatorConfig
 from gateway.simulator.server import Simulator
 
-EPOCH = 1_700_000_000_000_000_000
+EPOCH = "1700000000000000000"
 
 
 @pytest.fixture
@@ -250,8 +250,10 @@ async def test_connects_and_publishes_records(clock: trio.testing.MockClock) -> 
         # Executions carry an exchange time: every trade executed since the connection opened
         # (less the 1 s that trimmed timestamps may lose) is one lag observation; the replayed
         # last execution, possibly hours old, would not be.
-        opened = trades.records[0].receive_time - 1_000_000_000
-        live = [x for x in trades.records if isinstance(x, Trade) and x.exchange_time >= opened]
+        opened = int(trades.records[0].receive_time) - 1_000_000_000
+        live = [
+            x for x in trades.records if isinstance(x, Trade) and int(x.exchange_time) >= opened
+        ]
         assert trades.sample("upstream_lag_seconds_count") == len(live) >= len(published) - 1
         assert book.sample("upstream_lag_seconds_count") == 0.0
 

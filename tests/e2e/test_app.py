@@ -123,9 +123,10 @@ async def test_metrics_include_the_collectors(running: Running) -> None:
     assert any(s.labels == {"feed": "marketdata", "kind": "snapshot"} for s in messages)
     (ready,) = families["paxos_gateway_ready"].samples
     assert ready.value == 1.0
-    buffers = families["paxos_gateway_subscriber_buffer_bytes"].samples
-    count = next(s for s in buffers if s.name.endswith("_count"))
-    assert count.value == 1.0  # the one subscriber connected during the scrape
+    (limit,) = families["paxos_gateway_subscriber_buffer_limit_bytes"].samples
+    assert limit.value == running.gateway.config.server.buffer_bytes
+    (largest,) = families["paxos_gateway_subscriber_buffer_max_bytes"].samples
+    assert 0 <= largest.value <= limit.value
     (info,) = families["paxos_gateway_info"].samples
     assert info.labels["epoch"] == str(running.gateway.epoch)
 
@@ -181,7 +182,7 @@ async def test_second_request_cuts_the_drain_short(nursery: trio.Nursery) -> Non
 
 def test_not_ready_reasons() -> None:
     spec = FeedSpec("marketdata", "ws://x/marketdata", "book", None)
-    session = FeedNormalizer(spec, 1)
+    session = FeedNormalizer(spec, "1")
     state = FeedState("marketdata")
     assert _not_ready_reason(session, state) == "connecting"
     state.last_reason = "connect_refused"

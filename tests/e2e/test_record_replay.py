@@ -45,7 +45,7 @@ from gateway.recording.replay import ReplayServer
 from gateway.simulator import SimulatorConfig
 from gateway.simulator.server import Simulator
 
-EPOCH = 1_700_000_000_000_000_000
+EPOCH = "1700000000000000000"
 SEC = 1_000_000_000
 
 
@@ -80,7 +80,7 @@ def recorded_frames(path: Path, feed: str) -> int:
 
 def data_records(records: list[Record]) -> list[Record]:
     """Records without what legitimately differs between two runs (receive times, statuses)."""
-    return [msgspec.structs.replace(r, receive_time=0) for r in records if type(r) is not Status]
+    return [msgspec.structs.replace(r, receive_time="0") for r in records if type(r) is not Status]
 
 
 def book_levels(session: FeedNormalizer) -> dict[str, Any]:

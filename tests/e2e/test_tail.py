@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 
 import trio
 
+from gateway.client import ClientSession
 from gateway.config import ServerConfig
 from gateway.fanout.hub import Hub
 from gateway.io.server import Server
@@ -14,33 +16,55 @@ from gateway.tools import tail
 from tests.support.fake_feed import EPOCH, FakeFeed
 
 
-def record(stream: str, seq: int, kind: str = "trade", epoch: int = EPOCH) -> dict[str, object]:
-    return {"type": kind, "stream": stream, "seq": seq, "epoch": epoch}
+def record(stream: str, seq: int, kind: str = "trade", epoch: str = EPOCH) -> str:
+    """A minimal record of its type, as the gateway would send it."""
+    fields: dict[str, object] = {"type": kind, "stream": stream, "seq": seq, "epoch": epoch,
+                                 "receive_time": "1", "market": "X"}  # fmt: skip
+    if kind == "trade":
+        fields |= {"price": "1", "amount": "0.00000001", "match_number": "M", "exchange_time": "1"}
+    elif kind == "book_snapshot":
+        fields |= {"bids": [], "asks": [], "resync": True, "reason": "conflation"}
+    elif kind == "book_update":
+        fields |= {"side": "bid", "price": "1", "amount": "2"}
+    return json.dumps(fields)
 
 
-def test_checker_follows_subscribed_snapshot_and_resume() -> None:
-    c = tail.SequenceChecker()
-    subscribed = {"type": "subscribed", "streams": [{"stream": "t.X", "epoch": EPOCH, "seq": 5}]}
-    assert c.check(subscribed) == []
-    assert c.check(record("t.X", 5)) == []  # the last value, at the head
-    assert c.check(record("t.X", 6)) == []
-    assert c.check(record("b.X", 10, "book_snapshot")) == []
-    assert c.check(record("b.X", 11, "book_update")) == []
-    assert c.check(record("b.X", 30, "book_snapshot")) == []  # conflation: a reset, not a gap
-    assert c.check(record("b.X", 31, "book_update")) == []
-    assert (c.gaps, c.problems) == (0, 0)
-    assert c.check({"type": "resumed", "stream": "t.X", "from_seq": 7, "to_seq": 9}) == []
-    assert c.check(record("t.X", 7)) == []
+def notes(session: ClientSession, *frames: str) -> list[str]:
+    """The stderr notes ``tail`` prints for these frames."""
+    out = []
+    for frame in frames:
+        for event in session.receive(frame):
+            note = tail.event_line(event)[1]
+            if note is not None:
+                out.append(note)
+    return out
 
 
-def test_checker_reports_gaps_repeats_and_restarts() -> None:
-    c = tail.SequenceChecker()
-    c.check(record("t.X", 1))
-    assert "GAP" in c.check(record("t.X", 4))[0]
-    assert "back" in c.check(record("t.X", 2))[0]
-    assert "epoch changed" in c.check(record("t.X", 1, epoch=EPOCH + 1))[0]
-    assert c.check({"type": "trade"})  # no stream/seq
-    assert (c.gaps, c.problems) == (1, 3)
+def test_checks_follow_subscribed_snapshot_and_resume() -> None:
+    c = ClientSession(["trades.X", "book.X"])
+    c.connection_made()
+    subscribed = {"type": "subscribed", "id": "s1", "patterns": [],
+                  "streams": [{"stream": "trades.X", "epoch": EPOCH, "seq": 5}]}  # fmt: skip
+    assert notes(c, json.dumps(subscribed)) == []
+    assert notes(c, record("trades.X", 5)) == []  # the last value, at the head
+    assert notes(c, record("trades.X", 6)) == []
+    assert notes(c, record("book.X", 10, "book_snapshot")) == []
+    assert notes(c, record("book.X", 11, "book_update")) == []
+    assert notes(c, record("book.X", 30, "book_snapshot")) == []  # conflation: a reset
+    assert notes(c, record("book.X", 31, "book_update")) == []
+    assert (c.stats.gaps, c.stats.problems, c.stats.records) == (0, 0, 6)
+
+
+def test_checks_report_gaps_repeats_and_restarts() -> None:
+    c = ClientSession(["trades.X", "trades.Y", "trades.Z"])
+    c.connection_made()
+    assert notes(c, record("trades.X", 1)) == []
+    assert "GAP" in notes(c, record("trades.X", 4))[0]
+    assert notes(c, record("trades.Y", 1), record("trades.Y", 3 - 1)) == []
+    assert "back" in notes(c, record("trades.Y", 1))[0]
+    assert "epoch changed" in notes(c, record("trades.Z", 1), record("trades.Z", 2, epoch="1"))[0]
+    assert "does not match" in notes(c, '{"type": "trade"}')[0]
+    assert (c.stats.gaps, c.stats.duplicates, c.stats.problems) == (1, 1, 2)
 
 
 def test_format_message_lines() -> None:

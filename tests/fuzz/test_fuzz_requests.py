@@ -44,7 +44,7 @@ from gateway.contract.protocol import (
 from gateway.contract.records import BookSnapshot, Status, Trade
 from gateway.fanout.hub import Hub, Subscriber
 
-EPOCH = 1_700_000_000_000_000_000
+EPOCH = "1700000000000000000"
 MAX_BYTES = 65536
 MAX_STREAMS = 6
 CODES = frozenset(get_args(ErrorCode))
@@ -92,7 +92,7 @@ def check_result(result: object) -> None:
                 target = parse_stream(name)
                 assert not target.is_pattern
                 assert any(p.matches(name) for p in parsed)
-                assert 0 <= point.seq <= 2**63 - 1 and 0 <= point.epoch <= 2**63 - 1
+                assert 0 <= point.seq <= 2**63 - 1 and 0 <= int(point.epoch) <= 2**63 - 1
 
 
 # -- arbitrary input ------------------------------------------------------------------------------
@@ -346,7 +346,7 @@ def new_hub() -> tuple[Hub, Subscriber]:
                 stream="status.book",
                 seq=1,
                 epoch=EPOCH,
-                receive_time=1,
+                receive_time="1",
                 feed="book",
                 state="connected",
                 reason="up",
@@ -355,7 +355,7 @@ def new_hub() -> tuple[Hub, Subscriber]:
                 stream="book.BTCUSD",
                 seq=1,
                 epoch=EPOCH,
-                receive_time=1,
+                receive_time="1",
                 market="BTCUSD",
                 bids=[],
                 asks=[],
@@ -366,12 +366,12 @@ def new_hub() -> tuple[Hub, Subscriber]:
                 stream="trades.BTCUSD",
                 seq=1,
                 epoch=EPOCH,
-                receive_time=1,
+                receive_time="1",
                 market="BTCUSD",
                 price=Decimal(1),
                 amount=Decimal(1),
                 match_number="M1",
-                exchange_time=1,
+                exchange_time="1",
             ),
         ]
     )

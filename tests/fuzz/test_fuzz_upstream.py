@@ -35,7 +35,7 @@ from gateway.contract.records import Record
 from gateway.ingest.feeds import feed_from_url
 from gateway.ingest.normalizer import FeedNormalizer
 
-EPOCH = 1_700_000_000_000_000_000
+EPOCH = "1700000000000000000"
 SEC = 1_000_000_000
 BASE = "wss://ws.sandbox.paxos.com"
 

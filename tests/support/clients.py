@@ -1,16 +1,20 @@
 """Test clients of the subscriber server: the ``websockets`` sync client run in trio worker
-threads, and a hand-made raw-socket client for peers that misbehave below the WebSocket layer.
-(The checking subscribers of the end-to-end rig run in worker processes: ``client_workers``.)
+threads, an asyncio loop in a thread (for one asyncio client beside the gateway), and a
+hand-made raw-socket client for peers that misbehave below the WebSocket layer. (The many
+checking subscribers of the end-to-end rig run in worker processes: ``client_workers``.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import concurrent.futures
 import json
 import os
 import socket
 import struct
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -47,6 +51,32 @@ def read_until(
 
 async def in_thread(fn: Callable[[], Any]) -> Any:
     return await trio.to_thread.run_sync(fn, abandon_on_cancel=True)
+
+
+class AsyncioClients:
+    """An asyncio event loop in a thread, driven from trio through futures."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    async def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 60) -> Any:
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+        def wait() -> Any:
+            try:
+                return future.result(timeout)
+            except concurrent.futures.TimeoutError:
+                future.cancel()
+                raise
+
+        return await trio.to_thread.run_sync(wait)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
 
 
 class RawSubscriber:

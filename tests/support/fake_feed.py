@@ -25,7 +25,7 @@ from gateway.fanout.hub import Hub
 from gateway.ingest.book import OrderBook
 from gateway.ingest.decimals import parse as dec
 
-EPOCH = 1_700_000_000_000_000_000
+EPOCH = "1700000000000000000"
 
 
 class FakeFeed:
@@ -60,7 +60,7 @@ class FakeFeed:
         self.book.replace(bids, asks)
         seq, now = self._next(self.stream("book"))
         return BookSnapshot(
-            stream=self.stream("book"), seq=seq, epoch=self.hub.epoch, receive_time=now,
+            stream=self.stream("book"), seq=seq, epoch=self.hub.epoch, receive_time=str(now),
             market=self.market, bids=bids, asks=asks, resync=reason != "initial", reason=reason,
         )  # fmt: skip
 
@@ -76,7 +76,7 @@ class FakeFeed:
         self.book.apply(side, price, amount)
         seq, now = self._next(self.stream("book"))
         return BookUpdate(
-            stream=self.stream("book"), seq=seq, epoch=self.hub.epoch, receive_time=now,
+            stream=self.stream("book"), seq=seq, epoch=self.hub.epoch, receive_time=str(now),
             market=self.market, side=side, price=price, amount=amount,
         )  # fmt: skip
 
@@ -84,16 +84,16 @@ class FakeFeed:
         self.trade_no += 1
         seq, now = self._next(self.stream("trades"))
         return Trade(
-            stream=self.stream("trades"), seq=seq, epoch=self.hub.epoch, receive_time=now,
+            stream=self.stream("trades"), seq=seq, epoch=self.hub.epoch, receive_time=str(now),
             market=self.market, price=dec("20000.25"), amount=dec("0.5"),
-            match_number=f"M{self.trade_no:011d}", exchange_time=now - 500,
+            match_number=f"M{self.trade_no:011d}", exchange_time=str(now - 500),
         )  # fmt: skip
 
     def price(self, value: str = "1.0001") -> Price:
         seq, now = self._next(self.stream("price"))
         return Price(
-            stream=self.stream("price"), seq=seq, epoch=self.hub.epoch, receive_time=now,
-            market=self.market, price=dec(value), exchange_time=now,
+            stream=self.stream("price"), seq=seq, epoch=self.hub.epoch, receive_time=str(now),
+            market=self.market, price=dec(value), exchange_time=str(now),
         )  # fmt: skip
 
     def status(self, state: StatusState, kinds: tuple[str, ...] = ("book",)) -> list[Status]:
@@ -105,7 +105,7 @@ class FakeFeed:
                     stream=self.stream(kind),
                     seq=seq,
                     epoch=self.hub.epoch,
-                    receive_time=now,
+                    receive_time=str(now),
                     feed="marketdata",
                     state=state,
                     reason="test",

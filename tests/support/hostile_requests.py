@@ -48,17 +48,27 @@ HOSTILE: list[tuple[str | bytes, str]] = [
     ('{"op":"subscribe","streams":["book.BTCUSD"],"resume":[]}', "invalid_request"),
     (
         '{"op":"subscribe","streams":["book.BTCUSD"],"resume":{"book.BTCUSD":{"seq":1}}}',
-        "invalid_request",
+        "bad_resume",
     ),
     (
         '{"op":"subscribe","streams":["book.BTCUSD"],"resume":{"book.BTCUSD":'
         '{"epoch":1,"seq":-1}}}',
-        "invalid_request",
+        "bad_resume",
     ),
     (
         '{"op":"subscribe","streams":["book.BTCUSD"],"resume":{"book.BTCUSD":'
-        '{"epoch":"1","seq":1}}}',
-        "invalid_request",
+        '{"epoch":"1e18","seq":1}}}',
+        "bad_resume",
+    ),
+    (
+        '{"op":"subscribe","streams":["book.BTCUSD"],"resume":{"book.BTCUSD":'
+        '{"epoch":1.7e18,"seq":1}}}',
+        "bad_resume",
+    ),
+    (
+        '{"op":"subscribe","streams":["book.BTCUSD"],"resume":{"book.BTCUSD":'
+        '{"epoch":"-5","seq":1}}}',
+        "bad_resume",
     ),
     ('{"op":"subscribe","streams":["BTCUSD"]}', "bad_stream"),
     ('{"op":"subscribe","streams":["orders.BTCUSD"]}', "bad_stream"),

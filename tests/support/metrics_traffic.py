@@ -42,8 +42,11 @@ EXPECTED_TYPES = {
     "upstream_lag_seconds": "histogram",
     "publish_latency_seconds": "histogram",
     "upstream_last_message_age_seconds": "gauge",
-    "subscriber_buffer_bytes": "histogram",
-    "subscriber_buffer_records": "histogram",
+    "subscriber_buffer_max_bytes": "gauge",
+    "subscriber_buffered_bytes": "gauge",
+    "subscriber_buffer_limit_bytes": "gauge",
+    "subscriber_buffer_max_records": "gauge",
+    "subscriber_buffered_records": "gauge",
     # reconnects
     "upstream_reconnects": "counter",
     "upstream_connect_failures": "counter",
@@ -327,7 +330,7 @@ async def drive_traffic(r: Running) -> Observed:
                 "op": "subscribe", "id": 1,
                 "streams": ["status.marketdata", "status.executiondata"],
                 "resume": {"status.marketdata": {"epoch": epoch, "seq": 1},
-                           "status.executiondata": {"epoch": epoch - 1, "seq": 1}},
+                           "status.executiondata": {"epoch": str(int(epoch) - 1), "seq": 1}},
             })  # fmt: skip
             await c.wait_for("resumed", lambda c: c.of_type("resumed"))
             await c.wait_for("resume_failed", lambda c: c.of_type("resume_failed"))

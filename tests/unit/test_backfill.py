@@ -238,5 +238,5 @@ def test_the_normalizer_sequences_what_the_tape_releases() -> None:
     status = statuses[1]
     assert isinstance(status, Status)
     assert (status.state, status.market, status.gap_from, status.gap_to) == (
-        "gap", "BTCUSD", 1, 2,
+        "gap", "BTCUSD", "1", "2",
     )  # fmt: skip

@@ -81,17 +81,29 @@ def test_only_failures_grow_the_streak() -> None:
     for _ in range(5):
         b.next_delay()
     # Accepted but never delivered anything (however long it lived): a failure.
-    assert not b.connection_ended(delivered=False)
+    assert not b.reset_unless_failed(delivered=False)
     assert b.failures == 5
     # Delivered data, however briefly: no failure, reconnect at once.
-    assert b.connection_ended(delivered=True)
+    assert b.reset_unless_failed(delivered=True)
     assert b.failures == 0
     for _ in range(3):
         b.next_delay()
     # The server's 1001 "going away" (a deploy on its side): no failure either.
-    assert b.connection_ended(delivered=False, going_away=True)
+    assert b.reset_unless_failed(delivered=False, going_away=True)
     assert b.failures == 0
     assert 1.0 <= b.next_delay() <= 2.0
+
+
+def test_the_stricter_rule_resets_only_after_a_healthy_connection() -> None:
+    # (the subscriber client's rule: gateway/client/driver.py)
+    b = Backoff(1.0, 60.0, healthy_after=10.0, rng=random.Random(2))
+    for _ in range(5):
+        b.next_delay()
+    assert not b.connection_ended(0.5, received_data=True)
+    assert not b.connection_ended(3600.0, received_data=False)
+    assert b.failures == 5
+    assert b.connection_ended(10.0, received_data=True)
+    assert b.failures == 0
 
 
 @given(seeds)
@@ -109,6 +121,7 @@ def test_same_seed_same_delays(seed: int) -> None:
         ({"initial": float("nan")}, "initial must be > 0"),
         ({"initial": 5.0, "maximum": 1.0}, "must be >= initial"),
         ({"multiplier": 0.5}, "multiplier must be >= 1"),
+        ({"healthy_after": -1.0}, "healthy_after must be >= 0"),
     ],
 )
 def test_rejects_bad_parameters(kwargs: dict[str, float], message: str) -> None:

@@ -209,7 +209,20 @@ def test_section_that_is_not_a_table(tmp_path: Path) -> None:
         ("metrics.ready_grace=-0.5", "metrics.ready_grace: expected number >= 0, got -0.5"),
         ("upstream.dedup_capacity=0", "upstream.dedup_capacity: expected int >= 1, got 0"),
         ("server.max_subscribers=0", "server.max_subscribers: expected int >= 1, got 0"),
-        ("server.buffer_bytes=10", "server.buffer_bytes: expected int >= 1024, got 10"),
+        (
+            "server.buffer_bytes=10",
+            "server.buffer_bytes: expected int >= 1024 <= 9007199254740991, got 10",
+        ),
+        # Sizes sent in hello stay exact for a JavaScript client (at most 2^53 - 1).
+        (
+            "server.max_request_bytes=9007199254740992",
+            "server.max_request_bytes: expected int >= 256 <= 9007199254740991, "
+            "got 9007199254740992",
+        ),
+        (
+            "server.max_subscriptions=0",
+            "server.max_subscriptions: expected int >= 1 <= 9007199254740991, got 0",
+        ),
         (
             "server.slow_policy=drop",
             'server.slow_policy: expected one of "conflate", "disconnect", got "drop"',

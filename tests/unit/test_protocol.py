@@ -164,3 +164,35 @@ def test_structured_garbage_parses_or_errors(raw: dict[str, object], op: str | N
         assert result.id == raw.get("id")
     # The answer can always be encoded for the client.
     msgspec.json.encode(result)
+
+
+def _resume_request(epoch_json: str) -> str:
+    return (
+        '{"op":"subscribe","id":7,"streams":["book.BTCUSD"],'
+        f'"resume":{{"book.BTCUSD":{{"epoch":{epoch_json},"seq":3}}}}}}'
+    )
+
+
+def test_resume_epoch_is_the_string_the_gateway_sent() -> None:
+    epoch = "1795582622048325592"  # above 2^53: JSON.parse would round it as a number
+    req = parse(_resume_request(f'"{epoch}"'))
+    assert isinstance(req, SubscribeRequest) and req.resume is not None
+    assert req.resume["book.BTCUSD"] == ResumeFrom(epoch=epoch, seq=3)
+    # Protocol v1's integer is still accepted (the transition), as the same digits.
+    legacy = parse(_resume_request(epoch))
+    assert isinstance(legacy, SubscribeRequest) and legacy.resume is not None
+    assert legacy.resume["book.BTCUSD"].epoch == epoch
+    assert ResumeFrom(epoch=5, seq=1).epoch == "5"
+
+
+@pytest.mark.parametrize(
+    "epoch_json",
+    ['"abc"', '"0123"', '"1.7e18"', '" 1"', '"-1"', "1.7e18", "-1", "null", "true", "[]",
+     "9223372036854775808", '"' + "9" * 21 + '"'],
+)  # fmt: skip
+def test_malformed_resume_epoch_gets_a_clear_bad_resume(epoch_json: str) -> None:
+    result = parse(_resume_request(epoch_json))
+    assert isinstance(result, Error), result
+    assert (result.code, result.id) == ("bad_resume", 7)
+    assert "$.resume[...].epoch" in result.message
+    assert "epoch is the string the gateway sent" in result.message
