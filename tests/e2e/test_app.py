@@ -21,9 +21,11 @@ from gateway.simulator import Simulator, SimulatorConfig
 MARKETS = ["BTCUSD", "ETHUSD"]
 
 
-def gateway_config(sim_url: str, **sets: str) -> Config:
+def gateway_config(sim: Simulator, **sets: str) -> Config:
+    """The whole gateway as in production (backfill and market list on) against ``sim``."""
     overrides = {
-        "upstream.base_url": sim_url,
+        "upstream.base_url": sim.url,
+        "backfill.rest_url": sim.rest_url,
         "upstream.allow_fast_retry": "true",
         "upstream.backoff_initial": "0.05",
         "upstream.backoff_max": "0.5",
@@ -46,8 +48,8 @@ class Running:
 @pytest.fixture
 async def running(nursery: trio.Nursery) -> AsyncIterator[Running]:
     sim = Simulator(SimulatorConfig(seed=3, markets=MARKETS, levels=20, rate=200.0))
-    sim_url = await nursery.start(sim.serve)
-    gateway = Gateway(gateway_config(sim_url), handle_signals=False)
+    await nursery.start(sim.serve)
+    gateway = Gateway(gateway_config(sim), handle_signals=False)
     await nursery.start(gateway.serve)
     yield Running(sim, gateway)
     gateway.request_shutdown()
@@ -131,8 +133,8 @@ async def test_request_shutdown_closes_subscribers_with_1001_and_returns(
     nursery: trio.Nursery,
 ) -> None:
     sim = Simulator(SimulatorConfig(seed=4, markets=MARKETS, levels=20, rate=200.0))
-    sim_url = await nursery.start(sim.serve)
-    gateway = Gateway(gateway_config(sim_url), handle_signals=False)
+    await nursery.start(sim.serve)
+    gateway = Gateway(gateway_config(sim), handle_signals=False)
     await nursery.start(gateway.serve)
     await wait_ready(gateway)
     async with open_websocket_url(gateway.subscriber_url + "/v1/stream") as ws:
@@ -155,8 +157,8 @@ async def test_request_shutdown_closes_subscribers_with_1001_and_returns(
 async def test_second_request_cuts_the_drain_short(nursery: trio.Nursery) -> None:
     # As fast as the gateway reads, with deep books: far more than socket buffers hold.
     sim = Simulator(SimulatorConfig(seed=5, markets=MARKETS, levels=200, rate=0.0))
-    sim_url = await nursery.start(sim.serve)
-    config = gateway_config(sim_url, **{"shutdown.drain_timeout": "60"})
+    await nursery.start(sim.serve)
+    config = gateway_config(sim, **{"shutdown.drain_timeout": "60"})
     gateway = Gateway(config, handle_signals=False)
     await nursery.start(gateway.serve)
     await wait_ready(gateway)
