@@ -36,6 +36,7 @@ import trio
 
 from gateway import __version__
 from gateway import config as config_mod
+from gateway.backfill_wiring import register_backfill_metrics, start_backfills, tape_for
 from gateway.config import Config, ConfigError
 from gateway.fanout.access import (
     ConnectionRateLimiter,
@@ -104,7 +105,10 @@ class Gateway:
                 spec=spec,
                 required=feed_config.required,
                 session=FeedNormalizer(
-                    spec, self.epoch, dedup_capacity=config.upstream.dedup_capacity
+                    spec,
+                    self.epoch,
+                    dedup_capacity=config.upstream.dedup_capacity,
+                    tape=tape_for(spec, config),  # backfill hook
                 ),
                 state=FeedState(spec.name),
             )
@@ -223,6 +227,8 @@ class Gateway:
         try:
             with scope:
                 async with trio.open_nursery() as nursery:
+                    # Backfill and market-list hook: started before the feeds connect.
+                    await start_backfills(nursery, self.feeds, self.hub, self.config, self.metrics)
                     for feed in self.feeds:
                         await nursery.start(self._run_feed, feed, gate)
         finally:
@@ -253,7 +259,8 @@ class Gateway:
     def _feed_health(self) -> Iterator[FeedHealth]:
         for feed in self.feeds:
             session, state = feed.session, feed.state
-            ready = state.connected and session.ready
+            # market_gone: Paxos halted or delisted the feed's one market (markets come and go).
+            ready = (state.connected and session.ready) or session.market_gone
             yield FeedHealth(
                 name=feed.spec.name,
                 required=feed.required,
@@ -273,6 +280,7 @@ class Gateway:
         m.add_collector(
             FeedStatsCollector(lambda: ((f.spec.name, f.session.stats) for f in self.feeds))
         )
+        register_backfill_metrics(m, self.feeds, self.config)
         m.add_collector(
             GaugeCallbackCollector(
                 f"{PREFIX}_upstream_last_message_age_seconds",

@@ -73,6 +73,29 @@ class UpstreamConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=
     allow_fast_retry: bool = False
 
 
+# Paxos's REST API beside each WebSocket host (PROTOCOL.md "Market discovery").
+REST_URLS = {
+    "ws.paxos.com": "https://api.paxos.com/v2",
+    "ws.sandbox.paxos.com": "https://api.sandbox.paxos.com/v2",
+}
+
+
+class BackfillConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """REST backfill of the executions missed during upstream outages (issue 17)."""
+
+    enabled: bool = True
+    # "" derives it from upstream.base_url (REST_URLS); any other upstream needs it set.
+    rest_url: str = ""
+    # Paxos: 10 requests/s per IP, averaged; never more, whatever the file says.
+    requests_per_second: Annotated[float, msgspec.Meta(gt=0, le=10)] = 10.0
+    burst: Annotated[int, msgspec.Meta(ge=1, le=10)] = 5
+    request_timeout: Positive = 10.0  # s per REST request (each of connect, read, ...)
+    timeout: Positive = 60.0  # s for the whole backfill after one reconnect
+    max_held: Count = 10000  # live executions held per feed while a backfill runs
+    window: Count = 2000  # Paxos's recent-executions window: a full one may hide a gap
+    markets_refresh: Positive = 60.0  # s between refreshes of the REST market list
+
+
 class FeedConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     path: str | None = None
     url: str | None = None
@@ -132,6 +155,7 @@ class LogConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True)
 
 class Config(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     upstream: UpstreamConfig = msgspec.field(default_factory=UpstreamConfig)
+    backfill: BackfillConfig = msgspec.field(default_factory=BackfillConfig)
     feeds: tuple[FeedConfig, ...] = msgspec.field(default_factory=_default_feeds)
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
@@ -142,6 +166,10 @@ class Config(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
         """The feeds as ``FeedSpec``, in ``feeds`` order. Only valid on a validated config."""
         return tuple(_resolve_feed(self.upstream.base_url, f) for f in self.feeds)
 
+    def rest_url(self) -> str:
+        """Paxos's REST base URL for the backfill ("" if none can be derived)."""
+        return self.backfill.rest_url or rest_url_for(self.upstream.base_url)
+
     def required_feeds(self) -> frozenset[str]:
         """Names of the feeds that count for readiness."""
         return frozenset(
@@ -151,6 +179,7 @@ class Config(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
 
 _SECTIONS: dict[str, type[_Section]] = {
     "upstream": UpstreamConfig,
+    "backfill": BackfillConfig,
     "server": ServerConfig,
     "metrics": MetricsConfig,
     "shutdown": ShutdownConfig,
@@ -492,6 +521,18 @@ def _validate(config: Config, sources: Mapping[str, str]) -> None:
     problem = _base_url_problem(up.base_url)
     if problem:
         fail("upstream.base_url", problem)
+    backfill = config.backfill
+    if backfill.rest_url:
+        problem = _rest_url_problem(backfill.rest_url)
+        if problem:
+            fail("backfill.rest_url", problem)
+    elif backfill.enabled and not rest_url_for(up.base_url):
+        fail(
+            "backfill.rest_url",
+            f"cannot be derived from upstream.base_url {_show(up.base_url)} (only "
+            f'{", ".join(REST_URLS)} are known): set it (e.g. "https://api.paxos.com/v2") '
+            "or set backfill.enabled = false",
+        )
 
     if not config.feeds:
         fail("feeds", "at least one feed is required")
@@ -530,6 +571,22 @@ def _base_url_problem(url: str) -> str | None:
         return f"no host in {_show(url)}"
     if split.path.strip("/") or split.query or split.fragment:
         return f"must be scheme://host[:port] only (feeds add the path), got {_show(url)}"
+    return None
+
+
+def rest_url_for(base_url: str) -> str:
+    """Paxos's REST base URL beside the WebSocket ``base_url``; "" for an unknown host."""
+    return REST_URLS.get(urlsplit(base_url).hostname or "", "")
+
+
+def _rest_url_problem(url: str) -> str | None:
+    split = urlsplit(url)
+    if split.scheme not in ("http", "https"):
+        return f"scheme must be https (or http), got {_show(url)}"
+    if not split.hostname:
+        return f"no host in {_show(url)}"
+    if split.query or split.fragment:
+        return f"must be scheme://host[:port][/path] only, got {_show(url)}"
     return None
 
 

@@ -82,14 +82,23 @@ class _Record(msgspec.Struct, kw_only=True, tag_field="type", gc=False):
     receive_time: Nanos
 
 
-class Trade(_Record, tag="trade"):
-    """One execution. Deduplicated by ``match_number`` across reconnects."""
+class Trade(_Record, tag="trade", omit_defaults=True):
+    """One execution. Deduplicated by ``match_number`` across reconnects.
+
+    ``backfilled`` is true for an execution Paxos did not send on a live connection (it
+    happened while the upstream was down) and the gateway fetched from Paxos's REST
+    ``recent-executions`` after the reconnect; left out of the wire form when false, so the
+    live path costs no byte more. A bool rather than a ``source`` enum: the consumer's only
+    question is "did this arrive late, after the outage", and a bool has no third value to
+    handle.
+    """
 
     market: str
     price: Dec
     amount: Dec
     match_number: str
     exchange_time: Nanos
+    backfilled: bool = False
 
 
 class BookSnapshot(_Record, tag="book_snapshot"):
@@ -127,15 +136,40 @@ class Price(_Record, tag="price"):
     exchange_time: Nanos
 
 
-StatusState = Literal["connected", "disconnected", "resyncing", "resynced"]
+StatusState = Literal[
+    "connected",
+    "disconnected",
+    "resyncing",
+    "resynced",
+    "backfill_failed",
+    "gap",
+    "market_unavailable",
+    "market_available",
+]
 
 
-class Status(_Record, tag="status"):
-    """Upstream state of the feed that produces this stream, with the reason."""
+class Status(_Record, tag="status", omit_defaults=True):
+    """Upstream state of the feed that produces this stream, with the reason.
+
+    Feed-wide states (``market`` left out) go to ``status.<feed>`` and every data stream of
+    the feed; states about one market (``market`` set) to ``status.<feed>`` and that market's
+    stream only:
+
+    * ``backfill_failed``: the REST backfill after a reconnect failed or timed out; executions
+      of the outage may be missing (``gap_from``/``gap_to`` bound them when known).
+    * ``gap``: a known gap: the outage outlasted Paxos's REST window (its 2,000 most recent
+      executions); executions stamped between ``gap_from`` and ``gap_to`` (ns, the last one
+      published before and the first one after) may be missing.
+    * ``market_unavailable`` / ``market_available``: Paxos's market list says the market halted
+      or is no longer listed / trades again; its stream stays, quiet while unavailable.
+    """
 
     feed: str
     state: StatusState
     reason: str
+    market: str | None = None
+    gap_from: Nanos | None = None
+    gap_to: Nanos | None = None
 
 
 Record = Trade | BookSnapshot | BookUpdate | Price | Status

@@ -18,7 +18,11 @@ market's book-sync state machine, awaiting snapshot → assembling → synced, c
 state machines, into book records),
 ``normalizer`` (``FeedNormalizer``: all of the above, one feed), ``batch`` (``ingest_batch``: the
 messages of one read normalized and published once, a plain function so that no checkpoint can
-come between them).
+come between them). The REST backfill and markets come and go (docs/upstream.md):
+``paxos_rest`` (Paxos REST answers as typed values), ``backfill`` (``TradeTape``: live and REST
+executions merged into the complete tape, ``BackfillStats``), ``markets`` (``MarketDirectory``:
+the REST market list → halts, delistings, returns), ``tape_records`` (``TapeRecords``: what the
+tape releases and what the market list changes, as the normalizer's records).
 
 Usage::
 
@@ -30,6 +34,7 @@ Usage::
 
 May import: the standard library, msgspec, h11, sortedcontainers, ``gateway.contract`` and
 ``gateway.fanout.wsframe`` (the RFC 6455 opcodes, defined once).
-Never trio, trio-websocket or prometheus_client: ``tests/unit/test_sans_io_boundary.py`` imports
-every module here in a fresh interpreter and fails if one of them is loaded.
+Never trio, trio-websocket, prometheus_client, nats or httpx:
+``tests/unit/test_sans_io_boundary.py`` imports every module here in a fresh interpreter and
+fails if one of them is loaded.
 """

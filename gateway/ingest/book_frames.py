@@ -10,6 +10,7 @@ numbers and the streams.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from typing import TYPE_CHECKING
 
 from gateway.contract.records import BookSnapshot, BookUpdate, Level, Record, Side
@@ -50,9 +51,20 @@ class BookFrames:
         for sync in self.sync.values():
             sync.connection_changed()
 
-    @property
-    def all_synced(self) -> bool:
-        return bool(self.sync) and all(s.state is SYNCED for s in self.sync.values())
+    def all_synced(self, unavailable: Container[str] = ()) -> bool:
+        """At least one book, and every book synced but those of ``unavailable`` markets
+        (halted or delisted: not waited for)."""
+        if not unavailable:  # the common case
+            return bool(self.sync) and all(s.state is SYNCED for s in self.sync.values())
+        wanted = [s for m, s in self.sync.items() if m not in unavailable]
+        return bool(wanted) and all(s.state is SYNCED for s in wanted)
+
+    def retire(self, market: str) -> None:
+        """Forget a delisted market's book and sync state: a relisting starts over with a
+        fresh book (``add_book``, registered with the hub by ``ingest.batch``)."""
+        self.books.pop(market, None)
+        self.sync.pop(market, None)
+        self.new_books = [(st, b) for st, b in self.new_books if b.market != market]
 
     def on_update(self, msg: paxos_messages.BookUpdate, now_ns: int) -> list[Record]:
         market = msg.market

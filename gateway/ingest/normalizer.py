@@ -32,7 +32,13 @@ touches a book: it is counted, logged (rate-limited) and skipped.
 ``ready``: connected, no pending resync or upstream error, and for book feeds
 at least one book and every known book synced in this connection. Executions
 and stablecoin feeds are ready once connected: an idle market may
-legitimately send nothing for a long time.
+legitimately send nothing for a long time. Markets Paxos halted or delisted
+(``unavailable``) are not waited for.
+
+Backfill and markets come and go (docs/upstream.md): an executions feed may have a
+``TradeTape`` (``tape``) that holds live executions while a REST backfill runs;
+``release`` sequences what it lets go and ``market_changed`` what the market list
+says, both through ``tape_records.TapeRecords``.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from gateway.contract.records import (
     Trade,
 )
 from gateway.ingest import decimals, paxos_messages, timestamps
+from gateway.ingest.backfill import Release, TapeTrade, TradeTape
 from gateway.ingest.book import OrderBook
 from gateway.ingest.book_frames import BookFrames
 from gateway.ingest.book_sync import SYNCED
@@ -57,6 +64,7 @@ from gateway.ingest.dedup import RecentIds
 from gateway.ingest.feeds import FeedSpec
 from gateway.ingest.sequence import Sequencer
 from gateway.ingest.stats import FeedStats
+from gateway.ingest.tape_records import TapeRecords
 
 __all__ = ["FeedNormalizer"]
 
@@ -91,8 +99,14 @@ class FeedNormalizer:
         max_held_updates: int = 10_000,
         max_snapshot_levels: int = 1_000_000,
         price_cache: int = 16384,
+        tape: TradeTape | None = None,
     ) -> None:
         self.feed = feed
+        # Backfill (ingest/backfill.py): holds live executions while a REST backfill runs.
+        self.tape = tape
+        # Markets Paxos halted or delisted (ingest/markets.py) -> why; not waited for.
+        self.unavailable: dict[str, str] = {}
+        self._tape_records = TapeRecords(self)
         self.epoch = epoch
         self.stats = FeedStats()
         self._book_frames = BookFrames(
@@ -144,7 +158,12 @@ class FeedNormalizer:
             return False
         if self.feed.kind != "book":
             return True
-        return self._book_frames.all_synced
+        return self._book_frames.all_synced(self.unavailable)
+
+    @property
+    def market_gone(self) -> bool:
+        """A single-market feed whose market Paxos halted or delisted: nothing to wait for."""
+        return self.feed.market is not None and self.feed.market in self.unavailable
 
     def streams(self) -> list[str]:
         """The status stream, then every data stream produced so far."""
@@ -154,12 +173,20 @@ class FeedNormalizer:
         """Known book markets still waiting for their snapshot on this connection
         (or for a repair after a crossed book), sorted; for /readyz explanations.
         ``OrderBook.has_snapshot`` cannot tell this: it stays true across reconnects."""
-        return sorted(m for m, s in self._book_frames.sync.items() if s.state is not SYNCED)
+        return sorted(
+            m
+            for m, s in self._book_frames.sync.items()
+            if s.state is not SYNCED and m not in self.unavailable
+        )
 
     def resyncing_markets(self) -> list[str]:
         """The unsynced markets whose book was synced before (after a reconnect or a crossed
         book: waiting for a fresh snapshot, not the first one), sorted."""
-        return sorted(m for m, s in self._book_frames.sync.items() if s.resyncing)
+        return sorted(
+            m
+            for m, s in self._book_frames.sync.items()
+            if s.resyncing and m not in self.unavailable
+        )
 
     def take_new_books(self) -> list[tuple[str, OrderBook]]:
         """The books (with their streams) created since the last call, for the hub: a late
@@ -179,6 +206,8 @@ class FeedNormalizer:
         self.resync_reason = None
         self.upstream_error = None
         self._book_frames.connection_changed()
+        if self.tape is not None:  # backfill hook: hold executions until the backfill is in
+            self.tape.connected(now_ns)
         return self._status("connected", f"connected to {self.feed.url}", now_ns)
 
     def disconnected(self, reason: str, now_ns: int) -> list[Record]:
@@ -197,6 +226,21 @@ class FeedNormalizer:
             return self._handlers[type(message)](message, now_ns)
         except ValueError as exc:  # WireError, DecimalError, TimestampError, checks
             return self._invalid(payload, exc, now_ns)
+
+    def release(self, release: Release, now_ns: int) -> list[Record]:
+        """Sequence what the trade tape released (backfill): its notices as status records,
+        then its executions as trades, in the order given."""
+        return self._tape_records.release(release, now_ns)
+
+    def market_changed(
+        self, market: str, *, available: bool, listed: bool, reason: str, now_ns: int
+    ) -> list[Record]:
+        """Markets come and go (ingest/markets.py): announce ``market``'s new state; an
+        unavailable market no longer counts for readiness, a delisted one on an all-markets
+        feed is retired (``tape_records.TapeRecords.market_changed``)."""
+        return self._tape_records.market_changed(
+            market, available=available, listed=listed, reason=reason, now_ns=now_ns
+        )
 
     # -- executions and prices -------------------------------------------------
 
@@ -217,6 +261,9 @@ class FeedNormalizer:
         if not self._dedup.add(match_number):
             self.stats.duplicates_suppressed += 1
             return []
+        if self.tape is not None:  # backfill hook: the tape may hold it, or release a batch
+            trade = TapeTrade(market, price, amount, match_number, exchange_time, now_ns)
+            return self.release(self.tape.live(trade), now_ns)
         if stream is None:
             stream = self._add_stream(market)
         return [

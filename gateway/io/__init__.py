@@ -1,4 +1,4 @@
-"""The I/O edges: the only package that imports trio, trio-websocket or prometheus_client.
+"""The I/O edges: the only package that imports trio, trio-websocket, prometheus_client or httpx.
 
 Everything with a socket, a clock, a task or a Prometheus metric lives here, and drives the
 sans-IO packages: it feeds bytes and the time to ``ingest``, hands the resulting batch to
@@ -18,7 +18,10 @@ socket in one place: the ``Flusher`` and each connection's ``Delivery`` with its
 ``socket_writer`` (the fast send path's socket side: pre-built frames written straight to the
 socket, ``SocketWriter``, ``adopt``), ``ops_http`` (``/metrics``,
 ``/healthz``, ``/readyz`` over h11), ``metrics`` (``Metrics``: the Prometheus registry, and the
-collectors that read sans-IO counters at scrape time).
+collectors that read sans-IO counters at scrape time). The REST backfill (docs/upstream.md):
+``rest_client`` (``PaxosRestClient`` on httpx, one rate-limited ``RequestBudget`` per process),
+``backfiller`` (``run_backfills``: each executions feed's backfill after every connect),
+``market_watch`` (the market-list refresh: halts, delistings, new markets).
 
 May import: anything, including ``gateway.contract``, ``gateway.ingest`` and ``gateway.fanout``;
 nothing outside ``io`` may import trio, trio-websocket or prometheus_client except the

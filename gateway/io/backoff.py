@@ -6,9 +6,23 @@ waits a uniformly random time in ``[initial, min(maximum, initial * multiplier *
 floor keeps even the first retry polite, the jitter keeps many gateways (or many feeds) that
 lost their connections at the same moment from reconnecting in lockstep.
 
-The streak only resets once a connection has proven *healthy* — it delivered data and stayed
-open for ``healthy_after`` seconds. Resetting on a mere successful handshake would let an
-upstream that accepts and then immediately drops us be hammered at the floor rate forever.
+The reconnect policy (docs/upstream.md): only *failures* grow the delay — an attempt that
+does not reach the handshake, or a connection that ends without having delivered any data
+(an ``{"error": ...}`` frame is no data). A connection that ends after delivering data, or
+that the server closes with 1001 "going away" (a deploy or failover on Paxos's side), was
+not a failure: ``reset_unless_failed`` resets the streak and the feed reconnects at once,
+spaced only by the shared one-connection-per-second ``ConnectGate``. Every second of an
+executions feed's outage is a second of trades to backfill, so waiting for nothing costs.
+(An earlier rule reset the streak only after a connection had lived 10 s: an upstream that
+drops every 5 s pushed the delay to ~28 s, and most executions were never seen live.)
+
+An upstream that accepts and drops us without a byte still backs off exponentially; one that
+sends a message and drops us is reconnected once per gate interval, which is the rate Paxos
+asks for.
+
+``connection_ended(lived, received_data=...)`` keeps the older, stricter rule for callers that
+want it (the subscriber client, ``gateway/client/driver.py``, reconnecting to a gateway): the
+streak resets only once a connection delivered data and lived ``healthy_after`` seconds.
 
 No clocks here: durations come in as arguments.
 """
@@ -47,7 +61,7 @@ class Backoff:
 
     @property
     def failures(self) -> int:
-        """Consecutive retries since the last healthy connection."""
+        """Consecutive failed attempts since the last connection that was no failure."""
         return self._failures
 
     def ceiling(self, failures: int | None = None) -> float:
@@ -72,8 +86,19 @@ class Backoff:
         # uniform() may round a hair outside its bounds; the floor is a promise to Paxos.
         return min(max(delay, self.initial), self.maximum)
 
+    def reset_unless_failed(self, *, delivered: bool, going_away: bool = False) -> bool:
+        """The upstream policy: record how an established connection ended; True if that was
+        no failure (it ``delivered`` data, or the server said 1001 ``going_away``): the
+        streak is reset and the next attempt may start at once. False: count it with
+        ``next_delay``."""
+        if delivered or going_away:
+            self.reset()
+            return True
+        return False
+
     def connection_ended(self, lived: float, *, received_data: bool) -> bool:
-        """Record how a connection went; return True if it was healthy (the streak reset)."""
+        """The stricter rule: reset only after a connection that delivered data and lived
+        ``healthy_after`` seconds; True if it did (the streak reset)."""
         if received_data and lived >= self.healthy_after:
             self.reset()
             return True

@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 
 from gateway.contract.protocol import STREAM_KINDS, ErrorCode
 from gateway.fanout.stats import HubStats
+from gateway.ingest.backfill import BackfillStats
 from gateway.ingest.stats import FeedStats
 
 PREFIX = "paxos_gateway"
@@ -84,6 +85,12 @@ class Metrics:
             f"{p}_upstream_received_bytes",
             "Bytes of upstream message payload received.",
             ["feed"], registry=r,
+        )  # fmt: skip
+        # -- backfill (REST)
+        self.backfill_requests = Counter(
+            f"{p}_backfill_requests",
+            "Paxos REST requests of the backfill and market list, by endpoint and outcome.",
+            ["endpoint", "outcome"], registry=r,
         )  # fmt: skip
         # -- fan-out
         self.publish_latency = Histogram(
@@ -248,6 +255,48 @@ def _with_extra(fixed: Iterable[str], seen: Iterable[str]) -> list[str]:
     """The fixed label values, then any other value that has been counted."""
     values = list(fixed)
     return values + sorted(set(seen) - set(values))
+
+
+class BackfillStatsCollector(Collector):
+    """Exports every executions feed's ``backfill.BackfillStats`` at scrape time."""
+
+    def __init__(self, feeds: Callable[[], Iterable[tuple[str, BackfillStats]]]) -> None:
+        self._feeds = feeds
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        p = PREFIX
+        backfilled = CounterMetricFamily(
+            f"{p}_backfilled_executions",
+            "Executions missed during an upstream outage and published from Paxos's REST API.",
+            labels=["feed"],
+        )
+        gaps = CounterMetricFamily(
+            f"{p}_backfill_known_gaps",
+            "Outages longer than Paxos's REST window, announced as a known gap (per market).",
+            labels=["feed"],
+        )
+        failures = CounterMetricFamily(
+            f"{p}_backfill_failures",
+            "Market backfills given up (error, timeout, hold bound), each announced.",
+            labels=["feed"],
+        )
+        duplicates = CounterMetricFamily(
+            f"{p}_backfill_duplicates",
+            "Live executions dropped because a backfill had already published them.",
+            labels=["feed"],
+        )
+        held = GaugeMetricFamily(
+            f"{p}_backfill_held_executions",
+            "Live executions held back right now until their market's backfill is in.",
+            labels=["feed"],
+        )
+        for feed, stats in self._feeds():
+            backfilled.add_metric([feed], stats.backfilled)
+            gaps.add_metric([feed], stats.gaps)
+            failures.add_metric([feed], stats.failures)
+            duplicates.add_metric([feed], stats.duplicates)
+            held.add_metric([feed], stats.held)
+        yield from (backfilled, gaps, failures, duplicates, held)
 
 
 class GaugeCallbackCollector(Collector):

@@ -8,7 +8,9 @@ attempt boundaries), with the reasons an attempt ends in ``upstream_reasons``.
 ``run_feed`` loops forever: wait for the shared ``ConnectGate`` → connect (TCP, TLS, WebSocket
 handshake, all within ``connect_timeout``) → hand the frames of every socket read to the feed's
 sans-IO session and publish what it returns, as one batch → on any end of the connection,
-publish a status, count it, log it once and back off. It only returns by cancellation.
+publish a status, count it, log it once and reconnect: at once (the gate permitting) after a
+connection that delivered data or heard 1001, after a backoff otherwise (``backoff.py``). It
+only returns by cancellation.
 
 Why it is built the way it is:
 
@@ -46,7 +48,7 @@ from gateway.config import UpstreamConfig
 from gateway.contract.records import Record
 from gateway.ingest.batch import RecordSink, publish_records
 from gateway.ingest.feeds import FeedSpec
-from gateway.io.backoff import DEFAULT_HEALTHY_AFTER, Backoff
+from gateway.io.backoff import Backoff
 from gateway.io.connect_gate import ConnectGate
 from gateway.io.metrics import Metrics
 from gateway.io.upstream_conn import (
@@ -79,7 +81,6 @@ async def run_feed(
     state: FeedState | None = None,
     ssl_context: ssl.SSLContext | None = None,
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
-    healthy_after: float = DEFAULT_HEALTHY_AFTER,
     task_status: trio.TaskStatus[FeedState] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Keep ``feed``'s upstream connection alive until cancelled.
@@ -91,10 +92,7 @@ async def run_feed(
     runner = _FeedRunner(
         FeedWiring(feed, session, sink, settings, metrics),
         connect_gate=connect_gate,
-        backoff=Backoff(
-            settings.backoff_initial, settings.backoff_max,
-            healthy_after=healthy_after, rng=rng,
-        ),
+        backoff=Backoff(settings.backoff_initial, settings.backoff_max, rng=rng),
         state=state if state is not None else FeedState(feed.name),
         ssl_context=ssl_context,
         close_timeout=close_timeout,
@@ -132,9 +130,12 @@ class _FeedRunner:
             while True:
                 await self.gate.wait()
                 ended = await self._attempt()
-                if ended.established:
-                    self.backoff.connection_ended(ended.lived, received_data=self._healthy(ended))
-                delay = self.backoff.next_delay()
+                # Reconnect policy (backoff.py, docs/upstream.md): a connection that delivered
+                # data or heard 1001 reconnects at once (the gate spaces it); failures back off.
+                prompt = ended.established and self.backoff.reset_unless_failed(
+                    delivered=self._healthy(ended), going_away=ended.close_code == 1001
+                )
+                delay = 0.0 if prompt else self.backoff.next_delay()
                 self.health.attempt_ended(ended, delay)
                 await trio.sleep(delay)
         finally:

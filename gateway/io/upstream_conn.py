@@ -396,11 +396,12 @@ class FeedConnection:
             closing = protocol.closing
             if closing is not None:
                 reason, detail = classify_close(closing)
-                return self._ended(conn, reason, detail)
+                code = closing.code if closing.by_peer else None
+                return self._ended(conn, reason, detail, code)
 
-    def _ended(self, conn: _Conn, reason: str, detail: str) -> Ended:
+    def _ended(self, conn: _Conn, reason: str, detail: str, close_code: int | None = None) -> Ended:
         lived = trio.current_time() - conn.opened_at if conn.established else 0.0
-        return Ended(reason, detail, conn.established, lived, conn.messages)
+        return Ended(reason, detail, conn.established, lived, conn.messages, close_code)
 
     async def _close(self, conn: _Conn, ended: Ended | None) -> None:
         """Close the WebSocket (gracefully when the peer is alive) and always the transport."""

@@ -71,6 +71,7 @@ class Ended:
     established: bool = False
     lived: float = 0.0
     messages: int = 0
+    close_code: int | None = None  # the server's close code, if it sent a close frame
 
 
 def first_error(error: BaseException) -> BaseException:

@@ -81,6 +81,7 @@ async def _demo(args: argparse.Namespace, out: TextIO) -> None:
                 Override("upstream.backoff_initial", "0.1", "demo"),
                 Override("upstream.backoff_max", "2.0", "demo"),
                 Override("upstream.connect_interval", "0", "demo"),
+                Override("backfill.rest_url", sim.rest_url, "simulator"),
                 Override("server.port", str(args.port), "--port"),
                 Override("metrics.host", '"127.0.0.1"', "demo"),
                 Override("metrics.port", str(args.metrics_port), "--metrics-port"),

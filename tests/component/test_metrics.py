@@ -324,6 +324,8 @@ async def test_disconnected_time_counts_up_to_the_scrape() -> None:
     async with running_gateway(**sets) as r:
         gw = r.gateway
         await wait_ready(gw)
+        # Refused from now on: the prompt reconnect after the drop fails, then the backoff.
+        r.sim.refuse_upgrades(503)
         r.sim.drop_all()
         first = await scrape_until(
             gw,

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 import trio
 import trio.testing
+import trio_websocket
 import wsproto
 import wsproto.events
 
@@ -273,41 +274,48 @@ async def test_connects_and_publishes_records(clock: trio.testing.MockClock) -> 
 # -- reconnecting -------------------------------------------------------------------------
 
 
-async def test_reconnects_after_drops_with_growing_then_reset_backoff(
+async def test_reconnect_policy_prompt_after_data_backoff_after_failures(
     clock: trio.testing.MockClock,
 ) -> None:
     settings = make_settings()
     async with rig() as r:
-        gate = r.gate()
+        gate = r.gate(interval=0.5)
         feed = await r.start_feed("/marketdata/BTCUSD", settings=settings, gate=gate, seed=5)
         await generate(r, feed)
-        expected = reference_delays(settings, seed=5)
-        # A flapping upstream: every connection is dropped right after it opened.
-        for n in range(1, 5):
-            await r.changes.wait_until(lambda n=n: feed.state.connections == n)  # type: ignore[misc]
+
+        async def dropped_after_its_snapshot(n: int, refuse: int | None = None) -> float:
+            await r.changes.wait_until(lambda: feed.state.connections == n)
             await r.sim.wait_for_connections(1)
-            # Dropped once its snapshot arrived (a drop before the simulator sent it would
-            # leave nothing to check below), but long before the connection counts as healthy.
             await r.changes.wait_until(
-                lambda n=n: sum(isinstance(x, BookSnapshot) for x in feed.records) == n  # type: ignore[misc]
+                lambda: sum(isinstance(x, BookSnapshot) for x in feed.records) == n
             )
+            r.sim.refuse_upgrades(refuse)
             dropped_at = trio.current_time()
             assert r.sim.drop_all() == 1
+            return dropped_at
+
+        # A flapping upstream that delivers data: every connection dropped right after its
+        # snapshot, long before it lived 10 s. No failure: back at the next gate slot.
+        for n in range(1, 5):
+            dropped_at = await dropped_after_its_snapshot(n)
             await r.changes.wait_until(lambda n=n: len(gate.attempts) == n + 1)  # type: ignore[misc]
-            assert gate.attempts[-1] - dropped_at == pytest.approx(next(expected), abs=1e-6)
+            assert gate.attempts[-1] == pytest.approx(max(dropped_at, gate.attempts[-2] + 0.5))
         assert feed.reconnects("connection_lost") == 4
 
-        # A connection that stays up and delivers data resets the streak.
-        await r.changes.wait_until(lambda: feed.state.connections == 5)
-        await r.sim.wait_for_connections(1)
-        await trio.sleep(11.0)  # (not a multiple of the ping interval)
-        assert feed.state.connected
-        dropped_at = trio.current_time()
-        r.sim.drop_all(graceful=True)
-        await r.changes.wait_until(lambda: len(gate.attempts) == 6)
-        assert 1.0 <= gate.attempts[-1] - dropped_at <= 2.0  # back to the first step
-        await r.changes.wait_until(lambda: feed.state.connections == 6 and feed.session.ready)
-        assert feed.reconnects("closed_by_server") == 1
+        # Failures to connect grow the backoff, exponentially with jitter ...
+        await dropped_after_its_snapshot(5, refuse=503)
+        await r.changes.wait_until(lambda: len(gate.attempts) == 6)  # prompt: data came
+        expected = reference_delays(settings, seed=5)
+        for k in range(4):
+            await r.changes.wait_until(lambda k=k: len(gate.attempts) == 7 + k)  # type: ignore[misc]
+            assert gate.attempts[-1] - gate.attempts[-2] == pytest.approx(next(expected), abs=1e-6)
+        assert feed.failures("handshake_rejected") >= 4
+
+        # ... and the first connection that delivers data ends the streak.
+        r.sim.refuse_upgrades(None)
+        dropped_at = await dropped_after_its_snapshot(6)
+        await r.changes.wait_until(lambda: feed.state.connections == 7 and feed.session.ready)
+        assert gate.attempts[-1] == pytest.approx(max(dropped_at, gate.attempts[-2] + 0.5))
 
         url = f"{r.sim.url}/marketdata/BTCUSD"
         assert feed.statuses()[:4] == [
@@ -316,15 +324,41 @@ async def test_reconnects_after_drops_with_growing_then_reset_backoff(
             ("connected", f"connected to {url}"),
             ("disconnected", "connection_lost"),
         ]
-        assert feed.statuses()[-2:] == [
-            ("disconnected", "closed_by_server"),
-            ("connected", f"connected to {url}"),
-        ]
         # Each connection starts over from a fresh snapshot that replaces the book.
         snapshots = [x for x in feed.records if isinstance(x, BookSnapshot)]
-        assert [s.reason for s in snapshots] == ["initial"] + ["reconnect"] * 5
+        assert [s.reason for s in snapshots] == ["initial"] + ["reconnect"] * 6
         assert book_of(feed, "BTCUSD") == r.sim.truth("BTCUSD")
         assert feed.sample("upstream_disconnected_seconds_total") > 0
+
+
+@pytest.mark.parametrize(("code", "prompt"), [(1001, True), (1000, False)])
+async def test_going_away_reconnects_promptly_even_without_data(
+    clock: trio.testing.MockClock, code: int, prompt: bool
+) -> None:
+    """A server's 1001 "going away" (a deploy, a failover) is no failure, data or not; any
+    other close of a connection that delivered nothing is one."""
+
+    async def handler(request: trio_websocket.WebSocketRequest) -> None:
+        ws = await request.accept()
+        await ws.aclose(code, "bye")
+
+    settings = make_settings()
+    async with rig() as r:
+        server = await r.nursery.start(
+            trio_websocket.serve_websocket, handler, "127.0.0.1", 0, None
+        )
+        gate = r.gate(interval=0.5)
+        url = f"ws://127.0.0.1:{server.port}/marketdata/BTCUSD"
+        feed = await r.start_feed("", url=url, settings=settings, gate=gate, seed=3)
+        await r.changes.wait_until(lambda: len(gate.attempts) == 6)
+        spacing = [b - a for a, b in zip(gate.attempts, gate.attempts[1:], strict=False)]
+        if prompt:
+            assert spacing == pytest.approx([0.5] * 5)
+        else:
+            expected = reference_delays(settings, seed=3)
+            assert spacing == pytest.approx([next(expected) for _ in range(5)], abs=1e-6)
+        assert feed.reconnects("closed_by_server") >= 5
+        feed.scope.cancel()
 
 
 async def test_crossed_book_reconnects_and_repairs(clock: trio.testing.MockClock) -> None:

@@ -53,6 +53,7 @@ ALERTS = {
     "PaxosGatewayConflations",
     "PaxosGatewaySubscriberBufferNearLimit",
     "PaxosGatewayDecodeErrors",
+    "PaxosGatewayBackfillGaps",
 }
 # Every tunable moved off its default, labels added, the selector given.
 TUNED: dict[str, Any] = {
@@ -142,7 +143,8 @@ BAD_VALUES = [
     pytest.param({"alerts": {"upstreamLagHigh": {"quantile": 99}}}, "/upstreamLagHigh/quantile"),
     pytest.param({"alerts": {"subscriberBufferNearLimit": {"ratio": 0}}}, "/ratio"),
     pytest.param({"alerts": {"decodeErrors": {"threshold": -1}}}, "/decodeErrors/threshold"),
-    pytest.param({"alerts": {"backfillGaps": {"enabled": True}}}, "'backfillGaps'"),
+    pytest.param({"alerts": {"backfillGaps": {"threshold": -1}}}, "/backfillGaps/threshold"),
+    pytest.param({"alerts": {"nope": {"enabled": True}}}, "'nope'"),
     pytest.param({"seriesSelector": "{job='gw'}"}, "/prometheusRule/seriesSelector"),
 ]
 
@@ -252,8 +254,8 @@ def _runbook_anchors() -> set[str]:
     return anchors
 
 
-def test_the_runbook_keeps_a_place_for_backfill_gaps() -> None:
-    assert "backfill-gaps" in _runbook_anchors()
+def test_the_runbook_has_backfill_gaps() -> None:
+    assert {"backfill-gaps", "paxosgatewaybackfillgaps"} <= _runbook_anchors()
     template = (CHART_DIR / "templates" / "prometheusrule.yaml").read_text()
     assert "Backfill gaps" in template
 

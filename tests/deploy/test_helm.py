@@ -277,6 +277,16 @@ BAD_VALUES = [
     ),
     pytest.param({"config": {"log": {"format": "xml"}}}, "/config/log/format", id="log-format"),
     pytest.param(
+        {"config": {"backfill": {"requests_per_second": 20}}},
+        "/config/backfill/requests_per_second",
+        id="backfill-over-paxos-limit",
+    ),
+    pytest.param(
+        {"config": {"backfill": {"rest_url": "ftp://x"}}},
+        "/config/backfill/rest_url",
+        id="backfill-rest-url",
+    ),
+    pytest.param(
         {"networkPolicy": {"subscriberNamespaceSelectors": [{}]}},
         "/networkPolicy/subscriberNamespaceSelectors/0",
         id="netpol-empty-selector",
@@ -379,7 +389,10 @@ ROUND_TRIP = {
 
 def test_config_toml_has_the_sections_and_types_the_gateway_expects(chart: Any) -> None:
     config = gateway_toml(render(chart))
-    assert set(config) == {"upstream", "feeds", "server", "metrics", "shutdown", "log"}
+    assert set(config) == {"upstream", "backfill", "feeds", "server", "metrics", "shutdown", "log"}
+    assert config["backfill"]["enabled"] is True
+    assert config["backfill"]["rest_url"] == ""  # derived from upstream.base_url
+    assert type(config["backfill"]["max_held"]) is int
     assert config["log"]["format"] == "json"
     assert config["server"]["host"] == "0.0.0.0"
     assert config["server"]["slow_policy"] == "conflate"

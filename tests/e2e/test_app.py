@@ -24,9 +24,11 @@ from tests.support.clients import RawSubscriber
 MARKETS = ["BTCUSD", "ETHUSD"]
 
 
-def gateway_config(sim_url: str, **sets: str) -> Config:
+def gateway_config(sim: Simulator, **sets: str) -> Config:
+    """The whole gateway as in production (backfill and market list on) against ``sim``."""
     overrides = {
-        "upstream.base_url": sim_url,
+        "upstream.base_url": sim.url,
+        "backfill.rest_url": sim.rest_url,
         "upstream.allow_fast_retry": "true",
         "upstream.backoff_initial": "0.05",
         "upstream.backoff_max": "0.5",
@@ -49,8 +51,8 @@ class Running:
 @pytest.fixture
 async def running(nursery: trio.Nursery) -> AsyncIterator[Running]:
     sim = Simulator(SimulatorConfig(seed=3, markets=MARKETS, levels=20, rate=200.0))
-    sim_url = await nursery.start(sim.serve)
-    gateway = Gateway(gateway_config(sim_url), handle_signals=False)
+    await nursery.start(sim.serve)
+    gateway = Gateway(gateway_config(sim), handle_signals=False)
     await nursery.start(gateway.serve)
     yield Running(sim, gateway)
     gateway.request_shutdown()
@@ -70,8 +72,8 @@ async def ready_gateway(
 ) -> Gateway:
     """A simulator with deep books (200 levels) and a gateway on it, ready."""
     sim = Simulator(SimulatorConfig(seed=seed, markets=MARKETS, levels=200, rate=rate))
-    sim_url = await nursery.start(sim.serve)
-    config = gateway_config(sim_url, **{"shutdown.drain_timeout": drain_timeout})
+    await nursery.start(sim.serve)
+    config = gateway_config(sim, **{"shutdown.drain_timeout": drain_timeout})
     gateway = Gateway(config, handle_signals=False)
     await nursery.start(gateway.serve)
     await wait_ready(gateway)
@@ -147,8 +149,8 @@ async def test_request_shutdown_closes_subscribers_with_1001_and_returns(
     nursery: trio.Nursery,
 ) -> None:
     sim = Simulator(SimulatorConfig(seed=4, markets=MARKETS, levels=20, rate=200.0))
-    sim_url = await nursery.start(sim.serve)
-    gateway = Gateway(gateway_config(sim_url), handle_signals=False)
+    await nursery.start(sim.serve)
+    gateway = Gateway(gateway_config(sim), handle_signals=False)
     await nursery.start(gateway.serve)
     await wait_ready(gateway)
     async with open_websocket_url(gateway.subscriber_url + "/v1/stream") as ws:

@@ -89,17 +89,20 @@ def spawn(args: list[str], reader: str) -> Process:
 
 
 @pytest.fixture
-def simulator_url() -> Iterator[str]:
+def simulator_urls() -> Iterator[tuple[str, str]]:
+    """The simulator's WebSocket base URL and its REST base URL."""
     sim = spawn(["simulate", "--port", "0", "--seed", "7", "--rate", "200"], reader="stdout")
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:
+        ws_url = rest_url = ""
+        while not (ws_url and rest_url):
             line = sim.next_line(deadline)
             assert line is not None, "simulator exited: " + "".join(sim.seen)
-            match = re.search(r"(ws://127\.0\.0\.1:\d+)", line)
-            if match:
-                break
-        yield match.group(1)
+            ws = re.search(r"(ws://127\.0\.0\.1:\d+)", line)
+            rest = re.search(r"REST API on (http://127\.0\.0\.1:\d+/v2)", line)
+            ws_url = ws_url or (ws.group(1) if ws else "")
+            rest_url = rest_url or (rest.group(1) if rest else "")
+        yield ws_url, rest_url
     finally:
         sim.stop()
 
@@ -133,14 +136,15 @@ def wait_ready(metrics_url: str) -> None:
     raise AssertionError(f"gateway not ready within {READY_TIMEOUT} s: {last}")
 
 
-def test_sigterm_closes_subscribers_with_1001_and_exits_0(simulator_url: str) -> None:
+def test_sigterm_closes_subscribers_with_1001_and_exits_0(simulator_urls: tuple[str, str]) -> None:
     gateway = spawn(
         [
             "run",
             "--port", "0",
             "--metrics-port", "0",
             "--log-format", "json",
-            "--set", f"upstream.base_url={simulator_url}",
+            "--set", f"upstream.base_url={simulator_urls[0]}",
+            "--set", f"backfill.rest_url={simulator_urls[1]}",
             "--set", "upstream.allow_fast_retry=true",
             "--set", "upstream.backoff_initial=0.1",
             "--set", "upstream.connect_interval=0",
@@ -185,11 +189,12 @@ def test_sigterm_closes_subscribers_with_1001_and_exits_0(simulator_url: str) ->
         gateway.stop()
 
 
-def test_sigterm_before_any_subscriber_exits_0_promptly(simulator_url: str) -> None:
+def test_sigterm_before_any_subscriber_exits_0_promptly(simulator_urls: tuple[str, str]) -> None:
     gateway = spawn(
         [
             "run", "--port", "0", "--metrics-port", "0", "--log-format", "json",
-            "--set", f"upstream.base_url={simulator_url}",
+            "--set", f"upstream.base_url={simulator_urls[0]}",
+            "--set", f"backfill.rest_url={simulator_urls[1]}",
             "--set", "upstream.allow_fast_retry=true",
             "--set", "upstream.backoff_initial=0.1",
             "--set", "upstream.connect_interval=0",

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import trio
 import trio.testing
+from trio_websocket import ConnectionClosed, open_websocket_url
 from websockets.sync.client import ClientConnection, connect
 
 from bench.downstream_model import Model
@@ -198,3 +199,17 @@ class RawSubscriber:
                 socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
             )
         await trio.aclose_forcefully(self.stream)
+
+
+async def collect(
+    url: str, sink: list[dict[str, Any]], *, task_status: Any = trio.TASK_STATUS_IGNORED
+) -> None:
+    """A trio-websocket subscriber that appends every JSON message to ``sink`` until the
+    gateway closes the connection (its shutdown ends the test); start it in a nursery."""
+    async with open_websocket_url(url) as ws:
+        task_status.started()
+        while True:
+            try:
+                sink.append(json.loads(await ws.get_message()))
+            except ConnectionClosed:
+                return

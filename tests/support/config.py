@@ -17,6 +17,9 @@ def gateway_config(sim_url: str, *, feeds: Sequence[str] | None = None, **sets: 
         "upstream.backoff_initial": "0.05",
         "upstream.backoff_max": "0.3",
         "upstream.connect_interval": "0",
+        # The simulator's REST API has a port of its own: tests about the backfill set
+        # backfill.enabled and backfill.rest_url (sim.rest_url).
+        "backfill.enabled": "false",
         "server.port": "0",
         "metrics.host": '"127.0.0.1"',
         "metrics.port": "0",

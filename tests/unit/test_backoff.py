@@ -76,19 +76,34 @@ def test_multiplier_one_is_constant_ceiling() -> None:
     assert {b.next_delay() for _ in range(20)} == {0.5}
 
 
-def test_reset_only_after_a_healthy_connection() -> None:
+def test_only_failures_grow_the_streak() -> None:
+    b = Backoff(1.0, 60.0, rng=random.Random(2))
+    for _ in range(5):
+        b.next_delay()
+    # Accepted but never delivered anything (however long it lived): a failure.
+    assert not b.reset_unless_failed(delivered=False)
+    assert b.failures == 5
+    # Delivered data, however briefly: no failure, reconnect at once.
+    assert b.reset_unless_failed(delivered=True)
+    assert b.failures == 0
+    for _ in range(3):
+        b.next_delay()
+    # The server's 1001 "going away" (a deploy on its side): no failure either.
+    assert b.reset_unless_failed(delivered=False, going_away=True)
+    assert b.failures == 0
+    assert 1.0 <= b.next_delay() <= 2.0
+
+
+def test_the_stricter_rule_resets_only_after_a_healthy_connection() -> None:
+    # (the subscriber client's rule: gateway/client/driver.py)
     b = Backoff(1.0, 60.0, healthy_after=10.0, rng=random.Random(2))
     for _ in range(5):
         b.next_delay()
-    # Accepted and dropped at once (a flapping upstream): keep backing off.
     assert not b.connection_ended(0.5, received_data=True)
-    assert b.failures == 5
-    # Lived long but never delivered anything: not proof of health either.
     assert not b.connection_ended(3600.0, received_data=False)
     assert b.failures == 5
     assert b.connection_ended(10.0, received_data=True)
     assert b.failures == 0
-    assert 1.0 <= b.next_delay() <= 2.0
 
 
 @given(seeds)

@@ -140,7 +140,10 @@ def test_feed_paths_are_normalized_and_named_after_the_path() -> None:
 
 def test_base_url_trailing_slash_is_joined_cleanly() -> None:
     config = load_config(
-        None, {}, ["upstream.base_url=ws://127.0.0.1:9000/"], feeds=["/marketdata"]
+        None,
+        {},
+        ["upstream.base_url=ws://127.0.0.1:9000/", "backfill.enabled=false"],
+        feeds=["/marketdata"],
     )
     assert config.feed_specs()[0].url == "ws://127.0.0.1:9000/marketdata"
 
@@ -387,6 +390,7 @@ def test_env_override_parses_toml_scalars() -> None:
         "PAXOS_GATEWAY__UPSTREAM__ALLOW_FAST_RETRY": "true",
         "PAXOS_GATEWAY__UPSTREAM__BACKOFF_INITIAL": "0.25",
         "PAXOS_GATEWAY__UPSTREAM__BASE_URL": "ws://127.0.0.1:9001",  # unquoted string
+        "PAXOS_GATEWAY__BACKFILL__REST_URL": "http://127.0.0.1:9002/v2",
         "PAXOS_GATEWAY__LOG__FORMAT": '"json"',  # quoted string
         "UNRELATED": "ignored",
     }
@@ -395,6 +399,7 @@ def test_env_override_parses_toml_scalars() -> None:
     assert config.upstream.allow_fast_retry is True
     assert config.upstream.backoff_initial == 0.25
     assert config.upstream.base_url == "ws://127.0.0.1:9001"
+    assert config.rest_url() == "http://127.0.0.1:9002/v2"
     assert config.log.format == "json"
 
 
@@ -504,3 +509,50 @@ def test_config_is_immutable() -> None:
     config = load_config(None, {}, [])
     with pytest.raises(AttributeError):
         config.server.port = 1  # type: ignore[misc]
+
+
+# -- backfill
+
+
+@pytest.mark.parametrize(
+    ("base_url", "rest_url"),
+    [
+        ("wss://ws.paxos.com", "https://api.paxos.com/v2"),
+        ("wss://ws.sandbox.paxos.com", "https://api.sandbox.paxos.com/v2"),
+    ],
+)
+def test_the_rest_url_is_derived_from_paxos_hosts(base_url: str, rest_url: str) -> None:
+    config = load_config(None, {}, [f"upstream.base_url={base_url}"])
+    assert config.backfill.enabled
+    assert config.rest_url() == rest_url
+
+
+def test_an_unknown_upstream_needs_a_rest_url_or_no_backfill() -> None:
+    sets = ["upstream.base_url=ws://127.0.0.1:9000", "upstream.allow_fast_retry=true"]
+    with pytest.raises(
+        ConfigError, match=r"backfill.rest_url: cannot be derived .*enabled = false"
+    ):
+        load_config(None, {}, sets)
+    assert load_config(None, {}, [*sets, "backfill.enabled=false"]).rest_url() == ""
+    config = load_config(None, {}, [*sets, "backfill.rest_url=http://127.0.0.1:9001/v2"])
+    assert config.rest_url() == "http://127.0.0.1:9001/v2"
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("backfill.rest_url=ftp://x/v2", "backfill.rest_url: scheme must be https"),
+        ("backfill.rest_url=https://x/v2?a=1", "backfill.rest_url: must be scheme://host"),
+        (
+            "backfill.requests_per_second=11",
+            "backfill.requests_per_second: expected number > 0 <= 10",
+        ),
+        ("backfill.burst=0", "backfill.burst: expected int >= 1 <= 10"),
+        ("backfill.max_held=0", "backfill.max_held: expected int >= 1"),
+        ("backfill.timeout=0", "backfill.timeout: expected number > 0"),
+    ],
+)
+def test_bad_backfill_settings_are_named(setting: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, {}, [setting])
+    assert str(caught.value).startswith(message), str(caught.value)

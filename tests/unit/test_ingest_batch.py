@@ -118,3 +118,24 @@ def test_records_sequenced_before_a_failure_are_still_published() -> None:
     assert [call for call, _ in sink.calls] == ["register", "publish"]
     published = sink.calls[1][1]
     assert isinstance(published, list) and [type(r) for r in published] == [BookSnapshot]
+
+
+def test_a_delisted_book_is_retired_and_a_relisting_registers_a_fresh_one() -> None:
+    # Markets come and go: the normalizer forgets a delisted market's book; when the market
+    # comes back, its new book is registered with the sink before its first record again.
+    n, sink = normalizer(), Sink()
+    n.connected(1)
+    ingest_batch(n, sink, [snapshot("BTCUSD"), snapshot("ETHUSD")], 2)
+    old = n.books["ETHUSD"]
+    n.market_changed("ETHUSD", available=False, listed=False, reason="delisted", now_ns=3)
+    assert "ETHUSD" not in n.books and n.unsynced_markets() == [] and n.ready
+    sink.calls.clear()
+    ingest_batch(n, sink, [snapshot("ETHUSD", "200", "201")], 4)
+    n.market_changed("ETHUSD", available=True, listed=True, reason="relisted", now_ns=5)
+    (register, (stream, book)), (publish, published) = sink.calls
+    assert (register, stream, publish) == ("register", "book.ETHUSD", "publish")
+    assert book is n.books["ETHUSD"] and book is not old
+    assert isinstance(published, list)
+    (record,) = published
+    assert isinstance(record, BookSnapshot) and record.reason == "initial" and not record.resync
+    assert n.ready

@@ -1,8 +1,9 @@
 """The sans-IO boundary: nothing under ``gateway/contract``, ``gateway/ingest``,
-``gateway/fanout`` or ``gateway/cluster`` may load trio, trio-websocket, prometheus_client or
-nats (nats-py); those belong to ``gateway/io`` (and the composition root). Each module is
-imported alone in a fresh interpreter, because this test process already has trio loaded by
-pytest-trio, and a module that is clean alone can still be dirty through what it imports.
+``gateway/fanout`` or ``gateway/cluster`` may load trio, trio-websocket, prometheus_client,
+nats (nats-py), httpx or anyio; those belong to ``gateway/io`` (and the composition root).
+Each module is imported alone in a fresh interpreter, because this test process already has
+trio loaded by pytest-trio, and a module that is clean alone can still be dirty through what it
+imports.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 import gateway
 
 SANS_IO_PACKAGES = ("contract", "ingest", "fanout", "cluster")
-FORBIDDEN = ("trio", "trio_websocket", "prometheus_client", "nats")
+FORBIDDEN = ("trio", "trio_websocket", "prometheus_client", "nats", "httpx", "anyio")
 
 
 def _sans_io_modules() -> list[str]:

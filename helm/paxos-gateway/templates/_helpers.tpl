@@ -135,6 +135,16 @@ upstream:
   connect_interval: float
   dedup_capacity: int
   max_message_bytes: int
+backfill:
+  enabled: bool
+  rest_url: string
+  requests_per_second: float
+  burst: int
+  request_timeout: float
+  timeout: float
+  max_held: int
+  window: int
+  markets_refresh: float
 server:
   host: string
   port: int
@@ -176,7 +186,7 @@ feeds:
 {{- $types := include "paxos-gateway.configTypes" . | fromYaml -}}
 {{- $config := .Values.config -}}
 # Rendered by the {{ .Chart.Name }} chart from .Values.config; edit the values, not this file.
-{{- range $section := list "upstream" "server" "metrics" "shutdown" "log" }}
+{{- range $section := list "upstream" "backfill" "server" "metrics" "shutdown" "log" }}
 {{- $values := deepCopy (index $config $section | default dict) }}
 {{- if and (eq $section "server") $.Values.auth.existingSecret }}
 {{- $_ := set $values "auth_token_file" (include "paxos-gateway.authTokenFile" $) }}
