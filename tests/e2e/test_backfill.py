@@ -59,7 +59,10 @@ async def test_every_execution_arrives_once_and_in_order_across_random_drops(
         )
     )  # fmt: skip
     await nursery.start(sim.serve)
-    gateway = _backfill_gateway(sim)
+    # Paxos's connection gate, shortened: each reconnect waits up to 0.5 s while the market
+    # trades on, so the live feed misses executions on every machine. With no gate a fast
+    # machine reconnects before the next execution and there would be nothing to backfill.
+    gateway = _backfill_gateway(sim, **{"upstream.connect_interval": "0.5"})
     await nursery.start(gateway.serve)
     model = Model()
     trades: list[dict[str, Any]] = []
