@@ -308,6 +308,8 @@ class Soak:
             "upstream.backoff_initial": "0.1", "upstream.backoff_max": "1",
             "upstream.connect_interval": "0", "upstream.ping_interval": "0.5",
             "upstream.ping_timeout": "2", "upstream.dedup_capacity": "4096",
+            # Backfill on, from the simulator's REST API: the trade tape is part of the soak.
+            "backfill.rest_url": self.sim.rest_url,
             "server.port": "0", "server.history": str(self.args.history),
             "server.buffer_bytes": "262144",
             # Every subscriber connects from 127.0.0.1: the per-IP limit would refuse a storm.
