@@ -107,7 +107,9 @@ class BookSnapshot(_Record, tag="book_snapshot"):
     ``seq`` is the sequence number the snapshot is valid at: the next update
     of the stream has ``seq + 1``. ``reason`` says why it was sent:
     ``initial`` (first snapshot from upstream), ``reconnect`` / ``crossed``
-    (upstream resync, published into the stream), and, sent to one subscriber
+    (upstream resync, published into the stream), ``takeover`` (a new ingest
+    leader's first snapshot of a book the former leader published in the same
+    epoch, docs/cluster.md; ``resync`` true), and, sent to one subscriber
     only, ``subscribe`` (late joiner), ``conflation`` (the subscriber's backlog
     was dropped), ``resume_failed`` (history no longer covers the resume).
     """

@@ -145,9 +145,14 @@ class BookFrames:
     ) -> list[Record]:
         book = sync.book
         market = book.market
-        resync = book.has_snapshot
+        stream = self._n._streams.get(market) or self._n._add_stream(market)
+        # A takeover (docs/cluster.md): the former leader published this book in this epoch.
+        takeover = not book.has_snapshot and stream in self._n.continued
+        resync = book.has_snapshot or takeover
         repaired = sync.repairing
-        if not resync:
+        if takeover:
+            reason = "takeover"
+        elif not resync:
             reason = "initial"
         elif repaired:
             reason = "crossed"
@@ -158,7 +163,6 @@ class BookFrames:
         book.replace(bids, asks)
         if resync:
             self._n.stats.resnapshots += 1
-        stream = self._n._streams.get(market) or self._n._add_stream(market)
         records: list[Record] = [
             BookSnapshot(
                 **self._n._stamp(stream, now_ns),

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypedDict
 
 from gateway.contract.records import (
@@ -100,7 +100,12 @@ class FeedNormalizer:
         max_snapshot_levels: int = 1_000_000,
         price_cache: int = 16384,
         tape: TradeTape | None = None,
+        continue_from: Mapping[str, int] | None = None,
     ) -> None:
+        """``continue_from``: per stream, the last seq another process published in this
+        ``epoch`` (an ingest takeover, docs/cluster.md): numbering continues after it, and each
+        such book's first snapshot is a resync (reason ``takeover``), since subscribers hold
+        the former leader's book."""
         self.feed = feed
         # Backfill (ingest/backfill.py): holds live executions while a REST backfill runs.
         self.tape = tape
@@ -121,7 +126,10 @@ class FeedNormalizer:
         self.upstream_error: str | None = None
 
         self._decoder = paxos_messages.decoder_for(feed.kind)
-        self._seq = Sequencer()
+        self._seq = Sequencer(continue_from)
+        # Book streams another process already published in this epoch: their first snapshot
+        # here replaces what subscribers hold, so it is marked as a resync.
+        self.continued: set[str] = {s for s, head in (continue_from or {}).items() if head}
         self._dedup = RecentIds(dedup_capacity)
         self._prices = decimals.ParseCache(price_cache)
         self._status_stream = f"status.{feed.name}"

@@ -517,3 +517,40 @@ def test_feed_spec_is_kept() -> None:
     spec = FeedSpec(name="b", url="wss://h/marketdata/BTCUSD", kind="book", market="BTCUSD")
     s = FeedNormalizer(spec, EPOCH)
     assert s.feed is spec and s.epoch == EPOCH and list(s.books) == ["BTCUSD"]
+
+
+# -- an ingest takeover (docs/cluster.md) ------------------------------------------------------
+
+
+def test_a_takeover_continues_the_numbering_and_its_first_snapshot_is_a_resync() -> None:
+    heads = {"status.marketdata": 9, "book.BTCUSD": 120}
+    s = session("/marketdata", continue_from=heads)
+    connected = s.connected(1)
+    assert [(r.stream, r.seq) for r in connected] == [("status.marketdata", 10)]
+    [snap] = s.receive(BTC_SNAPSHOT, 2)
+    assert isinstance(snap, BookSnapshot)
+    assert (snap.stream, snap.seq, snap.epoch) == ("book.BTCUSD", 121, EPOCH)
+    assert (snap.resync, snap.reason) == (True, "takeover")
+    [up] = s.receive(update("BTCUSD", "BUY", "19958.50", "1"), 3)
+    assert up.seq == 122
+    # A book the former leader never published starts as any first book does.
+    [eth] = s.receive(snapshot("ETHUSD", [("1500", "1")], [("1501", "1")]), 4)
+    assert isinstance(eth, BookSnapshot)
+    assert (eth.stream, eth.seq, eth.resync, eth.reason) == ("book.ETHUSD", 1, False, "initial")
+    # After the takeover snapshot, a reconnect's snapshot is an ordinary resync.
+    s.disconnected("closed", 5)
+    s.connected(6)
+    [again] = s.receive(BTC_SNAPSHOT, 7)
+    assert isinstance(again, BookSnapshot)
+    assert (again.resync, again.reason) == (True, "reconnect")
+
+
+def test_a_takeover_of_a_single_market_feed_continues_its_status_on_the_book_stream() -> None:
+    s = session("/marketdata/BTCUSD", continue_from={"book.BTCUSD": 5})
+    assert [(r.stream, r.seq) for r in s.connected(1)] == [
+        ("status.marketdata/BTCUSD", 1),
+        ("book.BTCUSD", 6),
+    ]
+    [snap] = s.receive(BTC_SNAPSHOT, 2)
+    assert isinstance(snap, BookSnapshot)
+    assert (snap.seq, snap.resync, snap.reason) == (7, True, "takeover")
