@@ -24,8 +24,11 @@ The rules that keep it that fast and structured:
   never a hang), and on exit, also on cancellation, closes the connection and joins the thread
   under a shielded, bounded scope. A trio call in flight when its scope is cancelled cancels its
   asyncio task.
-- **Only this module imports nats.** The sans-IO ``gateway.cluster`` package decides subjects,
-  ids, fencing and order; this module only moves bytes and acks.
+- **Only the ``nats_*`` modules import nats.** The sans-IO ``gateway.cluster`` package decides
+  subjects, ids, fencing and order; they only move bytes and acks. This module holds the
+  connection, its loop thread and the stream and KV calls; ``nats_publish`` what one batch's
+  publishing runs on the loop, ``nats_reader`` the ordered consumer's trio side and
+  ``nats_crossing`` the crossing itself.
 """
 
 from __future__ import annotations
@@ -43,13 +46,16 @@ import nats.errors
 import nats.js.errors
 import trio
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 
 from gateway.cluster import subjects
-from gateway.cluster.fence import PublishOutcome, PublishStatus, SubjectFence, lanes
-from gateway.cluster.subjects import RecordId, StreamLayout
+from gateway.cluster.fence import PublishOutcome, SubjectFence
+from gateway.cluster.subjects import StreamLayout
+from gateway.io.nats_crossing import BridgeClosed, NatsUnavailable, text_headers, wait_future
+from gateway.io.nats_loop import loop_main
+from gateway.io.nats_publish import PublishItem, publish_fenced, publish_pipelined
+from gateway.io.nats_reader import Delivery, OrderedReader
 
 T = TypeVar("T")
 
@@ -57,42 +63,8 @@ CLOSE_TIMEOUT: Final = 5.0  # s for the connection to close and the thread to en
 DEFAULT_HIGH_WATER: Final = 10_000  # messages buffered for trio before the consumer waits
 
 
-class NatsUnavailable(Exception):
-    """NATS could not be reached (at start, or the connection is closed for good)."""
-
-
-class BridgeClosed(Exception):
-    """The bridge's loop has ended: no call can be made through it any more."""
-
-
 class LeaseConflict(Exception):
     """A KV create found the key, or an update found another revision (JetStream 10071)."""
-
-
-class PublishItem(msgspec.Struct, frozen=True):
-    """One record to publish: its subject, payload and id (the headers are derived from it)."""
-
-    subject: str
-    payload: bytes
-    record: RecordId
-
-    @classmethod
-    def of(cls, epoch: int | str, stream: str, seq: int, payload: bytes) -> PublishItem:
-        return cls(
-            subjects.record_subject(stream),
-            payload,
-            RecordId(subjects.epoch_text(epoch), stream, seq),
-        )
-
-
-class Delivery(msgspec.Struct, frozen=True):
-    """One message from an ordered consumer, as it crosses to trio."""
-
-    subject: str
-    data: bytes
-    headers: dict[str, str] | None
-    stream_seq: int  # JetStream's sequence in the stream
-    pending: int  # messages after this one in the stream (the consumer's lag)
 
 
 class StoredMessage(msgspec.Struct, frozen=True):
@@ -143,7 +115,7 @@ class NatsBridge:
             coroutine.close()
             raise BridgeClosed("the NATS bridge is closed") from exc
         try:
-            return await _wait_future(future, self._token)
+            return await wait_future(future, self._token)
         except concurrent.futures.CancelledError as exc:
             raise BridgeClosed("the NATS bridge closed during the call") from exc
 
@@ -203,7 +175,7 @@ class NatsBridge:
             for subject in sorted(info.state.subjects or {}):
                 msg = await self._js.get_last_msg(stream, subject)
                 found[subject] = StoredMessage(
-                    subject, msg.seq or 0, msg.data or b"", _text_headers(msg.headers)
+                    subject, msg.seq or 0, msg.data or b"", text_headers(msg.headers)
                 )
             return found
 
@@ -235,95 +207,10 @@ class NatsBridge:
         if not items:
             return []
         if fence is None:
-            return await self.call(lambda: self._publish_pipelined(items, ack_timeout))
+            return await self.call(lambda: publish_pipelined(self._js, items, ack_timeout))
         return await self.call(
-            lambda: self._publish_fenced(items, fence, writer, stream, ack_timeout)
+            lambda: publish_fenced(self._js, items, fence, writer, stream, ack_timeout)
         )
-
-    async def _publish_fenced(
-        self,
-        items: Sequence[PublishItem],
-        fence: SubjectFence,
-        writer: str,
-        stream: str,
-        ack_timeout: float,
-    ) -> list[PublishOutcome]:
-        outcomes: dict[int, PublishOutcome] = {}
-
-        async def lane(indexed: list[tuple[int, PublishItem]]) -> None:
-            stop: PublishOutcome | None = None
-            for index, item in indexed:
-                if stop is not None:
-                    outcomes[index] = PublishOutcome(
-                        item.record, PublishStatus.SKIPPED, error=stop.error
-                    )
-                    continue
-                headers = _headers(item, fence.expected(item.subject), writer)
-                try:
-                    ack = await self._js.publish(
-                        item.subject, item.payload, timeout=ack_timeout, headers=headers
-                    )
-                except Exception as exc:
-                    outcome = _failure(item.record, exc)
-                    if outcome.status is PublishStatus.FENCED:
-                        outcome = await self._own_write(stream, item, headers, outcome)
-                    outcomes[index] = outcome
-                    if outcome.status is PublishStatus.DUPLICATE:
-                        fence.stored(item.subject, outcome.stream_seq)
-                    else:
-                        stop = outcome
-                    continue
-                fence.stored(item.subject, ack.seq)
-                outcomes[index] = _stored(item.record, ack)
-
-        await asyncio.gather(*(lane(x) for x in lanes(enumerate(items), lambda x: x[1].subject)))
-        return [outcomes[i] for i in range(len(items))]
-
-    async def _own_write(
-        self, stream: str, item: PublishItem, headers: dict[str, str], fenced: PublishOutcome
-    ) -> PublishOutcome:
-        try:
-            last = await self._js.get_last_msg(stream, item.subject)
-        except Exception:
-            return fenced
-        msg_id = headers[subjects.HEADER_MSG_ID]
-        writer = headers.get(subjects.HEADER_WRITER)
-        if writer and subjects.is_own_write(_text_headers(last.headers), msg_id, writer):
-            return PublishOutcome(item.record, PublishStatus.DUPLICATE, last.seq or 0)
-        return fenced
-
-    async def _publish_pipelined(
-        self, items: Sequence[PublishItem], ack_timeout: float
-    ) -> list[PublishOutcome]:
-        # Every item gets an outcome, whatever fails: a publish that cannot even be sent
-        # (disconnected, too many in flight) and an ack that does not come in time are FAILED,
-        # and the caller re-sends them with the same ids.
-        sent: list[asyncio.Future[js_api.PubAck] | Exception] = []
-        for item in items:
-            try:
-                sent.append(
-                    await self._js.publish_async(
-                        item.subject, item.payload, headers=_headers(item, None)
-                    )
-                )
-            except Exception as exc:
-                sent.append(exc)
-        waiting = [f for f in sent if isinstance(f, asyncio.Future)]
-        if waiting:
-            await asyncio.wait(waiting, timeout=ack_timeout)
-        outcomes = []
-        for item, f in zip(items, sent, strict=True):
-            if isinstance(f, Exception):
-                outcomes.append(_failure(item.record, f))
-            elif not f.done() or f.cancelled():
-                f.cancel()
-                no_ack = TimeoutError(f"no ack within {ack_timeout} s")
-                outcomes.append(_failure(item.record, no_ack))
-            elif (error := f.exception()) is not None:
-                outcomes.append(_failure(item.record, error))
-            else:
-                outcomes.append(_stored(item.record, f.result()))
-        return outcomes
 
     # -- the lease's key-value bucket --------------------------------------------------------
 
@@ -403,80 +290,6 @@ class NatsBridge:
                 await self.call(subscription.unsubscribe)
 
 
-class OrderedReader:
-    """The trio side of one ordered consumer: ``await receive()`` -> the next batch."""
-
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, token: trio.lowlevel.TrioToken, high_water: int
-    ) -> None:
-        self._loop = loop
-        self._token = token
-        self._high_water = high_water
-        self._lock = threading.Lock()
-        self._buffer: list[Delivery] = []
-        self._arrived = trio.Event()
-        self._room = asyncio.Event()  # set and waited on by the loop thread only
-        self._room.set()
-        self._closed = False
-        self.batches = 0
-
-    async def on_message(self, msg: Msg) -> None:
-        """nats-py's callback, on the loop thread, one message at a time per subscription."""
-        meta = msg.metadata
-        delivery = Delivery(
-            msg.subject,
-            msg.data,
-            msg.headers,  # already str -> str, and never reused by nats-py: no copy per message
-            meta.sequence.stream,
-            meta.num_pending,
-        )
-        with self._lock:
-            was_empty = not self._buffer
-            self._buffer.append(delivery)
-            full = len(self._buffer) >= self._high_water
-            if full:
-                self._room.clear()
-        if was_empty:
-            with contextlib.suppress(trio.RunFinishedError):
-                self._token.run_sync_soon(self._wake)
-        if full:
-            await self._room.wait()
-
-    def _wake(self) -> None:
-        self._arrived.set()
-
-    def close(self) -> None:
-        self._closed = True
-        # Release a callback waiting for room, so the unsubscribe is not stuck behind it.
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._room.set)
-
-    async def receive(self) -> list[Delivery]:
-        """Every message buffered so far, in order; waits for at least one."""
-        while True:
-            with self._lock:
-                if self._buffer:
-                    batch, self._buffer = self._buffer, []
-                    released = not self._room.is_set()
-                    break
-                # Created under the lock: a callback that appends after this wakes this event.
-                self._arrived = trio.Event()
-                arrived = self._arrived
-            if self._closed:
-                raise BridgeClosed("the ordered reader is closed")
-            await arrived.wait()
-        if released:
-            self._loop.call_soon_threadsafe(self._room.set)
-        self.batches += 1
-        return batch
-
-    def __aiter__(self) -> OrderedReader:
-        return self
-
-    async def __anext__(self) -> list[Delivery]:
-        return await self.receive()
-
-
 # -- starting and ending -----------------------------------------------------------------------
 
 
@@ -507,7 +320,7 @@ async def open_bridge(
 
     thread = threading.Thread(
         target=lambda: asyncio.run(
-            _loop_main(servers, name, connect_timeout, started, state), debug=False
+            loop_main(servers, name, connect_timeout, started, state), debug=False
         ),
         name="nats-bridge",
         # Daemon only as a last resort: the designed end below always joins it.
@@ -516,7 +329,7 @@ async def open_bridge(
     thread.start()
     try:
         with trio.fail_after(connect_timeout + CLOSE_TIMEOUT):
-            loop, nc, stop = await _wait_future(started, token)
+            loop, nc, stop = await wait_future(started, token)
     except BaseException:
         # Also when cancelled: the loop thread sees the cancelled start and ends by itself.
         with trio.CancelScope(shield=True):
@@ -541,118 +354,6 @@ async def open_bridge(
             loop.call_soon_threadsafe(stop.set)
             await trio.to_thread.run_sync(thread.join, CLOSE_TIMEOUT)
             bridge.state = "closed"
-
-
-async def _loop_main(
-    servers: str | list[str],
-    name: str,
-    connect_timeout: float,
-    started: concurrent.futures.Future[tuple[asyncio.AbstractEventLoop, Client, asyncio.Event]],
-    state: Callable[[str], None],
-) -> None:
-    stop = asyncio.Event()
-
-    async def disconnected() -> None:
-        state("disconnected")
-
-    async def reconnected() -> None:
-        state("connected")
-
-    async def closed() -> None:
-        state("closed")
-
-    errors: list[Exception] = []
-
-    async def error(exc: Exception) -> None:
-        # nats-py reports every failed (re)connect attempt here; the last one explains a
-        # failed start, and the state says enough afterwards.
-        del errors[:-1]
-        errors.append(exc)
-
-    try:
-        nc = await asyncio.wait_for(
-            nats.connect(
-                servers,
-                name=name,
-                connect_timeout=connect_timeout,
-                # Reconnect forever once running (nats-py keeps the subscriptions and the
-                # ordered consumer resumes); at start this loops too, so the whole start is
-                # bounded by wait_for and reported with the last attempt's error.
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                disconnected_cb=disconnected,
-                reconnected_cb=reconnected,
-                closed_cb=closed,
-                error_cb=error,
-            ),
-            timeout=connect_timeout,
-        )
-    except (Exception, asyncio.CancelledError) as exc:
-        cause = errors[-1] if errors else exc
-        with contextlib.suppress(concurrent.futures.InvalidStateError):  # trio gave up first
-            started.set_exception(
-                NatsUnavailable(
-                    f"cannot connect to NATS at {servers} within {connect_timeout} s: {cause!r}"
-                )
-            )
-        return
-    try:
-        started.set_result((asyncio.get_running_loop(), nc, stop))
-    except concurrent.futures.InvalidStateError:
-        # The trio side was cancelled while we connected: nobody will use this connection.
-        await nc.close()
-        return
-    try:
-        await stop.wait()
-    finally:
-        if not nc.is_closed:
-            await nc.close()
-
-
-async def _wait_future(future: concurrent.futures.Future[T], token: trio.lowlevel.TrioToken) -> T:
-    """Wait in trio for a future completed by the loop thread: one wake-up, no worker thread."""
-    done = trio.Event()
-
-    def wake(_: object) -> None:
-        with contextlib.suppress(trio.RunFinishedError):
-            token.run_sync_soon(done.set)
-
-    future.add_done_callback(wake)
-    try:
-        await done.wait()
-    except BaseException:
-        future.cancel()
-        raise
-    return future.result()
-
-
-# -- helpers -----------------------------------------------------------------------------------
-
-
-def _headers(item: PublishItem, expected: int | None, writer: str = "") -> dict[str, str]:
-    record = item.record
-    return subjects.publish_headers(
-        record.epoch, record.stream, record.seq, expected, writer or None
-    )
-
-
-def _stored(record: RecordId, ack: js_api.PubAck) -> PublishOutcome:
-    status = PublishStatus.DUPLICATE if ack.duplicate else PublishStatus.STORED
-    return PublishOutcome(record, status, ack.seq)
-
-
-def _failure(record: RecordId, exc: BaseException) -> PublishOutcome:
-    if (
-        isinstance(exc, nats.js.errors.APIError)
-        and exc.err_code == subjects.ERR_WRONG_LAST_SEQUENCE
-    ):
-        return PublishOutcome(record, PublishStatus.FENCED, error=str(exc))
-    return PublishOutcome(record, PublishStatus.FAILED, error=repr(exc))
-
-
-def _text_headers(headers: dict[str, Any] | None) -> dict[str, str] | None:
-    return None if headers is None else {str(k): str(v) for k, v in headers.items()}
 
 
 __all__ = [
