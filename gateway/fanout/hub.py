@@ -113,6 +113,16 @@ class Hub:
         st.book = book
         st.snapshot_cache.clear()
 
+    def seed_stream(self, name: str, epoch: str, seq: int) -> None:
+        """Where a stream stands before its first record here: an edge (docs/cluster.md) that
+        starts from a book's checkpoint or in the middle of a stream. The next record is
+        ``seq + 1`` of ``epoch``, with no sequence break counted. A stream that already has
+        history is left alone."""
+        st = self._streams.get(name) or self._create_stream(name)
+        if not st.history:
+            st.epoch, st.seq = epoch, seq
+            st.snapshot_cache.clear()
+
     def publish(self, records: Sequence[Record]) -> None:
         """Append records to their streams and to every subscriber's buffer."""
         streams = self._streams

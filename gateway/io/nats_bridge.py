@@ -155,6 +155,15 @@ class NatsBridge:
 
         return await self.call(count)
 
+    async def last_sequence(self, stream: str) -> int:
+        """The JetStream sequence of the stream's last message (0: empty)."""
+
+        async def last() -> int:
+            info = await self._js.stream_info(stream)
+            return info.state.last_seq
+
+        return await self.call(last)
+
     async def stream_leader(self, stream: str) -> str | None:
         """The server name of the stream's Raft leader (None on a single node)."""
 

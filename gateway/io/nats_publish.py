@@ -37,6 +37,8 @@ class PublishItem(msgspec.Struct, frozen=True):
     subject: str
     payload: bytes
     record: RecordId
+    # Sent besides the derived ones (a checkpoint's ``Pgw-Rec-Seq``).
+    headers: dict[str, str] | None = None
 
     @classmethod
     def of(cls, epoch: int | str, stream: str, seq: int, payload: bytes) -> PublishItem:
@@ -54,7 +56,6 @@ async def publish_fenced(
     writer: str,
     stream: str,
     ack_timeout: float,
-    headers_extra: dict[str, str] | None = None,
 ) -> list[PublishOutcome]:
     outcomes: dict[int, PublishOutcome] = {}
 
@@ -140,9 +141,12 @@ async def publish_pipelined(
 
 def item_headers(item: PublishItem, expected: int | None, writer: str = "") -> dict[str, str]:
     record = item.record
-    return subjects.publish_headers(
+    headers = subjects.publish_headers(
         record.epoch, record.stream, record.seq, expected, writer or None
     )
+    if item.headers:
+        headers.update(item.headers)
+    return headers
 
 
 def _stored(record: RecordId, ack: js_api.PubAck) -> PublishOutcome:
