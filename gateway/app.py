@@ -23,12 +23,14 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable, Iterable
 
 import trio
 
 from gateway import __version__
 from gateway.backfill_wiring import start_backfills, tape_for
-from gateway.config import Config, ConfigError
+from gateway.cluster_wiring import ClusterWiring
+from gateway.config import Config
 from gateway.config.advice import config_problems
 from gateway.fanout.access import ConnectionRateLimiter, TokenAuth, auth_warning, load_tokens
 from gateway.fanout.hub import Hub
@@ -36,7 +38,7 @@ from gateway.feed_readiness import Feed, feed_health
 from gateway.ingest.normalizer import FeedNormalizer
 from gateway.io.connect_gate import ConnectGate
 from gateway.io.metrics import Metrics
-from gateway.io.ops_http import OpsServer, Readiness
+from gateway.io.ops_http import FeedHealth, OpsServer, Readiness
 from gateway.io.server import FINAL_CLOSE_TIMEOUT, Server
 from gateway.io.token_reload import TokenReloader
 from gateway.io.upstream import DEFAULT_CLOSE_TIMEOUT, run_feed
@@ -63,10 +65,6 @@ class Gateway:
     ) -> None:
         """``auth_tokens``: the subscriber tokens; None reads them (``load_tokens``) from
         ``server.auth_token_file`` and the process environment (``ConfigError`` if bad)."""
-        if config.cluster.enabled:
-            # Until the roles are wired (docs/cluster.md): refuse rather than run one process
-            # that silently ignores the cluster settings.
-            raise ConfigError("cluster.nats_urls: the cluster roles are not wired in yet")
         self.config = config
         # Fixed at process start and stamped on every record: a consumer sees a restart as a
         # new epoch rather than as a sequence gap.
@@ -74,20 +72,13 @@ class Gateway:
         self.epoch = str(time.time_ns())
         self.metrics = Metrics()
         self.hub = Hub.from_config(config.server, self.epoch)
-        self.feeds: list[Feed] = [
-            Feed(
-                spec=spec,
-                required=feed_config.required,
-                session=FeedNormalizer(
-                    spec,
-                    self.epoch,
-                    dedup_capacity=config.upstream.dedup_capacity,
-                    tape=tape_for(spec, config),  # backfill hook
-                ),
-                state=FeedState(spec.name),
-            )
-            for spec, feed_config in zip(config.feed_specs(), config.feeds, strict=True)
-        ]
+        # With NATS (docs/cluster.md) the roles own the feeds and the hub's input.
+        self.cluster = (
+            ClusterWiring(config, self.hub, self.metrics) if config.cluster.enabled else None
+        )
+        self.feeds: list[Feed] = (
+            self.cluster.feeds if self.cluster is not None else local_feeds(config, self.epoch)
+        )
         for feed in self.feeds:
             for stream in feed.session.streams():
                 self.hub.declare_stream(stream)
@@ -114,9 +105,13 @@ class Gateway:
             ),
             auth=self.auth,
         )
-        self.readiness = Readiness(
-            functools.partial(feed_health, self.feeds), grace=config.metrics.ready_grace
-        )
+        if self.cluster is not None and self.cluster.edge is not None:
+            self.server.resume_wait = config.cluster.resume_wait
+            self.server.next_batch = self.cluster.edge.next_batch
+        probe: Callable[[], Iterable[FeedHealth]] = functools.partial(feed_health, self.feeds)
+        if self.cluster is not None:
+            probe = self.cluster.health
+        self.readiness = Readiness(probe, grace=config.metrics.ready_grace)
         self.ops = OpsServer(
             self.metrics.registry,
             self.readiness,
@@ -202,6 +197,9 @@ class Gateway:
         gate = ConnectGate(self.config.upstream.connect_interval)
         try:
             with scope:
+                if self.cluster is not None:
+                    await self.cluster.run()
+                    return
                 async with trio.open_nursery() as nursery:
                     # Backfill and market-list hook: started before the feeds connect.
                     await start_backfills(nursery, self.feeds, self.hub, self.config, self.metrics)
@@ -229,6 +227,24 @@ class Gateway:
                     extra={"event": "signal", "signal": name},
                 )  # fmt: skip
                 self.request_shutdown()
+
+
+def local_feeds(config: Config, epoch: str) -> list[Feed]:
+    """The single process's feeds: one normalizer per configured feed, for its whole life."""
+    return [
+        Feed(
+            spec=spec,
+            required=feed_config.required,
+            session=FeedNormalizer(
+                spec,
+                epoch,
+                dedup_capacity=config.upstream.dedup_capacity,
+                tape=tape_for(spec, config),  # backfill hook
+            ),
+            state=FeedState(spec.name),
+        )
+        for spec, feed_config in zip(config.feed_specs(), config.feeds, strict=True)
+    ]
 
 
 def shutdown_bound(drain_timeout: float) -> float:

@@ -22,6 +22,7 @@ class HubStats:
     conflations: int = 0
     resumes_served: int = 0
     resumes_refused: int = 0
+    resume_waits: int = 0  # an edge waited for a seq it had not seen yet (io.resume_wait)
     slow_disconnects: int = 0
     sequence_breaks: int = 0  # a record whose seq did not follow its stream's head
     request_errors_by_code: dict[str, int] = field(default_factory=dict)

@@ -50,6 +50,8 @@ class EdgeRole:
         self.caught_up = trio.Event()
         self.books = ReplicaBooks()
         self.apply = OrderedApply()
+        self._epoch: str | None = None
+        self._applied = trio.Event()  # set after each batch, then replaced
 
     @property
     def ready(self) -> bool:
@@ -106,9 +108,10 @@ class EdgeRole:
         return min(starts) if starts else None
 
     def _adopt_epoch(self, epoch: str) -> None:
-        # Hello carries the hub's epoch; an edge has none of its own: the leader's, the newest.
-        if not self.hub.epoch.isdigit() or int(epoch) > int(self.hub.epoch):
-            self.hub.epoch = epoch
+        # Hello carries the hub's epoch; an edge has none of its own: the leader's, the newest
+        # (epochs are the leader's time_ns at a new epoch: digits that grow).
+        if self._epoch is None or int(epoch) > int(self._epoch):
+            self._epoch = self.hub.epoch = epoch
 
     def deliver(self, batch: list[Delivery]) -> None:
         """One batch from the consumer, synchronously into the books and the hub."""
@@ -149,6 +152,8 @@ class EdgeRole:
             records.append(record)
         if records:
             self.hub.publish(records)
+            self._applied.set()
+            self._applied = trio.Event()
         if batch:
             last = batch[-1]
             stats = self.stats
@@ -161,6 +166,10 @@ class EdgeRole:
                 last.pending == 0 or last.stream_seq >= stats.catchup_target
             ):
                 self._caught_up()
+
+    def next_batch(self) -> trio.Event:
+        """Set once the next batch of records is in the hub (``io.resume_wait``)."""
+        return self._applied
 
     def lag_seconds(self) -> float:
         """Seconds behind: 0 when nothing is pending, else now - the last applied record's

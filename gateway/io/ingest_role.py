@@ -38,7 +38,7 @@ from gateway.cluster.subjects import RecordId, StreamLayout
 from gateway.cluster.takeover import Takeover, plan_takeover
 from gateway.contract.records import BookSnapshot, Record
 from gateway.ingest.batch import RecordSink
-from gateway.io.nats_bridge import NatsBridge, PublishItem
+from gateway.io.nats_bridge import BridgeClosed, NatsBridge, PublishItem
 from gateway.io.nats_lease import run_lease
 
 __all__ = ["HEADER_REC_SEQ", "IngestRole", "StartUpstream"]
@@ -126,7 +126,19 @@ class IngestRole:
         with trio.CancelScope() as scope:
             self._term = scope
             try:
-                last = await bridge.last_messages(self.layout.records)
+                try:
+                    last = await bridge.last_messages(self.layout.records)
+                except BridgeClosed:
+                    raise
+                except Exception as exc:
+                    # Reading the fence failed (NATS just went away): try again soon, if
+                    # still leading; never lead without it.
+                    log.warning(
+                        "ingest: cannot read the stream's last messages: %r", exc,
+                        extra={"event": "takeover_failed", "reason": repr(exc)},
+                    )  # fmt: skip
+                    await trio.sleep(self.lease.interval)
+                    return
                 plan = plan_takeover(
                     ((s, m.stream_seq, m.headers) for s, m in last.items()), self.new_epoch()
                 )

@@ -94,6 +94,8 @@ class FeedHealth:
     ready: bool
     # Why it is not ready ("connecting", "waiting for snapshot of book.BTCUSD"); "" if ready.
     reason: str
+    # What it is doing, shown ready or not (a cluster part: "connected, leader, epoch ...").
+    state: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +138,8 @@ class Readiness:
         report: dict[str, dict[str, Any]] = {}
         for feed in feeds:
             entry: dict[str, Any] = {"required": feed.required, "ready": feed.ready}
+            if feed.state:
+                entry["state"] = feed.state
             if not feed.ready:
                 entry["reason"] = feed.reason
                 since = self._down_since.get(feed.name)

@@ -43,6 +43,7 @@ from gateway.fanout.hub import Hub, Subscriber
 from gateway.fanout.routes import Route, RouteError, route
 from gateway.io.accept import AdmittingWebSocketServer
 from gateway.io.delivery import Delivery, DisconnectReason, Flusher
+from gateway.io.resume_wait import wait_for_resume_points
 from gateway.io.socket_writer import adopt
 
 if TYPE_CHECKING:
@@ -151,6 +152,9 @@ class Server:
         per client address) and ``auth`` (bearer tokens) are checked at the handshake, before
         anything else; None: no limit, no authentication."""
         self.hub = hub
+        # s an edge waits for a resume point it has not seen (cluster.resume_wait; 0: never)
+        self.resume_wait = 0.0
+        self.next_batch: Callable[[], trio.Event] = trio.Event  # the edge's, when it waits
         self.rate_limiter = rate_limiter
         self.auth = auth
         self._log_budget = LogBudget()
@@ -425,6 +429,8 @@ class Server:
                 else:
                     conn.end("client_close")
                 return
+            if self.resume_wait:  # an edge (docs/cluster.md): a seq not yet seen is waited for
+                await wait_for_resume_points(hub, sub, message, self.resume_wait, self.next_batch)
             error = hub.receive(sub, message)
             if error is not None:
                 conn.errors += 1

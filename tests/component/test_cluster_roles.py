@@ -1,0 +1,169 @@
+"""The cluster roles in-process: a real nats-server, the real simulator, real WebSockets.
+
+An ingest gateway and edge gateways (``gateway.app.Gateway`` with ``cluster.role``) in one trio
+run; what an edge's subscriber receives is compared byte for byte across edges.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import trio
+from trio_websocket import open_websocket_url
+
+from gateway.app import Gateway
+from gateway.simulator import Simulator, SimulatorConfig
+from tests.support.cluster_rig import cluster_config, frames_until, subscribe, wait_for
+from tests.support.nats_server import NatsServer, free_port, start_server
+
+MARKETS = ["BTCUSD", "ETHUSD"]
+BOOK = "book.BTCUSD"
+
+
+async def start_sim(nursery: trio.Nursery, rate: float = 100.0) -> Simulator:
+    sim = Simulator(SimulatorConfig(seed=5, markets=MARKETS, levels=20, rate=rate))
+    await nursery.start(sim.serve)
+    return sim
+
+
+async def start_gateway(nursery: trio.Nursery, sim: Simulator, url: str, role: str,
+                        **sets: str) -> Gateway:  # fmt: skip
+    gateway = Gateway(cluster_config(sim.url, [url], role, **sets), handle_signals=False)
+    await nursery.start(gateway.serve)
+    return gateway
+
+
+def is_record_of(stream: str, seq: int) -> Any:
+    return lambda o: o.get("stream") == stream and o.get("seq", 0) >= seq and "type" in o
+
+
+async def test_role_all_serves_what_it_publishes(nursery: trio.Nursery,
+                                                 nats_server: NatsServer) -> None:  # fmt: skip
+    sim = await start_sim(nursery)
+    gateway = await start_gateway(nursery, sim, nats_server.url, "all")
+    body = await wait_for(gateway)
+    assert body["feeds"]["nats"]["state"] == "connected"
+    assert body["feeds"]["ingest"]["state"].startswith("leader")
+    cluster = gateway.cluster
+    assert cluster is not None and cluster.ingest is not None and cluster.edge is not None
+    epoch = cluster.ingest.epoch
+    async with open_websocket_url(gateway.subscriber_url + "/v1/stream") as ws:
+        hello = (await frames_until(ws, lambda o: o["type"] == "hello"))[-1][1]
+        assert hello["epoch"] == epoch
+        await subscribe(ws, [BOOK])
+        frames = await frames_until(ws, lambda o: o["type"] == "book_update")
+    kinds = [o["type"] for _, o in frames]
+    assert kinds[0] == "subscribed" and "book_snapshot" in kinds
+    update = frames[-1][1]
+    assert update["epoch"] == epoch
+    gateway.request_shutdown()
+    with trio.fail_after(20):
+        await gateway.stopped.wait()
+
+
+async def test_every_edge_sends_the_same_bytes_and_a_resume_moves_between_edges(
+    nursery: trio.Nursery, nats_server: NatsServer
+) -> None:
+    sim = await start_sim(nursery)
+    ingest = await start_gateway(nursery, sim, nats_server.url, "ingest")
+    await wait_for(ingest)
+    edges = [await start_gateway(nursery, sim, nats_server.url, "edge", **{
+        "cluster.holder": f'"edge-{i}"'}) for i in range(2)]  # fmt: skip
+    for edge in edges:
+        await wait_for(edge)
+    async with (
+        open_websocket_url(edges[0].subscriber_url + "/v1/stream") as a,
+        open_websocket_url(edges[1].subscriber_url + "/v1/stream") as b,
+    ):
+        await subscribe(a, [BOOK])
+        await subscribe(b, [BOOK])
+        first_a = await frames_until(a, lambda o: o["type"] == "book_update")
+        start = first_a[-1][1]["seq"] + 1
+        # From a seq both have passed on, every record is compared as sent, byte for byte.
+        rest_a = await frames_until(a, is_record_of(BOOK, start + 50))
+        await frames_until(b, is_record_of(BOOK, start - 1))
+        rest_b = await frames_until(b, is_record_of(BOOK, start + 50))
+        by_seq_a = {o["seq"]: t for t, o in rest_a if o.get("stream") == BOOK and "seq" in o}
+        by_seq_b = {o["seq"]: t for t, o in rest_b if o.get("stream") == BOOK and "seq" in o}
+        common = sorted(set(by_seq_a) & set(by_seq_b))
+        assert len(common) >= 40
+        assert all(by_seq_a[s] == by_seq_b[s] for s in common)
+        last = rest_a[-1][1]
+    # The subscriber of edge 0 moves to edge 1 and resumes where it was: no resume_failed.
+    point = {BOOK: {"epoch": last["epoch"], "seq": last["seq"]}}
+    async with open_websocket_url(edges[1].subscriber_url + "/v1/stream") as c:
+        await subscribe(c, [BOOK], resume=point)
+        frames = await frames_until(c, lambda o: o["type"] in ("resumed", "resume_failed"))
+        assert frames[-1][1]["type"] == "resumed", frames[-1][1]
+        after = await frames_until(c, is_record_of(BOOK, last["seq"] + 1))
+    assert after[0][1]["seq"] == last["seq"] + 1
+    for gateway in (*edges, ingest):
+        gateway.request_shutdown()
+    with trio.fail_after(30):
+        for gateway in (*edges, ingest):
+            await gateway.stopped.wait()
+
+
+async def test_a_resume_ahead_of_a_lagging_edge_waits_for_the_seq(
+    nursery: trio.Nursery, nats_server: NatsServer
+) -> None:
+    sim = await start_sim(nursery)
+    ingest = await start_gateway(nursery, sim, nats_server.url, "ingest")
+    edge = await start_gateway(nursery, sim, nats_server.url, "edge")
+    await wait_for(ingest)
+    await wait_for(edge)
+    cluster = edge.cluster
+    assert cluster is not None and cluster.edge is not None
+    with trio.fail_after(60):
+        while edge.hub.head(BOOK) == 0:  # the leader's first records reach the edge
+            await trio.sleep(0.05)
+    head = edge.hub.head(BOOK)
+    epoch = edge.hub.stream(BOOK).epoch  # type: ignore[union-attr]
+    # A seq the edge has not applied yet (the leader publishes it a second or two later).
+    edge.server.resume_wait = 60.0
+    point = {BOOK: {"epoch": epoch, "seq": head + 100}}
+    async with open_websocket_url(edge.subscriber_url + "/v1/stream") as ws:
+        await subscribe(ws, [BOOK], resume=point)
+        frames = await frames_until(ws, lambda o: o["type"] in ("resumed", "resume_failed"))
+    assert frames[-1][1]["type"] == "resumed", frames[-1][1]
+    assert edge.hub.stats.resume_waits == 1
+    # The wait is bounded: a seq that does not come is refused after it, as before.
+    edge.server.resume_wait = 0.3
+    point = {BOOK: {"epoch": epoch, "seq": head + 10**9}}
+    async with open_websocket_url(edge.subscriber_url + "/v1/stream") as ws:
+        await subscribe(ws, [BOOK], resume=point)
+        frames = await frames_until(ws, lambda o: o["type"] in ("resumed", "resume_failed"))
+    assert frames[-1][1]["type"] == "resume_failed"
+    assert frames[-1][1]["reason"] == "ahead_of_head"
+    assert edge.hub.stats.resume_waits == 2
+    for gateway in (edge, ingest):
+        gateway.request_shutdown()
+    with trio.fail_after(30):
+        for gateway in (edge, ingest):
+            await gateway.stopped.wait()
+
+
+async def test_nats_unreachable_at_start_then_recovery(nursery: trio.Nursery,
+                                                       tmp_path: Path) -> None:  # fmt: skip
+    sim = await start_sim(nursery)
+    port = free_port()
+    url = f"nats://127.0.0.1:{port}"
+    gateway = await start_gateway(nursery, sim, url, "all", **{"cluster.connect_timeout": "0.5"})
+    body = await wait_for(gateway, ready=False)
+    cluster = gateway.cluster
+    assert cluster is not None
+    with trio.fail_after(30):
+        while cluster.node.connect_failures < 1:
+            await trio.sleep(0.05)
+    body = gateway.readiness.check(trio.current_time()).body
+    assert not body["ready"]
+    assert body["feeds"]["nats"]["reason"].startswith("NATS unreachable: cannot connect")
+    server = await trio.to_thread.run_sync(lambda: start_server(tmp_path / "n1", port=port))
+    try:
+        await wait_for(gateway)
+        gateway.request_shutdown()
+        with trio.fail_after(20):
+            await gateway.stopped.wait()
+    finally:
+        await trio.to_thread.run_sync(server.stop)
