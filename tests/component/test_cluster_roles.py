@@ -167,3 +167,87 @@ async def test_nats_unreachable_at_start_then_recovery(nursery: trio.Nursery,
             await gateway.stopped.wait()
     finally:
         await trio.to_thread.run_sync(server.stop)
+
+
+def contiguous(frames: list[tuple[str, dict[str, Any]]], stream: str) -> list[dict[str, Any]]:
+    """The stream's records in order; asserts one epoch and no gap or repeat in seq."""
+    records = [o for _, o in frames if o.get("stream") == stream and "seq" in o and "epoch" in o
+               and o["type"] not in ("subscribed", "resumed", "resume_failed")]  # fmt: skip
+    # The first is the late joiner's snapshot (valid at the head), then live records.
+    seqs = [r["seq"] for r in records]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
+    assert len({r["epoch"] for r in records}) == 1
+    return records
+
+
+async def test_a_standby_ingest_continues_the_epoch_when_the_leader_stops(
+    nursery: trio.Nursery, nats_server: NatsServer
+) -> None:
+    sim = await start_sim(nursery)
+    first = await start_gateway(nursery, sim, nats_server.url, "ingest", **{
+        "cluster.holder": '"ingest-a"'})  # fmt: skip
+    await wait_for(first)
+    a = first.cluster
+    assert a is not None and a.ingest is not None
+    with trio.fail_after(30):
+        while not a.ingest.leading:
+            await trio.sleep(0.05)
+    second = await start_gateway(nursery, sim, nats_server.url, "ingest", **{
+        "cluster.holder": '"ingest-b"'})  # fmt: skip
+    edge = await start_gateway(nursery, sim, nats_server.url, "edge")
+    await wait_for(second)
+    await wait_for(edge)
+    b = second.cluster
+    assert b is not None and b.ingest is not None and not b.ingest.leading
+    async with open_websocket_url(edge.subscriber_url + "/v1/stream") as ws:
+        await subscribe(ws, [BOOK])
+        before = await frames_until(ws, lambda o: o["type"] == "book_update")
+        first.request_shutdown()  # the leader goes; its lease key stays until the TTL
+        with trio.fail_after(30):
+            await first.stopped.wait()
+        after = await frames_until(
+            ws, lambda o: o["type"] == "book_snapshot" and o["reason"] == "takeover"
+        )
+        more = await frames_until(ws, lambda o: o["type"] == "book_update")
+    records = contiguous(before + after + more, BOOK)
+    assert b.ingest.leading and b.ingest.epoch == a.ingest.epoch
+    assert b.ingest.stats.takeovers == {"continued": 1, "new_epoch": 0}
+    takeover = [r for r in records if r.get("reason") == "takeover"]
+    assert len(takeover) == 1 and takeover[0]["resync"] is True
+    for gateway in (edge, second):
+        gateway.request_shutdown()
+    with trio.fail_after(30):
+        for gateway in (edge, second):
+            await gateway.stopped.wait()
+
+
+async def test_an_edge_started_later_begins_at_the_checkpoints_and_catches_up(
+    nursery: trio.Nursery, nats_server: NatsServer
+) -> None:
+    sim = await start_sim(nursery)
+    ingest = await start_gateway(nursery, sim, nats_server.url, "ingest")
+    await wait_for(ingest)
+    cluster = ingest.cluster
+    assert cluster is not None and cluster.ingest is not None
+    with trio.fail_after(60):
+        while cluster.ingest.stats.checkpoints < 6:  # several rounds of both books
+            await trio.sleep(0.05)
+    edge = await start_gateway(nursery, sim, nats_server.url, "edge")
+    await wait_for(edge)
+    assert edge.cluster is not None and edge.cluster.edge is not None
+    stats = edge.cluster.edge.stats
+    assert stats.caught_up and stats.catchup_target > 0
+    # It did not read the stream from its first message: the checkpoints cover the books.
+    assert edge.cluster.edge.apply.counts["duplicate"] + stats.records < stats.last_stream_seq
+    async with (
+        open_websocket_url(edge.subscriber_url + "/v1/stream") as ws,
+    ):
+        await subscribe(ws, [BOOK])
+        frames = await frames_until(ws, lambda o: o["type"] == "book_update")
+    records = contiguous(frames, BOOK)
+    assert records[0]["type"] == "book_snapshot"
+    for gateway in (edge, ingest):
+        gateway.request_shutdown()
+    with trio.fail_after(30):
+        for gateway in (edge, ingest):
+            await gateway.stopped.wait()
