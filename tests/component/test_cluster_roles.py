@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import open_websocket_url
 
 from gateway.app import Gateway
@@ -57,6 +59,24 @@ async def test_role_all_serves_what_it_publishes(nursery: trio.Nursery,
     assert kinds[0] == "subscribed" and "book_snapshot" in kinds
     update = frames[-1][1]
     assert update["epoch"] == epoch
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(
+            generate_latest(gateway.metrics.registry).decode()
+        )
+        for s in family.samples
+    }
+    p = "paxos_gateway_cluster"
+    assert samples[(f"{p}_publishes_total", (("outcome", "stored"),))] > 0
+    assert samples[(f"{p}_publishes_total", (("outcome", "fenced"),))] == 0
+    assert samples[(f"{p}_publish_ack_seconds_count", ())] > 0
+    assert samples[(f"{p}_leader", ())] == 1
+    assert samples[(f"{p}_lease_acquisitions_total", ())] == 1
+    assert samples[(f"{p}_nats_connected", ())] == 1
+    assert samples[(f"{p}_edge_caught_up", ())] == 1
+    assert samples[(f"{p}_edge_records_total", ())] > 0
+    assert (f"{p}_edge_lag_seconds", ()) in samples
+    assert samples[(f"{p}_takeovers_total", (("kind", "new_epoch"),))] == 1
     gateway.request_shutdown()
     with trio.fail_after(20):
         await gateway.stopped.wait()
@@ -149,7 +169,9 @@ async def test_nats_unreachable_at_start_then_recovery(nursery: trio.Nursery,
     sim = await start_sim(nursery)
     port = free_port()
     url = f"nats://127.0.0.1:{port}"
-    gateway = await start_gateway(nursery, sim, url, "all", **{"cluster.connect_timeout": "0.5"})
+    gateway = await start_gateway(
+        nursery, sim, url, "all", **{"cluster.connect_timeout": "0.5", "metrics.ready_grace": "0"}
+    )
     body = await wait_for(gateway, ready=False)
     cluster = gateway.cluster
     assert cluster is not None
@@ -162,6 +184,25 @@ async def test_nats_unreachable_at_start_then_recovery(nursery: trio.Nursery,
     server = await trio.to_thread.run_sync(lambda: start_server(tmp_path / "n1", port=port))
     try:
         await wait_for(gateway)
+        assert cluster.ingest is not None
+        with trio.fail_after(60):
+            while cluster.ingest.stats.publish_stored == 0:
+                await trio.sleep(0.05)
+        epoch = cluster.ingest.epoch
+        # NATS goes away mid-run: not ready, with the reason; the leader steps down.
+        await trio.to_thread.run_sync(server.stop)
+        body = await wait_for(gateway, ready=False)
+        assert "disconnected" in body["feeds"]["nats"]["reason"], body
+        with trio.fail_after(30):
+            while cluster.ingest.lease.role == "leader":
+                await trio.sleep(0.05)
+        # Back on the same store: ready again, leading again, the same epoch continued.
+        server = await trio.to_thread.run_sync(lambda: start_server(tmp_path / "n1", port=port))
+        await wait_for(gateway)
+        with trio.fail_after(60):
+            while cluster.ingest.stats.takeovers["continued"] < 1:
+                await trio.sleep(0.05)
+        assert cluster.ingest.epoch == epoch
         gateway.request_shutdown()
         with trio.fail_after(20):
             await gateway.stopped.wait()
