@@ -1,5 +1,7 @@
 """The cluster roles as an operator runs them: ``python -m gateway run --role ...`` processes
 on a real nats-server, the simulator process as Paxos, a ``websockets`` subscriber on an edge.
+Then a new edge process starts, catches up from the checkpoints, and the subscriber moves to
+it and resumes where it was.
 
 Ingest failover: the leader is killed (SIGKILL) or paused (SIGSTOP, a stale leader), a standby
 takes over, and the edge's subscriber sees one epoch with no gap and no repeat, a ``takeover``
@@ -149,10 +151,32 @@ def test_ingest_failover_kill_and_pause_keeps_one_epoch_without_gaps(
         killed = time.monotonic()
         reader.until(is_takeover)
         print(f"takeover after SIGKILL of the leader: {time.monotonic() - killed:.2f} s")
-        last = reader.until(lambda o: o["type"] == "book_update")
+        reader.until(lambda o: o["type"] == "book_update")
         assert ingest_state(a_ops).startswith("leader")
+
+        # 3. A new edge process starts (as after an edge restart: it begins at the checkpoints
+        # and catches up); the subscriber then moves there and resumes where it is.
+        late, late_url, _ = start_gateway(simulator_urls, nats_server.url, "edge", "edge-2")
+        processes.append(late)
+        # A record the leader received after the new edge was ready, so after the checkpoint
+        # it started from (the same host's clock: receive_time is the ingest's time_ns).
+        ready_at = time.time_ns()
+        last = reader.until(
+            lambda o: o["type"] == "book_update" and int(o["receive_time"]) > ready_at
+        )
 
     reader.check_contiguous()
     assert sum(1 for r in reader.records if is_takeover(r)) == 2
-    # The edge's subscriber could resume on the new leader's records all along: same epoch.
-    assert last["epoch"] == reader.records[0]["epoch"]
+    with connect(late_url + "/v1/stream", open_timeout=10) as ws:
+        point = {BOOK: {"epoch": last["epoch"], "seq": last["seq"]}}
+        ws.send(json.dumps({"op": "subscribe", "id": 2, "streams": [BOOK], "resume": point}))
+        answer: dict[str, Any] = {}
+        for _ in range(1000):
+            answer = json.loads(ws.recv(timeout=TAKEOVER_BOUND))
+            if answer["type"] in ("resumed", "resume_failed"):
+                break
+        assert answer["type"] == "resumed", answer
+        moved = Reader(ws)
+        moved.records.append(last)
+        moved.until(lambda o: o["seq"] >= last["seq"] + 20)
+    moved.check_contiguous()
