@@ -136,6 +136,12 @@ class ClusterCollector(Collector):
             stats.catchup_target,
         )
         yield _gauge(f"{p}_edge_caught_up", "1 once the edge has caught up.", stats.caught_up)
+        yield _counter(
+            f"{p}_edge_resume_waits",
+            "Resumes held for a seq this edge had not applied yet (cluster.resume_wait), "
+            "before they were served or refused.",
+            edge.hub.stats.resume_waits,
+        )
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

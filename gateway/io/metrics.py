@@ -240,12 +240,6 @@ class HubStatsCollector(Collector):
         )
         resumes.add_metric(["served"], s.resumes_served, created=created)
         resumes.add_metric(["refused"], s.resumes_refused, created=created)
-        waits = CounterMetricFamily(
-            f"{p}_resume_waits",
-            "Resumes an edge held for a seq it had not applied yet (cluster.resume_wait), "
-            "before serving or refusing them.",
-        )
-        waits.add_metric([], s.resume_waits, created=created)
         errors = CounterMetricFamily(
             f"{p}_request_errors",
             "Subscriber requests answered with an error, by error code.",
@@ -254,7 +248,7 @@ class HubStatsCollector(Collector):
         by_code = s.request_errors_by_code
         for code in _with_extra(get_args(ErrorCode), by_code):
             errors.add_metric([code], by_code.get(code, 0), created=created)
-        yield from (published, deliveries, subscriptions, conflations, resumes, waits, errors)
+        yield from (published, deliveries, subscriptions, conflations, resumes, errors)
 
 
 def _with_extra(fixed: Iterable[str], seen: Iterable[str]) -> list[str]:
