@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import open_websocket_url
 
 from gateway.app import Gateway
+from gateway.io.nats_bridge import PublishItem, open_bridge
 from gateway.simulator import Simulator, SimulatorConfig
 from tests.support.cluster_rig import cluster_config, frames_until, subscribe, wait_for
 from tests.support.nats_server import NatsServer, free_port, start_server
@@ -335,3 +336,37 @@ async def test_losing_a_jetstream_node_under_the_roles_breaks_no_seq(
     with trio.fail_after(30):
         for gateway in (edge, ingest):
             await gateway.stopped.wait()
+
+
+async def test_a_leader_whose_subject_another_writer_took_is_fenced_and_stands_by(
+    nursery: trio.Nursery, nats_server: NatsServer
+) -> None:
+    sim = await start_sim(nursery)
+    gateway = await start_gateway(nursery, sim, nats_server.url, "ingest")
+    await wait_for(gateway)
+    cluster = gateway.cluster
+    assert cluster is not None and cluster.ingest is not None
+    ingest = cluster.ingest
+    with trio.fail_after(60):
+        while ingest.stats.publish_stored < 20:
+            await trio.sleep(0.05)
+    epoch = ingest.epoch
+    assert epoch is not None
+    # Another writer (a leader of a later term, say) stores a record on the leader's subject.
+    async with open_bridge(nats_server.url) as other:
+        [outcome] = await other.publish_batch(
+            [PublishItem.of(epoch, BOOK, 10**6, b"{}")], fence=None
+        )
+        assert outcome.status == "stored"
+    with trio.fail_after(60):
+        # Its next write on that subject is fenced; it stops its upstream and stands down.
+        while ingest.stats.publish_fenced == 0 or ingest.lease.losses == 0:
+            await trio.sleep(0.05)
+    # Nobody else contends: once its key expires it leads again, after the foreign record.
+    with trio.fail_after(60):
+        while ingest.stats.takeovers["continued"] == 0 or not ingest.leading:
+            await trio.sleep(0.05)
+    assert ingest.epoch == epoch
+    gateway.request_shutdown()
+    with trio.fail_after(30):
+        await gateway.stopped.wait()
