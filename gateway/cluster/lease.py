@@ -125,6 +125,11 @@ class Lease:
             self._lose("expired: no confirmed renew within the TTL bound")
         return self.role
 
+    def released(self) -> LeaseRole:
+        """The holder deleted its key (a graceful stop): a contender can create it at once."""
+        self._lose("released: the holder stopped")
+        return self.role
+
     def is_leader(self, now: float) -> bool:
         return self.check(now) is LeaseRole.LEADER
 

@@ -34,7 +34,7 @@ from gateway.cluster.fence import PublishStatus, SubjectFence
 from gateway.cluster.lease import Lease, LeaseRole
 from gateway.cluster.outbound import Outbound
 from gateway.cluster.stats import IngestStats
-from gateway.cluster.subjects import RecordId, StreamLayout
+from gateway.cluster.subjects import LEASE_KEY, RecordId, StreamLayout
 from gateway.cluster.takeover import Takeover, plan_takeover
 from gateway.contract.records import BookSnapshot, Record
 from gateway.ingest.batch import RecordSink
@@ -119,6 +119,28 @@ class IngestRole:
                     await self._lead(bridge)
             finally:
                 self.leading = False
+                nursery.cancel_scope.cancel()
+                with trio.CancelScope(shield=True):
+                    await self._release(bridge)
+
+    async def _release(self, bridge: NatsBridge) -> None:
+        """On a stop (the term's tasks have ended, nothing more is written): delete the key
+        if it is still ours, so a standby takes over at its next attempt (TTL/3), not after
+        the TTL. Best effort and bounded: a key not deleted expires by itself."""
+        revision = self.lease.revision
+        if not self.lease.is_leader(trio.current_time()) or revision is None:
+            return
+        with trio.move_on_after(self.lease.interval):
+            try:
+                await bridge.kv_delete(self.layout.lease_bucket, LEASE_KEY, revision)
+            except Exception as exc:  # a conflict (not ours any more), NATS gone: it expires
+                log.info(
+                    "ingest: lease not released: %r", exc,
+                    extra={"event": "lease_not_released", "reason": repr(exc)},
+                )  # fmt: skip
+                return
+            self.lease.released()
+            log.info("ingest: lease released", extra={"event": "lease_released"})
 
     async def _lead(self, bridge: NatsBridge) -> None:
         term = self.lease.term

@@ -258,6 +258,19 @@ class NatsBridge:
 
         return await self.call(update)
 
+    async def kv_delete(self, bucket: str, key: str, last: int) -> None:
+        """Delete ``key`` only if its revision is still ``last`` (a leader giving its lease
+        up); ``LeaseConflict`` if another holder wrote it since."""
+
+        async def delete() -> None:
+            kv = await self._js.key_value(bucket)
+            try:
+                await kv.delete(key, last=last)
+            except nats.js.errors.KeyWrongLastSequenceError as exc:
+                raise LeaseConflict(str(exc)) from exc
+
+        await self.call(delete)
+
     # -- ordered reading ---------------------------------------------------------------------
 
     @contextlib.asynccontextmanager

@@ -245,7 +245,7 @@ async def test_a_standby_ingest_continues_the_epoch_when_the_leader_stops(
     async with open_websocket_url(edge.subscriber_url + "/v1/stream") as ws:
         await subscribe(ws, [BOOK])
         before = await frames_until(ws, lambda o: o["type"] == "book_update")
-        first.request_shutdown()  # the leader goes; its lease key stays until the TTL
+        first.request_shutdown()  # the leader stops and gives its lease up
         with trio.fail_after(30):
             await first.stopped.wait()
         after = await frames_until(
@@ -253,6 +253,8 @@ async def test_a_standby_ingest_continues_the_epoch_when_the_leader_stops(
         )
         more = await frames_until(ws, lambda o: o["type"] == "book_update")
     records = contiguous(before + after + more, BOOK)
+    # The stopping leader deleted its key: the standby did not wait for the TTL.
+    assert a.ingest.lease.reason.startswith("released")
     assert b.ingest.leading and b.ingest.epoch == a.ingest.epoch
     assert b.ingest.stats.takeovers == {"continued": 1, "new_epoch": 0}
     takeover = [r for r in records if r.get("reason") == "takeover"]

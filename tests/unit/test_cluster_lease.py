@@ -50,3 +50,12 @@ def test_bad_parameters() -> None:
         Lease("a", ttl=0)
     with pytest.raises(ValueError):
         Lease("a", ttl=1, safety=1.0)
+
+
+def test_a_released_lease_stands_by_with_the_reason() -> None:
+    from gateway.cluster.lease import Lease, LeaseRole
+
+    lease = Lease("ingest-0", ttl=3.0)
+    lease.written(7, sent_at=0.0)
+    assert lease.released() is LeaseRole.STANDBY
+    assert lease.reason.startswith("released") and lease.term is None and lease.losses == 1
