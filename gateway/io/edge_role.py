@@ -63,11 +63,11 @@ class EdgeRole:
         """Read and serve until cancelled. A restart (a new bridge) starts over from the
         checkpoints, but the hub keeps its streams: positions already applied stay, so nothing
         is published twice."""
+        target = await bridge.last_sequence(self.layout.records)
         checkpoints = await bridge.last_messages(self.layout.checkpoints)
-        start = self._seed(checkpoints)
+        start = self._seed(checkpoints, target)
         if self.stats.last_stream_seq:  # a restart of the bridge: on from where this edge was
             start = self.stats.last_stream_seq + 1
-        target = await bridge.last_sequence(self.layout.records)
         self.stats.catchup_target = target
         if (start is not None and start > target) or target == 0:
             self._caught_up()
@@ -78,7 +78,10 @@ class EdgeRole:
             while True:
                 self.deliver(await reader.receive())
 
-    def _seed(self, checkpoints: dict[str, StoredMessage]) -> int | None:
+    def _seed(self, checkpoints: dict[str, StoredMessage], last: int) -> int | None:
+        """Seed the books from the checkpoints; the ``PGW`` sequence to read from. A checkpoint
+        naming a record past the stream's ``last`` sequence belongs to a ``PGW`` that was lost
+        and made again (its sequences started over): ignored, the book waits for a snapshot."""
         starts: list[int] = []
         for subject, message in checkpoints.items():
             try:
@@ -92,6 +95,8 @@ class EdgeRole:
                     "edge: unreadable checkpoint on %s: %r", subject, exc,
                     extra={"event": "bad_checkpoint", "subject": subject, "reason": repr(exc)},
                 )  # fmt: skip
+                continue
+            if rec_seq > last:
                 continue
             stream = snapshot.stream
             known = self.apply.position(stream)
