@@ -25,6 +25,7 @@ class EdgeStats:
     resyncs: int = 0  # book streams that lost records (GAP) and wait for a snapshot
     pending: int = 0  # records after the last one applied (the consumer's lag)
     last_receive_ns: int = 0  # receive_time of the last applied record (lag = now - it)
+    first_stream_seq: int = 0  # where this edge started reading
     last_stream_seq: int = 0
     catchup_target: int = 0  # the stream's last sequence when the edge started reading
     caught_up: bool = False

@@ -6,7 +6,7 @@
    ``OrderBook`` (``cluster.replica.ReplicaBooks``), registered with the hub, the hub's stream
    head (``Hub.seed_stream``) and the ``OrderedApply`` position;
 2. reads ``PGW`` with an ordered consumer from the oldest checkpoint's record on
-   (``Pgw-Rec-Seq`` + 1; from the first message without checkpoints);
+   (``Pgw-Rec-Seq`` + 1; without checkpoints, the last ``server.history`` messages);
 3. per batch, synchronously (the hub's rule: no checkpoint between the books and the
    publish): admit by ``(epoch, seq)`` (duplicates of what a checkpoint covers are dropped), decode,
    apply book records to the edge's books, ``hub.publish``. A ``GAP`` (records aged out before
@@ -66,6 +66,10 @@ class EdgeRole:
         target = await bridge.last_sequence(self.layout.records)
         checkpoints = await bridge.last_messages(self.layout.checkpoints)
         start = self._seed(checkpoints, target)
+        if start is None and target > self.hub.history:
+            # No checkpoint (no book feeds): the last records are enough for the history ring
+            # and the last values; reading the whole retention window (24 h) is not.
+            start = target - self.hub.history + 1
         if self.stats.last_stream_seq:  # a restart of the bridge: on from where this edge was
             start = self.stats.last_stream_seq + 1
         self.stats.catchup_target = target
@@ -164,6 +168,8 @@ class EdgeRole:
             stats = self.stats
             stats.records += len(records)
             stats.pending = last.pending
+            if not stats.first_stream_seq:
+                stats.first_stream_seq = batch[0].stream_seq
             stats.last_stream_seq = last.stream_seq
             if records:
                 stats.last_receive_ns = int(records[-1].receive_time)

@@ -372,3 +372,32 @@ async def test_a_leader_whose_subject_another_writer_took_is_fenced_and_stands_b
     gateway.request_shutdown()
     with trio.fail_after(30):
         await gateway.stopped.wait()
+
+
+async def test_an_edge_without_checkpoints_reads_only_the_last_history_records(
+    nursery: trio.Nursery, nats_server: NatsServer
+) -> None:
+    sim = await start_sim(nursery, rate=200.0)
+    feeds = ["/executiondata/BTCUSD", "/executiondata/ETHUSD"]
+    config = cluster_config(sim.url, [nats_server.url], "ingest", feeds=feeds)
+    ingest = Gateway(config, handle_signals=False)
+    await nursery.start(ingest.serve)
+    await wait_for(ingest)
+    assert ingest.cluster is not None and ingest.cluster.ingest is not None
+    with trio.fail_after(60):
+        while ingest.cluster.ingest.stats.publish_stored < 60:
+            await trio.sleep(0.05)
+    config = cluster_config(
+        sim.url, [nats_server.url], "edge", feeds=feeds, **{"server.history": "20"}
+    )
+    edge = Gateway(config, handle_signals=False)
+    await nursery.start(edge.serve)
+    await wait_for(edge)
+    assert edge.cluster is not None and edge.cluster.edge is not None
+    stats = edge.cluster.edge.stats
+    assert stats.first_stream_seq == stats.catchup_target - 20 + 1 > 1
+    for gateway in (edge, ingest):
+        gateway.request_shutdown()
+    with trio.fail_after(30):
+        for gateway in (edge, ingest):
+            await gateway.stopped.wait()

@@ -17,7 +17,13 @@ FEEDS = ("/marketdata/BTCUSD", "/marketdata/ETHUSD", "/executiondata/BTCUSD")
 
 
 def cluster_config(
-    sim_url: str, nats_urls: Sequence[str], role: str, *, holder: str = "", **sets: str
+    sim_url: str,
+    nats_urls: Sequence[str],
+    role: str,
+    *,
+    holder: str = "",
+    feeds: Sequence[str] = FEEDS,
+    **sets: str,
 ) -> Config:
     """A gateway of ``role`` on ``nats_urls``: short lease and checkpoint intervals, R1."""
     cluster = {
@@ -30,7 +36,7 @@ def cluster_config(
         "cluster.connect_timeout": "2",
         "cluster.resume_wait": "5",
     }
-    return gateway_config(sim_url, feeds=FEEDS, **{**cluster, **sets})
+    return gateway_config(sim_url, feeds=feeds, **{**cluster, **sets})
 
 
 async def wait_for(gateway: Gateway, ready: bool = True, timeout: float = 60) -> dict[str, Any]:
