@@ -149,7 +149,7 @@ class EdgeRole:
             elif verdict is Verdict.GAP and stream in self.books.books:
                 self.stats.resyncs += 1
                 log.warning(
-                    "edge: records of %s were lost before this edge read them (up to %s); "
+                    "edge: records of %s before seq %s were lost before this edge read them; "
                     "its book waits for the next snapshot", stream, record.seq,
                     extra={"event": "edge_gap", "stream": stream, "seq": record.seq},
                 )  # fmt: skip
