@@ -15,7 +15,6 @@ class IngestStats:
     checkpoints: int = 0
     checkpoint_failures: int = 0
     takeovers: dict[str, int] = field(default_factory=lambda: {"continued": 0, "new_epoch": 0})
-    queued: int = 0  # records waiting for the publisher (set by it)
 
 
 @dataclass(slots=True)

@@ -95,7 +95,7 @@ class ClusterCollector(Collector):
         yield _gauge(
             f"{p}_publish_queue_records",
             "Records handed over by the upstream tasks and not yet taken by the publisher.",
-            stats.queued,
+            ingest.queued(),
         )
 
     def _edge_families(

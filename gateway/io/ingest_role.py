@@ -85,10 +85,15 @@ class IngestRole:
         self.leading = False  # publishing now (the lease held and the takeover done)
         self._changed = trio.Event()
         self._term: trio.CancelScope | None = None
+        self._outbound: Outbound | None = None
 
     @property
     def role(self) -> LeaseRole:
         return self.lease.role
+
+    def queued(self) -> int:
+        """Records the upstream tasks handed over that the publisher has not taken yet."""
+        return 0 if self._outbound is None else self._outbound.pending
 
     def _on_change(self, lease: Lease) -> None:
         log.info(
@@ -173,6 +178,7 @@ class IngestRole:
                     wake.set()
 
                 outbound = Outbound(self.checkpoint_interval, trio.current_time, on_pending=pending)
+                self._outbound = outbound
                 self.leading = True
                 async with trio.open_nursery() as nursery:
                     await self.start_upstream(nursery, plan.epoch, plan.heads, outbound)
@@ -193,6 +199,7 @@ class IngestRole:
             finally:
                 self.leading = False
                 self._term = None
+                self._outbound = None
         # FENCED: the lease may still look held; give it up by waiting for the lease's own
         # verdict (a conflict at the next renew), not by leading again at once.
         if self.lease.is_leader(trio.current_time()):
@@ -212,7 +219,6 @@ class IngestRole:
 
     async def _publish_pending(self, bridge: NatsBridge, outbound: Outbound, term: str) -> None:
         records, checkpoints = outbound.take()
-        self.stats.queued = outbound.pending
         if not records:
             return
         stored = await self._publish_records(bridge, records, term)
