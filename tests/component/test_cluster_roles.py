@@ -216,7 +216,10 @@ def contiguous(frames: list[tuple[str, dict[str, Any]]], stream: str) -> list[di
     """The stream's records in order; asserts one epoch and no gap or repeat in seq."""
     records = [o for _, o in frames if o.get("stream") == stream and "seq" in o and "epoch" in o
                and o["type"] not in ("subscribed", "resumed", "resume_failed")]  # fmt: skip
-    # The first is the late joiner's snapshot (valid at the head), then live records.
+    # A late joiner gets the book's latest status (an older seq), then the snapshot valid at
+    # the head, then live records: the check starts at that snapshot.
+    first = next(i for i, r in enumerate(records) if r["type"] == "book_snapshot")
+    records = records[first:]
     seqs = [r["seq"] for r in records]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
     assert len({r["epoch"] for r in records}) == 1
