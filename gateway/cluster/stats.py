@@ -22,6 +22,7 @@ class EdgeStats:
     records: int = 0  # applied and published to the hub
     undecodable: int = 0  # deliveries whose ids or body could not be read (dropped, logged)
     resyncs: int = 0  # book streams that lost records (GAP) and wait for a snapshot
+    consumer_restarts: int = 0  # ordered consumers made again after a stall or an error
     pending: int = 0  # records after the last one applied (the consumer's lag)
     last_receive_ns: int = 0  # receive_time of the last applied record (lag = now - it)
     first_stream_seq: int = 0  # where this edge started reading

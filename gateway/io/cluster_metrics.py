@@ -116,6 +116,11 @@ class ClusterCollector(Collector):
             "for the next snapshot.",
             stats.resyncs,
         )
+        yield _counter(
+            f"{p}_edge_consumer_restarts",
+            "Ordered consumers this edge made again (stalled after a node loss, or failed).",
+            stats.consumer_restarts,
+        )
         yield _gauge(
             f"{p}_edge_lag_records", "Records in JetStream after the last one applied.",
             stats.pending,

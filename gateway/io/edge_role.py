@@ -35,11 +35,13 @@ from gateway.cluster.subjects import RecordId, StreamLayout, SubjectError
 from gateway.contract.records import BookSnapshot, Record
 from gateway.fanout.hub import Hub
 from gateway.io.ingest_role import HEADER_REC_SEQ
-from gateway.io.nats_bridge import Delivery, NatsBridge, StoredMessage
+from gateway.io.nats_bridge import BridgeClosed, Delivery, NatsBridge, StoredMessage
 
 __all__ = ["EdgeRole"]
 
 log = logging.getLogger("gateway.cluster.edge")
+
+STALL_CHECK = 5.0  # s without a delivery before the stream's last sequence is compared
 
 
 class EdgeRole:
@@ -75,12 +77,47 @@ class EdgeRole:
         self.stats.catchup_target = target
         if (start is not None and start > target) or target == 0:
             self._caught_up()
+        task_status.started()
+        while True:
+            try:
+                await self._read(bridge, start)
+            except (BridgeClosed, trio.Cancelled):
+                raise
+            except Exception as exc:  # the consumer could not be made (a stream leader moving)
+                self.stats.consumer_restarts += 1
+                log.warning(
+                    "edge: cannot read the stream: %r; again from stream seq %d", exc,
+                    self.stats.last_stream_seq + 1,
+                    extra={"event": "edge_read_failed", "reason": repr(exc)},
+                )  # fmt: skip
+                await trio.sleep(STALL_CHECK / 5)
+            if self.stats.last_stream_seq:
+                start = self.stats.last_stream_seq + 1
+
+    async def _read(self, bridge: NatsBridge, start: int | None) -> None:
+        """One ordered consumer, until it stalls: nothing delivered for ``STALL_CHECK`` seconds
+        while the stream holds records past the last one applied (measured on 3 nodes: after
+        the loss of the stream leader's node, nats-py's ordered consumer may not come back by
+        itself). Then the caller makes a new one from where this edge is."""
         async with bridge.ordered_reader(
             subjects.RECORDS_PREFIX + ">", stream=self.layout.records, start_sequence=start
         ) as reader:
-            task_status.started()
             while True:
-                self.deliver(await reader.receive())
+                batch: list[Delivery] | None = None
+                with trio.move_on_after(STALL_CHECK):
+                    batch = await reader.receive()
+                if batch is not None:
+                    self.deliver(batch)
+                    continue
+                last = await bridge.last_sequence(self.layout.records)
+                if last > self.stats.last_stream_seq:
+                    self.stats.consumer_restarts += 1
+                    log.warning(
+                        "edge: the consumer stalled at stream seq %d of %d; a new one",
+                        self.stats.last_stream_seq, last,
+                        extra={"event": "edge_consumer_stalled", "stream_seq": last},
+                    )  # fmt: skip
+                    return
 
     def _seed(self, checkpoints: dict[str, StoredMessage], last: int) -> int | None:
         """Seed the books from the checkpoints; the ``PGW`` sequence to read from. A checkpoint

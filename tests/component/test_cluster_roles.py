@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import open_websocket_url
 
 from gateway.app import Gateway
+from gateway.cluster_wiring import layout_of
 from gateway.io.nats_bridge import PublishItem, open_bridge
 from gateway.simulator import Simulator, SimulatorConfig
 from tests.support.cluster_rig import cluster_config, frames_until, subscribe, wait_for
@@ -308,6 +309,22 @@ async def test_losing_a_jetstream_node_under_the_roles_breaks_no_seq(
     urls = [s.url for s in nats_cluster]
     sim = await start_sim(nursery)
     r3 = {"cluster.stream_replicas": "3", "cluster.lease_ttl": "3"}
+    # The streams are made first, and used once each, before the roles start: what this test
+    # is about is the loss of a node under running roles, not a fresh cluster's first
+    # elections (on this busy 2-core box an R3 stream made in the middle of them can stay
+    # without a leader for a minute).
+    layout = layout_of(cluster_config(sim.url, urls, "ingest", **r3))
+    async with open_bridge(urls, connect_timeout=5) as bridge:
+        with trio.fail_after(120):
+            while True:
+                try:
+                    await bridge.ensure_streams(layout)
+                    await bridge.ensure_bucket(layout.lease_bucket, ttl=3, replicas=3)
+                    if all([await bridge.stream_leader(s) for s in ("PGW", "PGW_SNAP")]):
+                        break
+                except Exception:
+                    pass
+                await trio.sleep(0.5)
 
     async def start(role: str) -> Gateway:
         gateway = Gateway(cluster_config(sim.url, urls, role, **r3), handle_signals=False)
