@@ -18,7 +18,8 @@ market's book-sync state machine, awaiting snapshot → assembling → synced, c
 state machines, into book records),
 ``normalizer`` (``FeedNormalizer``: all of the above, one feed), ``batch`` (``ingest_batch``: the
 messages of one read normalized and published once, a plain function so that no checkpoint can
-come between them). The REST backfill and markets come and go (docs/upstream.md):
+come between them), ``lag`` (``LagSampler``: how far behind the feed is, from the exchange times
+of one connection's live records). The REST backfill and markets come and go (docs/upstream.md):
 ``paxos_rest`` (Paxos REST answers as typed values), ``backfill`` (``TradeTape``: live and REST
 executions merged into the complete tape, ``BackfillStats``), ``markets`` (``MarketDirectory``:
 the REST market list → halts, delistings, returns), ``tape_records`` (``TapeRecords``: what the

@@ -23,10 +23,11 @@ import trio
 from prometheus_client import Histogram
 
 from gateway.config import UpstreamConfig
-from gateway.contract.records import Price, Record, Trade
+from gateway.contract.records import Record
 from gateway.fanout.wsframe import OP_PING
 from gateway.ingest.batch import Batch, Normalizer, RecordSink, ingest_batch
 from gateway.ingest.feeds import FeedSpec
+from gateway.ingest.lag import LagSampler
 from gateway.ingest.wsclient import ClientProtocol, Handshake, HandshakeError, client_frame
 from gateway.io.metrics import Metrics
 from gateway.io.upstream_health import FeedState
@@ -67,8 +68,6 @@ log = logging.getLogger("gateway.upstream")
 
 # One read: up to a few hundred Paxos messages, normalized and published as one batch.
 _RECEIVE_BUFFER_SIZE = 65536
-# The records whose exchange time measures the feed's lag (built once, not per record).
-_LAG_RECORDS = (Trade, Price)
 
 
 class UpstreamSession(Normalizer, Protocol):
@@ -151,16 +150,8 @@ class _Conn:
     established: bool = False
     opened_at: float = 0.0
     messages: int = 0
-    # Wall clock when the connection was established. Paxos opens every executions
-    # connection by replaying each market's last execution, which may be hours old: a trade
-    # executed before this instant is such a replay and says nothing about lag. Paxos trims
-    # timestamps (whole seconds at worst), so a live trade may look up to 1 s older.
-    established_ns: int = 0
+    established_ns: int = 0  # wall clock when the handshake completed (lag: replays before it)
     leftover: bytes = b""  # frames that arrived with the handshake's response
-
-    @property
-    def replay_before_ns(self) -> int:
-        return self.established_ns - 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +337,8 @@ class FeedConnection:
         sink = self.sink
         state = self.state
         protocol = ws.protocol
+        lag = LagSampler(conn.established_ns)
+        observe_lag = self._m_lag.observe
         data, conn.leftover = conn.leftover, b""
         while True:
             if not data:
@@ -375,13 +368,8 @@ class FeedConnection:
                 state.last_message_at = trio.current_time()
                 state.last_message_monotonic_ns = received_mono
                 self._m_bytes.inc(batch.size)
-            replay_before_ns = conn.replay_before_ns
-            for record in records:
-                if isinstance(record, _LAG_RECORDS):
-                    # Their receive_time is now_ns (digits on the wire since protocol v2).
-                    exchange_ns = int(record.exchange_time)
-                    if exchange_ns >= replay_before_ns:
-                        self._m_lag.observe((now_ns - exchange_ns) / 1e9)
+            for seconds in lag.samples(records, now_ns):  # now_ns: the records' receive_time
+                observe_lag(seconds)
             if protocol.pongs:
                 ws.pongs_received()
             verdict = batch.verdict
