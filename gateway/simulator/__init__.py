@@ -7,7 +7,11 @@ out): it builds its own wire text and knows the true state at every moment.
 Modules: ``markets`` (specs, ticks), ``model`` (sans-IO random walk, ``truth``, the
 execution tape, market status, wire text), ``formatting`` (numbers, timestamps, JSON text),
 ``faults`` (``FaultConfig``, bad frames), ``stream`` (stallable byte stream), ``framing``
-(batched data frames), ``server`` (``Simulator``), ``rest`` (sans-IO REST answers),
+(batched data frames), ``server`` (``Simulator``: serving, and the API below), ``generator``
+(the pace: model steps, stablecoin ticks, pause, backpressure), ``registry`` (which connections
+get which events), ``accept`` (handshake → route → subscription, refusals, connect-rate delay),
+``connection`` (``Connection``: one client's queue, sender and per-message faults), ``rest``
+(sans-IO REST answers),
 ``ratelimit`` (token bucket per IP), ``rest_server`` (h11 edge of the REST API), ``config``
 (``SimulatorConfig``, ``RestConfig``), ``command`` (CLI ``simulate``).
 
@@ -61,10 +65,11 @@ API of ``Simulator`` (all synchronous methods act at once, between trio checkpoi
 """
 
 from gateway.simulator.config import RestConfig, SimulatorConfig
+from gateway.simulator.connection import Connection
 from gateway.simulator.faults import BAD_FRAME_KINDS, BadFrameKind, FaultConfig
 from gateway.simulator.markets import DEFAULT_MARKETS, DEFAULT_STABLECOINS, MarketSpec
 from gateway.simulator.model import Execution, LevelUpdate, MarketModel, PriceTick
-from gateway.simulator.server import Connection, Simulator
+from gateway.simulator.server import Simulator
 
 __all__ = [
     "BAD_FRAME_KINDS",
