@@ -18,7 +18,8 @@ import trio_websocket
 from gateway.simulator import formatting
 from gateway.simulator.config import SimulatorConfig
 from gateway.simulator.connection import CLOSE_TIMEOUT, CONNECTION_ERRORS, Connection
-from gateway.simulator.model import Feed, MarketModel
+from gateway.simulator.events import Feed
+from gateway.simulator.model import MarketModel
 from gateway.simulator.registry import Registry
 from gateway.simulator.stream import StallableStream
 

@@ -21,8 +21,8 @@ from wsproto.utilities import LocalProtocolError
 
 from gateway.simulator import faults as faults_mod
 from gateway.simulator.config import SimulatorConfig
+from gateway.simulator.events import Feed
 from gateway.simulator.framing import text_frame
-from gateway.simulator.model import Feed
 from gateway.simulator.registry import Registry
 from gateway.simulator.stream import StallableStream
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import trio
 
 from gateway.simulator.config import SimulatorConfig
-from gateway.simulator.model import MarketModel, PriceTick
+from gateway.simulator.events import PriceTick
+from gateway.simulator.model import MarketModel
 from gateway.simulator.registry import Registry
 
 __all__ = ["Generator"]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from gateway.simulator.model import Feed
+from gateway.simulator.events import Feed
 
 if TYPE_CHECKING:
     from gateway.simulator.connection import Connection

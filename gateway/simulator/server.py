@@ -20,10 +20,11 @@ import trio
 from gateway.simulator.accept import Acceptor
 from gateway.simulator.config import RestConfig, SimulatorConfig
 from gateway.simulator.connection import Connection
+from gateway.simulator.events import Execution, Level, PriceTick
 from gateway.simulator.faults import FaultConfig
 from gateway.simulator.generator import Generator
 from gateway.simulator.markets import MarketSpec, resolve_markets
-from gateway.simulator.model import Execution, Level, MarketModel, PriceTick
+from gateway.simulator.model import MarketModel
 from gateway.simulator.registry import Registry
 from gateway.simulator.rest_server import RestServer
 
