@@ -18,9 +18,10 @@ connection's reader, pinger and end reason), ``contained_nursery`` (a library fa
 connection, not the server), ``delivery`` (hub outbox → socket in one place: the ``Flusher`` and
 each connection's ``Delivery`` with its writer task), ``socket_writer`` (the fast send path's socket
 side: pre-built frames written straight to the socket, ``SocketWriter``, ``adopt``), ``ops_http``
-(``/metrics``, ``/healthz``, ``/readyz`` over h11), ``metrics`` (``Metrics``: the Prometheus
-registry, and the collectors that read sans-IO counters at scrape time). The REST backfill
-(docs/upstream.md): ``rest_client`` (``PaxosRestClient`` on httpx, one rate-limited
+(``/metrics``, ``/healthz``, ``/readyz`` over h11), ``ops_slots`` (ops connections shed oldest
+first), ``readiness`` (``Readiness``: ``/readyz`` from per-feed health), ``metrics`` (``Metrics``:
+the Prometheus registry, and the collectors that read sans-IO counters at scrape time). The REST
+backfill (docs/upstream.md): ``rest_client`` (``PaxosRestClient`` on httpx, one rate-limited
 ``RequestBudget`` per process), ``backfiller`` (``run_backfills``: each executions feed's backfill
 after every connect), ``market_watch`` (the market-list refresh: halts, delistings, new markets).
 
