@@ -55,11 +55,10 @@ from gateway.io.upstream_conn import (
     FeedWiring,
     UpstreamSession,
     observe_publish_latency,
-    target_of,
-    verified_tls_context,
 )
 from gateway.io.upstream_health import FeedState, UpstreamHealth
 from gateway.io.upstream_reasons import CANCELLED, ERROR_FRAME, INTERNAL_ERROR, Ended
+from gateway.io.upstream_target import target_of, verified_tls_context
 from gateway.retry.backoff import Backoff
 
 __all__ = ["DEFAULT_CLOSE_TIMEOUT", "run_feed"]

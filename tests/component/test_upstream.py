@@ -33,8 +33,9 @@ from gateway.ingest.normalizer import FeedNormalizer
 from gateway.io.connect_gate import ConnectGate
 from gateway.io.metrics import Metrics
 from gateway.io.upstream import run_feed
-from gateway.io.upstream_conn import UpstreamWebSocket, verified_tls_context
 from gateway.io.upstream_health import FeedState
+from gateway.io.upstream_target import verified_tls_context
+from gateway.io.upstream_ws import UpstreamWebSocket
 from gateway.retry.backoff import Backoff
 from gateway.simulator import FaultConfig, SimulatorConfig
 from gateway.simulator.server import Simulator
