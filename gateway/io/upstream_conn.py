@@ -26,7 +26,8 @@ from gateway.contract.records import Record
 from gateway.ingest.batch import Batch, Normalizer, RecordSink, ingest_batch
 from gateway.ingest.feeds import FeedSpec
 from gateway.ingest.lag import LagSampler
-from gateway.ingest.wsclient import ClientProtocol, Handshake, HandshakeError
+from gateway.ingest.ws_handshake import Handshake, HandshakeError
+from gateway.ingest.wsclient import ClientProtocol
 from gateway.io.metrics import Metrics
 from gateway.io.upstream_health import FeedState
 from gateway.io.upstream_reasons import (
