@@ -30,17 +30,13 @@ def decimal_of(units: int, scale: int) -> Decimal:
     return Decimal(units).scaleb(-scale)
 
 
-@dataclass(frozen=True, slots=True)
-class LevelUpdate:
-    """One order-book level's new absolute size (``amount_units == 0`` removes it)."""
+class _PriceAndAmount:
+    """``price`` and ``amount`` as Decimals, from the integer units (on demand, for tests)."""
 
-    FEED: ClassVar[Feed] = "book"
-    market: str
-    side: Side
-    price_units: int  # price * 10**scale
+    __slots__ = ()
+    price_units: int
     scale: int
-    amount_units: int  # amount * 10**8
-    text: str
+    amount_units: int
 
     @property
     def price(self) -> Decimal:
@@ -52,7 +48,20 @@ class LevelUpdate:
 
 
 @dataclass(frozen=True, slots=True)
-class Execution:
+class LevelUpdate(_PriceAndAmount):
+    """One order-book level's new absolute size (``amount_units == 0`` removes it)."""
+
+    FEED: ClassVar[Feed] = "book"
+    market: str
+    side: Side
+    price_units: int  # price * 10**scale
+    scale: int
+    amount_units: int  # amount * 10**8
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Execution(_PriceAndAmount):
     """One execution as sent; ``executed_at_ns`` is the time the text says (truncated)."""
 
     FEED: ClassVar[Feed] = "executions"
@@ -64,14 +73,6 @@ class Execution:
     executed_at: str
     match_number: str
     text: str
-
-    @property
-    def price(self) -> Decimal:
-        return decimal_of(self.price_units, self.scale)
-
-    @property
-    def amount(self) -> Decimal:
-        return decimal_of(self.amount_units, AMOUNT_SCALE)
 
     @property
     def exchange_key(self) -> tuple[int, str]:
