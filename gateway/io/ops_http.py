@@ -30,10 +30,9 @@ from gateway import __version__
 from gateway.fanout.access import client_key
 from gateway.io.metrics import PREFIX
 from gateway.io.ops_slots import OpsSlot, OpsSlots
-from gateway.io.readiness import FeedHealth, Readiness
+from gateway.io.readiness import Readiness
 
-# FeedHealth and Readiness: app.py (the lead's) still imports them from here.
-__all__ = ["FeedHealth", "OpsServer", "Readiness"]
+__all__ = ["OpsServer"]
 
 log = logging.getLogger("gateway.ops_http")
 

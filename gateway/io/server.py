@@ -27,15 +27,14 @@ from gateway.fanout.routes import Route
 from gateway.io.accept import AdmittingWebSocketServer
 from gateway.io.contained_nursery import ContainedNursery
 from gateway.io.delivery import Delivery, Flusher
-from gateway.io.handshake import HandshakeGate, RejectReason
+from gateway.io.handshake import HandshakeGate
 from gateway.io.socket_writer import adopt
 from gateway.io.subscriber_conn import SubscriberConnection, ping, read_requests
 
 if TYPE_CHECKING:
     from gateway.io.metrics import Metrics
 
-# RejectReason: app.py (the lead's) still imports it from here.
-__all__ = ["FINAL_CLOSE_TIMEOUT", "RejectReason", "Server", "ServerSettings"]
+__all__ = ["FINAL_CLOSE_TIMEOUT", "Server", "ServerSettings"]
 
 log = logging.getLogger("gateway.server")
 
