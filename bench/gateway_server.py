@@ -80,8 +80,8 @@ def main() -> None:
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--max-seconds", type=float, default=900.0)
     args = parser.parse_args()
-    from gateway.app import freeze_startup_heap
     from gateway.logs import setup_logging
+    from gateway.run_command import freeze_startup_heap
 
     setup_logging("warning", "text")
     logging.getLogger().setLevel(logging.WARNING)

@@ -1,4 +1,4 @@
-"""The running gateway: one nursery that owns every task, and the ``run`` subcommand.
+"""The running gateway: one nursery that owns every task (the ``run`` subcommand: run_command.py).
 
 Startup order: subscriber server, then ops endpoint, then upstream feeds. Subscribers can
 connect (and get status records) before any book exists; ``/readyz`` stays 503 until every
@@ -18,62 +18,32 @@ drain: an operator pressing Ctrl-C twice wants out now.
 
 from __future__ import annotations
 
-import argparse
-import errno
 import functools
-import gc
 import logging
 import os
 import signal
-import sys
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import get_args
-from urllib.parse import urlsplit
 
 import trio
 
 from gateway import __version__
-from gateway import config as config_mod
-from gateway.backfill_wiring import register_backfill_metrics, start_backfills, tape_for
+from gateway.backfill_wiring import start_backfills, tape_for
 from gateway.config import Config, ConfigError
-from gateway.fanout.access import (
-    ConnectionRateLimiter,
-    TokenAuth,
-    auth_warning,
-    is_loopback,
-    load_tokens,
-)
+from gateway.config.advice import config_problems
+from gateway.fanout.access import ConnectionRateLimiter, TokenAuth, auth_warning, load_tokens
 from gateway.fanout.hub import Hub
-from gateway.ingest.feeds import FeedSpec
+from gateway.feed_readiness import Feed, feed_health
 from gateway.ingest.normalizer import FeedNormalizer
 from gateway.io.connect_gate import ConnectGate
-from gateway.io.delivery import DisconnectReason
-from gateway.io.metrics import (
-    PREFIX,
-    BufferDepthCollector,
-    FeedStatsCollector,
-    GaugeCallbackCollector,
-    HubStatsCollector,
-    Metrics,
-)
-from gateway.io.ops_http import FeedHealth, OpsServer, Readiness
-from gateway.io.server import FINAL_CLOSE_TIMEOUT, RejectReason, Server
+from gateway.io.metrics import Metrics
+from gateway.io.ops_http import OpsServer, Readiness
+from gateway.io.server import FINAL_CLOSE_TIMEOUT, Server
 from gateway.io.token_reload import TokenReloader
 from gateway.io.upstream import DEFAULT_CLOSE_TIMEOUT, run_feed
 from gateway.io.upstream_health import FeedState
-from gateway.logs import setup_logging
+from gateway.metrics_wiring import register_collectors
 
 log = logging.getLogger("gateway.app")
-
-
-@dataclass(slots=True)
-class _Feed:
-    spec: FeedSpec
-    required: bool
-    session: FeedNormalizer
-    state: FeedState
 
 
 class Gateway:
@@ -93,6 +63,10 @@ class Gateway:
     ) -> None:
         """``auth_tokens``: the subscriber tokens; None reads them (``load_tokens``) from
         ``server.auth_token_file`` and the process environment (``ConfigError`` if bad)."""
+        if config.cluster.enabled:
+            # Until the roles are wired (docs/cluster.md): refuse rather than run one process
+            # that silently ignores the cluster settings.
+            raise ConfigError("cluster.nats_urls: the cluster roles are not wired in yet")
         self.config = config
         # Fixed at process start and stamped on every record: a consumer sees a restart as a
         # new epoch rather than as a sequence gap.
@@ -100,8 +74,8 @@ class Gateway:
         self.epoch = str(time.time_ns())
         self.metrics = Metrics()
         self.hub = Hub.from_config(config.server, self.epoch)
-        self.feeds: list[_Feed] = [
-            _Feed(
+        self.feeds: list[Feed] = [
+            Feed(
                 spec=spec,
                 required=feed_config.required,
                 session=FeedNormalizer(
@@ -140,7 +114,9 @@ class Gateway:
             ),
             auth=self.auth,
         )
-        self.readiness = Readiness(self._feed_health, grace=config.metrics.ready_grace)
+        self.readiness = Readiness(
+            functools.partial(feed_health, self.feeds), grace=config.metrics.ready_grace
+        )
         self.ops = OpsServer(
             self.metrics.registry,
             self.readiness,
@@ -155,7 +131,7 @@ class Gateway:
         self.stopped = trio.Event()  # set when ``serve`` has finished, however it ended
         self.subscriber_url = ""
         self.metrics_url = ""
-        self._register_collectors()
+        register_collectors(self.metrics, self.hub, self.feeds, config, self.readiness, self.epoch)
 
     def request_shutdown(self) -> None:
         """Begin the graceful shutdown; a second call cuts the subscriber drain short."""
@@ -235,7 +211,7 @@ class Gateway:
             done.set()
 
     async def _run_feed(
-        self, feed: _Feed, gate: ConnectGate, *, task_status: trio.TaskStatus[FeedState]
+        self, feed: Feed, gate: ConnectGate, *, task_status: trio.TaskStatus[FeedState]
     ) -> None:
         await run_feed(
             feed.spec, feed.session, self.hub, self.config.upstream, self.metrics,
@@ -253,150 +229,6 @@ class Gateway:
                     extra={"event": "signal", "signal": name},
                 )  # fmt: skip
                 self.request_shutdown()
-
-    # -- readiness and metrics
-
-    def _feed_health(self) -> Iterator[FeedHealth]:
-        for feed in self.feeds:
-            session, state = feed.session, feed.state
-            # market_gone: Paxos halted or delisted the feed's one market (markets come and go).
-            ready = (state.connected and session.ready) or session.market_gone
-            yield FeedHealth(
-                name=feed.spec.name,
-                required=feed.required,
-                ready=ready,
-                reason="" if ready else _not_ready_reason(session, state),
-            )
-
-    def _register_collectors(self) -> None:
-        m = self.metrics
-        # Every value of a small fixed label set is exposed from the start (at 0): a series
-        # that only appears on its first event breaks rate() and "absent" alerts.
-        for reason in get_args(DisconnectReason):
-            m.subscriber_disconnects.labels(reason)
-        for why in get_args(RejectReason):
-            m.rejected_connections.labels(why)
-        m.add_collector(HubStatsCollector(self.hub.stats))
-        m.add_collector(
-            FeedStatsCollector(lambda: ((f.spec.name, f.session.stats) for f in self.feeds))
-        )
-        register_backfill_metrics(m, self.feeds, self.config)
-        m.add_collector(
-            GaugeCallbackCollector(
-                f"{PREFIX}_upstream_last_message_age_seconds",
-                "Seconds since the feed's last upstream frame (idle markets are silent: alert "
-                "on this together with upstream_connected, never alone).",
-                ["feed"],
-                self._last_message_ages,
-            )
-        )
-        m.add_collector(
-            GaugeCallbackCollector(
-                f"{PREFIX}_ready",
-                "1 if /readyz would answer 200 now, else 0.",
-                [],
-                lambda: [([], 1.0 if self.readiness.check(trio.current_time()).ready else 0.0)],
-            )
-        )
-        m.add_collector(
-            GaugeCallbackCollector(
-                f"{PREFIX}_tasks",
-                "Trio tasks alive in the gateway process (about 3 per subscriber, plus one per "
-                "feed and a few fixed): flat over time unless connections are, a leak otherwise.",
-                [],
-                lambda: [([], float(_task_count()))],
-            )
-        )
-        m.add_collector(
-            GaugeCallbackCollector(
-                f"{PREFIX}_info",
-                "Constant 1, labelled with the version and this process's epoch.",
-                ["version", "epoch"],
-                lambda: [([__version__, str(self.epoch)], 1.0)],
-            )
-        )
-        m.add_collector(
-            BufferDepthCollector(
-                self.config.server.buffer_bytes,
-                lambda: ((s.queued_bytes, len(s.queue)) for s in self.hub.subscribers),
-            )
-        )
-
-    def _last_message_ages(self) -> Iterator[tuple[list[str], float]]:
-        # FeedState keeps a time.monotonic_ns copy of the receive time for exactly this.
-        now = time.monotonic_ns()
-        for feed in self.feeds:
-            last = feed.state.last_message_monotonic_ns
-            if last is not None:
-                yield [feed.spec.name], max(0.0, (now - last) / 1e9)
-
-
-def config_problems(config: Config) -> list[str]:
-    """Settings that pass validation but are very likely wrong, one sentence each.
-
-    Today one: the test-only fast retries of ``upstream.allow_fast_retry`` against an upstream
-    that is not on this machine (Paxos answers more than one new connection per second per IP
-    with 429). Subscriber auth off on a non-loopback address is the other counted problem; it is
-    reported by ``auth_warning``.
-    """
-    up = config.upstream
-    fastest = min(up.backoff_initial, up.connect_interval)
-    if not up.allow_fast_retry or fastest >= config_mod.MIN_PRODUCTION_INTERVAL:
-        return []
-    remote = sorted(
-        {
-            host
-            for spec in config.feed_specs()
-            if (host := urlsplit(spec.url).hostname or "") and not is_loopback(host)
-        }
-    )
-    if not remote:
-        return []
-    return [
-        f"upstream.allow_fast_retry is on (backoff_initial {up.backoff_initial} s, "
-        f"connect_interval {up.connect_interval} s) and feeds connect to {', '.join(remote)}, "
-        "not to this machine: Paxos allows one new connection per second per IP; the setting "
-        "is meant for tests against a local simulator"
-    ]
-
-
-def _not_ready_reason(session: FeedNormalizer, state: FeedState) -> str:
-    if not state.connected:
-        if state.connections == 0 and state.last_reason is None:
-            return "connecting"
-        return f"disconnected ({state.last_reason or 'unknown'}), reconnecting"
-    if session.resync_reason is not None:
-        return f"resyncing: {session.resync_reason}"
-    if session.upstream_error is not None:
-        return f"upstream error: {session.upstream_error}"
-    # The normalizer's book-sync states are the truth; a book's ``has_snapshot`` stays true
-    # across reconnects and cannot tell a first snapshot from a resync.
-    resyncing = session.resyncing_markets()
-    if resyncing:
-        return f"resyncing: waiting for a fresh snapshot of {_shown(resyncing)}"
-    waiting = session.unsynced_markets()
-    if waiting:
-        return f"waiting for the snapshot of {_shown(waiting)}"
-    return "waiting for the first snapshot"
-
-
-def _shown(markets: list[str]) -> str:
-    more = len(markets) - 10
-    return ", ".join(markets[:10]) + (f" and {more} more" if more > 0 else "")
-
-
-def _task_count() -> int:
-    """Every task under trio's root task; called on the trio thread (the ops endpoint's scrape).
-    A walk of the task tree: ~30k tasks at 10,000 subscribers, a few ms per scrape."""
-    count, stack = 0, [trio.lowlevel.current_root_task()]
-    while stack:
-        task = stack.pop()
-        if task is None:
-            continue
-        count += 1
-        for nursery in task.child_nurseries:
-            stack.extend(nursery.child_tasks)
-    return count
 
 
 def shutdown_bound(drain_timeout: float) -> float:
@@ -440,81 +272,3 @@ async def serve(
 ) -> None:
     """Run a gateway until SIGTERM/SIGINT, then shut down gracefully and return."""
     await Gateway(config, auth_tokens=auth_tokens).serve(task_status=task_status)
-
-
-def freeze_startup_heap() -> None:
-    """Move everything allocated so far (modules, classes, functions, configuration: tens of
-    thousands of objects that live as long as the process) out of the cyclic collector's sight.
-
-    Every full collection walks all tracked objects; with these in, one took ~15 ms, a pause
-    felt by every subscriber at once. Together with untracked records and frames
-    (``outbox.OutFrame``) it keeps the collector's pauses off the fan-out's tail latency. For a
-    process that runs one gateway (``run``, ``demo``); tests that start many in one process
-    must not freeze what they will drop.
-    """
-    gc.collect()
-    gc.freeze()
-
-
-def load_auth_tokens(config: Config, env: Mapping[str, str]) -> tuple[bytes, ...]:
-    """The subscriber tokens, read before the event loop starts so that a bad token file is a
-    configuration error (exit 2), not a traceback."""
-    return load_tokens(config.server.auth_token_file, env)
-
-
-# -- the ``run`` subcommand
-
-
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "run",
-        help="run the gateway",
-        description="Run the gateway: connect to the Paxos feeds and serve subscribers until "
-        "SIGTERM. Settings: --config FILE, then PAXOS_GATEWAY__SECTION__KEY environment "
-        "variables, then flags (strongest).",
-    )
-    config_mod.add_arguments(parser)
-    parser.set_defaults(func=run_command)
-
-
-def run_command(args: argparse.Namespace) -> int:
-    try:
-        config = config_mod.from_args(args, os.environ)
-        tokens = load_auth_tokens(config, os.environ)
-    except ConfigError as e:
-        print(f"paxos-gateway run: configuration error: {e}", file=sys.stderr)
-        return 2
-    setup_logging(config.log.level, config.log.format)
-    freeze_startup_heap()
-    try:
-        trio.run(functools.partial(serve, config, auth_tokens=tokens))
-    except BaseException as e:
-        error = bind_error(e)
-        if error is None:
-            raise
-        where = (
-            f"server {config.server.host}:{config.server.port} / "
-            f"metrics {config.metrics.host}:{config.metrics.port}"
-        )
-        log.error(
-            "cannot listen (%s): %s", where, error.strerror or error,
-            extra={"event": "startup_failed", "reason": str(error)},
-        )  # fmt: skip
-        return 1
-    return 0
-
-
-def bind_error(exc: BaseException) -> OSError | None:
-    """The port-in-use (or not bindable) error inside ``exc``, if that is what it is.
-
-    That is an operator problem, not a bug: it deserves one clear line, not a traceback.
-    """
-    if isinstance(exc, OSError):
-        bindable = (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL)
-        return exc if exc.errno in bindable else None
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = bind_error(inner)
-            if found is not None:
-                return found
-    return None

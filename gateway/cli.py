@@ -13,7 +13,7 @@ import sys
 from gateway import __version__
 
 SUBCOMMAND_MODULES = (
-    "gateway.app",  # run
+    "gateway.run_command",  # run
     "gateway.tools.demo",  # demo
     "gateway.simulator.command",  # simulate
     "gateway.tools.tail",  # tail

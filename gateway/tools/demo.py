@@ -15,9 +15,10 @@ from typing import TextIO
 
 import trio
 
-from gateway.app import Gateway, bind_error, freeze_startup_heap
+from gateway.app import Gateway
 from gateway.config import ConfigError, Override, load_config
 from gateway.logs import setup_logging
+from gateway.run_command import bind_error, freeze_startup_heap
 from gateway.simulator import Simulator, SimulatorConfig
 
 log = logging.getLogger("gateway.demo")

@@ -13,8 +13,9 @@ import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from gateway.app import Gateway, _not_ready_reason, _url, shutdown_bound
+from gateway.app import Gateway, _url, shutdown_bound
 from gateway.config import Config, load_config
+from gateway.feed_readiness import not_ready_reason
 from gateway.ingest.feeds import FeedSpec
 from gateway.ingest.normalizer import FeedNormalizer
 from gateway.io.upstream_health import FeedState
@@ -228,16 +229,16 @@ def test_not_ready_reasons() -> None:
     spec = FeedSpec("marketdata", "ws://x/marketdata", "book", None)
     session = FeedNormalizer(spec, "1")
     state = FeedState("marketdata")
-    assert _not_ready_reason(session, state) == "connecting"
+    assert not_ready_reason(session, state) == "connecting"
     state.last_reason = "connect_refused"
-    assert _not_ready_reason(session, state) == "disconnected (connect_refused), reconnecting"
+    assert not_ready_reason(session, state) == "disconnected (connect_refused), reconnecting"
     state.connected = True
     session.connected(0)
-    assert _not_ready_reason(session, state) == "waiting for the first snapshot"
+    assert not_ready_reason(session, state) == "waiting for the first snapshot"
     session.receive(_book_frame("UPDATE", "ETHUSD"), 0)  # a market appears, without a snapshot
-    assert _not_ready_reason(session, state) == "waiting for the snapshot of ETHUSD"
+    assert not_ready_reason(session, state) == "waiting for the snapshot of ETHUSD"
     session.resync_reason = "crossed book BTCUSD"
-    assert _not_ready_reason(session, state) == "resyncing: crossed book BTCUSD"
+    assert not_ready_reason(session, state) == "resyncing: crossed book BTCUSD"
 
 
 def test_not_ready_reason_after_a_reconnect_names_the_resync() -> None:
@@ -252,11 +253,11 @@ def test_not_ready_reason_after_a_reconnect_names_the_resync() -> None:
     assert session.ready
     session.disconnected("connection_lost", 2)
     session.connected(3)
-    assert _not_ready_reason(session, state) == (
+    assert not_ready_reason(session, state) == (
         "resyncing: waiting for a fresh snapshot of BTCUSD, ETHUSD"
     )
     session.receive(_book_frame("SNAPSHOT", "BTCUSD"), 4)
-    assert _not_ready_reason(session, state) == "resyncing: waiting for a fresh snapshot of ETHUSD"
+    assert not_ready_reason(session, state) == "resyncing: waiting for a fresh snapshot of ETHUSD"
     session.receive(_book_frame("SNAPSHOT", "ETHUSD"), 5)
     assert session.ready
 

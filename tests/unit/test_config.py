@@ -556,3 +556,47 @@ def test_bad_backfill_settings_are_named(setting: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(None, {}, [setting])
     assert str(caught.value).startswith(message), str(caught.value)
+
+
+# -- [cluster]
+
+
+def test_without_nats_the_gateway_is_one_process() -> None:
+    cluster = load_config(None, {}).cluster
+    assert not cluster.enabled
+    assert cluster.role == "all"
+
+
+def test_cluster_from_file_environment_and_role_flag(tmp_path: Path) -> None:
+    path = write(tmp_path, '[cluster]\nnats_urls = ["nats://a:4222"]\nlease_ttl = 2.5\n')
+    assert load_config(path, {}).cluster.nats_urls == ("nats://a:4222",)
+    env = {"PAXOS_GATEWAY__CLUSTER__NATS_URLS": "nats://a:4222, tls://b:4222,"}
+    config = load_config(path, env)
+    assert config.cluster.nats_urls == ("nats://a:4222", "tls://b:4222")
+    assert config.cluster.enabled and config.cluster.lease_ttl == 2.5
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--config", str(path), "--role", "edge"])
+    assert from_args(args, {}).cluster.role == "edge"
+
+
+def test_cluster_errors_name_the_field_and_the_source(tmp_path: Path) -> None:
+    assert error(None, {}, ["cluster.role=edge"]) == (
+        'cluster.role: "edge" needs NATS: set cluster.nats_urls (e.g. ["nats://nats:4222"]), '
+        'or leave the role "all" for a single process (from --set cluster.role)'
+    )
+    assert error(None, {}, ["cluster.nats_urls=nats://a:4222", "cluster.role=leader"]) == (
+        'cluster.role: expected one of "all", "edge", "ingest", got "leader" '
+        "(from --set cluster.role)"
+    )
+    assert error(None, {"PAXOS_GATEWAY__CLUSTER__NATS_URLS": "http://a:4222"}) == (
+        'cluster.nats_urls: scheme must be nats or tls, got "http://a:4222" '
+        "(from environment variable PAXOS_GATEWAY__CLUSTER__NATS_URLS)"
+    )
+    assert error(None, {}, ["cluster.nats_urls=nats://a:99999"]).startswith(
+        "cluster.nats_urls: Port out of range"
+    )
+    path = write(tmp_path, "[cluster]\nnats_urls = [4222]\n")
+    assert error(path, {}) == "cluster.nats_urls[0]: expected a string, got 4222"
+    path = write(tmp_path, "[cluster]\nlease_ttl = 0.1\n")
+    assert error(path, {}) == "cluster.lease_ttl: expected number >= 0.5 <= 60, got 0.1"
