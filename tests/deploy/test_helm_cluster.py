@@ -363,18 +363,29 @@ def test_cluster_section_follows_the_contract(chart: Any) -> None:
     assert "max_age" not in tuned  # null: the gateway's default
 
 
-def test_the_gateway_accepts_the_rendered_cluster_config(chart: Any, tmp_path: Path) -> None:
-    from gateway.config import Config, load_config
+@pytest.mark.parametrize(("name", "role"), [(FULLNAME, "edge"), (INGEST, "ingest")])
+def test_the_gateway_runs_each_rendered_workload_in_its_role(
+    chart: Any, name: str, role: str, tmp_path: Path
+) -> None:
+    # The container's args and env through the gateway's own command line and config loader,
+    # the ConfigMap's gateway.toml where the args name it.
+    from gateway.cli import build_parser
+    from gateway.config import from_args
 
-    if "cluster" not in Config.__struct_fields__:
-        pytest.skip("the gateway's [cluster] config (issue 14) is not on this branch yet")
+    manifests = render(chart, CLUSTER_ON)
+    gateway = container_of(manifests, name)
     path = tmp_path / "gateway.toml"
-    path.write_text(one(render(chart, CLUSTER_ON), "ConfigMap")["data"]["gateway.toml"])
-    config = load_config(path, env={"PAXOS_GATEWAY__CLUSTER__HOLDER": "gw-paxos-gateway-ingest-0"})
-    cluster: Any = getattr(config, "cluster")  # noqa: B009 - absent before issue 14 lands
-    assert tuple(cluster.nats_urls) == tuple(NATS_URLS)
-    assert cluster.enabled
-    assert cluster.holder == "gw-paxos-gateway-ingest-0"
+    path.write_text(one(manifests, "ConfigMap")["data"]["gateway.toml"])
+    args = [str(path) if a.endswith("/gateway.toml") else a for a in gateway["args"]]
+    pod_name = f"{name}-7d9c8b6f5-x2x4q"  # what the downward API gives the container
+    env = {e["name"]: pod_name for e in gateway["env"] if "fieldRef" in e.get("valueFrom", {})}
+    config = from_args(build_parser().parse_args(args), env)
+    assert config.cluster.enabled
+    assert config.cluster.role == role
+    assert config.cluster.holder == pod_name
+    assert config.cluster.nats_urls == tuple(NATS_URLS)
+    assert config.cluster.stream_replicas == 3
+    assert config.server.host == "0.0.0.0" and config.metrics.host == "0.0.0.0"
 
 
 # -- network policy, monitoring --------------------------------------------------------------------
