@@ -79,10 +79,8 @@ def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def with_cluster(**extra: Any) -> dict[str, Any]:
-    values = copy.deepcopy(CLUSTER_ON)
-    for key, value in extra.items():
-        values[key] = value
-    return values
+    """CLUSTER_ON with `extra` merged over it."""
+    return merged(CLUSTER_ON, extra)
 
 
 # -- cluster off: the single process, unchanged ----------------------------------------------------
@@ -433,6 +431,11 @@ def test_nats_egress_defaults_and_switch(chart: Any) -> None:
     edge = one(render(chart, CLUSTER_ON), "NetworkPolicy", FULLNAME)["spec"]
     nats = rules_by_port(edge, "egress")[(4222,)]
     assert "to" not in nats  # no selector given: any destination on the NATS port
+    # No port given: the ports of the URLs, NATS's 4222 where a URL names none.
+    urls = ["nats://a.nats:4223", "tls://b.nats", "nats://[fd00::1]:4224", "nats://c:4223"]
+    values = with_cluster(cluster={"natsUrls": urls})
+    edge = one(render(chart, values), "NetworkPolicy", FULLNAME)["spec"]
+    assert set(rules_by_port(edge, "egress")) == {(53, 53), (4223, 4222, 4224)}
     # {} is a selector (every namespace), not "unset".
     values = with_cluster(networkPolicy={"nats": {"namespaceSelector": {}}})
     edge = one(render(chart, values), "NetworkPolicy", FULLNAME)["spec"]
