@@ -178,6 +178,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "auth-on": AUTH_ON,
     "cluster-on": CLUSTER_ON,
     "cluster-everything-on": CLUSTER_EVERYTHING_ON,
+    "cluster-urls-secret": {"cluster": {"enabled": True, "natsUrlsSecret": {"name": "nats"}}},
 }
 
 

@@ -386,6 +386,34 @@ def test_the_gateway_runs_each_rendered_workload_in_its_role(
     assert config.server.host == "0.0.0.0" and config.metrics.host == "0.0.0.0"
 
 
+def test_nats_urls_from_a_secret(chart: Any, tmp_path: Path) -> None:
+    # Credentials in the URLs stay out of the ConfigMap: both roles read them from the Secret.
+    from gateway.cli import build_parser
+    from gateway.config import from_args
+
+    values = merged(CLUSTER_ON, {"cluster": {"natsUrls": [], "natsUrlsSecret": {"name": "nats"}}})
+    manifests = render(chart, values)
+    assert "nats_urls" not in toml_of(manifests)["cluster"]
+    for name in (FULLNAME, INGEST):
+        env = {e["name"]: e for e in container_of(manifests, name)["env"]}
+        assert env["PAXOS_GATEWAY__CLUSTER__NATS_URLS"]["valueFrom"] == {
+            "secretKeyRef": {"name": "nats", "key": "urls"}
+        }
+    # What the gateway makes of it: the Secret's comma-separated value as the URL list.
+    path = tmp_path / "gateway.toml"
+    path.write_text(one(manifests, "ConfigMap")["data"]["gateway.toml"])
+    args = build_parser().parse_args(["run", "--config", str(path), "--role", "edge"])
+    secret = "nats://gw:s3cret@nats-0.nats:4222, nats://gw:s3cret@nats-1.nats:4222"
+    config = from_args(args, {"PAXOS_GATEWAY__CLUSTER__NATS_URLS": secret})
+    assert config.cluster.nats_urls == (
+        "nats://gw:s3cret@nats-0.nats:4222",
+        "nats://gw:s3cret@nats-1.nats:4222",
+    )
+    # The egress rule cannot read the Secret: NATS's port, or networkPolicy.nats.port.
+    edge = one(manifests, "NetworkPolicy", FULLNAME)["spec"]
+    assert set(rules_by_port(edge, "egress")) == {(53, 53), (4222,)}
+
+
 # -- network policy, monitoring --------------------------------------------------------------------
 
 
@@ -539,8 +567,18 @@ CLUSTER_TEMPLATE_FAILURES = [
     ),
     pytest.param(
         {"cluster": {"natsUrls": ["nats://nats:4222"]}},
-        "cluster.natsUrls is set but cluster.enabled is false",
+        "cluster.natsUrls (or natsUrlsSecret) is set but cluster.enabled is false",
         id="urls-without-enabled",
+    ),
+    pytest.param(
+        {"cluster": {"natsUrlsSecret": {"name": "nats"}}},
+        "cluster.natsUrls (or natsUrlsSecret) is set but cluster.enabled is false",
+        id="secret-without-enabled",
+    ),
+    pytest.param(
+        merged(CLUSTER_ON, {"cluster": {"natsUrlsSecret": {"name": "nats"}}}),
+        "cluster.natsUrls and cluster.natsUrlsSecret.name are both set",
+        id="urls-twice",
     ),
     pytest.param(
         with_cluster(extraEnv=[{"name": "PAXOS_GATEWAY__CLUSTER__ROLE", "value": "all"}]),

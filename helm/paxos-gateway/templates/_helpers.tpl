@@ -251,7 +251,8 @@ cluster:
 {{- if and (eq $section "server") $.Values.auth.existingSecret }}
 {{- $_ := set $values "auth_token_file" (include "paxos-gateway.authTokenFile" $) }}
 {{- end }}
-{{- if eq $section "cluster" }}
+{{- if and (eq $section "cluster") $.Values.cluster.natsUrls }}
+{{- /* Else they come from cluster.natsUrlsSecret, as an environment variable. */}}
 {{- $_ := set $values "nats_urls" $.Values.cluster.natsUrls }}
 {{- end }}
 {{- $sectionTypes := index $types $section }}

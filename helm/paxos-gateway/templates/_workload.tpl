@@ -104,6 +104,14 @@ spec:
               valueFrom:
                 fieldRef:
                   fieldPath: metadata.name
+            {{- with $v.cluster.natsUrlsSecret.name }}
+            # The NATS URLs, comma-separated, credentials included: kept out of the ConfigMap.
+            - name: PAXOS_GATEWAY__CLUSTER__NATS_URLS
+              valueFrom:
+                secretKeyRef:
+                  name: {{ . }}
+                  key: {{ $v.cluster.natsUrlsSecret.key }}
+            {{- end }}
             {{- end }}
             {{- with $v.extraEnv }}
             {{- toYaml . | nindent 12 }}
