@@ -242,8 +242,8 @@ cluster:
 {{- $config := .Values.config -}}
 # Rendered by the {{ .Chart.Name }} chart from .Values.config; edit the values, not this file.
 {{- $sections := list "upstream" "backfill" "server" "metrics" "shutdown" "log" }}
-{{- if .Values.cluster.enabled }}
 {{- /* Cluster off: no [cluster] section at all, so gateway.toml is byte for byte today's. */}}
+{{- if .Values.cluster.enabled }}
 {{- $sections = append $sections "cluster" }}
 {{- end }}
 {{- range $section := $sections }}
