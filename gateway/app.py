@@ -36,7 +36,8 @@ from gateway.feed_readiness import Feed, feed_health
 from gateway.ingest.normalizer import FeedNormalizer
 from gateway.io.connect_gate import ConnectGate
 from gateway.io.metrics import Metrics
-from gateway.io.ops_http import OpsServer, Readiness
+from gateway.io.ops_http import OpsServer
+from gateway.io.readiness import Readiness
 from gateway.io.server import FINAL_CLOSE_TIMEOUT, Server
 from gateway.io.token_reload import TokenReloader
 from gateway.io.upstream import DEFAULT_CLOSE_TIMEOUT, run_feed
