@@ -45,6 +45,7 @@ sampling), ``bench.soak_worker`` (the subscriber processes and their final check
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -54,6 +55,7 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
+from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,9 @@ from bench.procs import die_with_parent
 from bench.soak_report import GatewaySamples, report
 from bench.soak_worker import worker_main
 from gateway.simulator import FaultConfig, Simulator, SimulatorConfig
+
+# s for a worker's answer at the end (its subscribers catch up to the heads within 90 s).
+WORKER_ANSWER_TIMEOUT = 300.0
 
 MARKETS = ["BTCUSD", "ETHUSD", "PAXGUSD", "LTCUSD"]
 FEEDS = ["/executiondata", "/marketdata", "/marketdata/stablecoin"]
@@ -111,6 +116,7 @@ class Soak:
             )
         )  # fmt: skip
         self.samples = GatewaySamples()
+        self.workers: list[psutil.Process] = []
         self.faults: dict[str, int] = {}
         self.gateway: subprocess.Popen[bytes] | None = None
         self.subscriber_url = ""
@@ -137,6 +143,7 @@ class Soak:
                 proc.start()
                 pipes.append(parent)
                 procs.append(proc)
+                self.workers.append(psutil.Process(proc.pid))
             nursery.start_soon(self.sample_rss)
             print(f"soak: {args.subscribers} subscribers, {args.duration:.0f} s of faults, "
                   f"gateway log {log_path}", flush=True)  # fmt: skip
@@ -146,12 +153,12 @@ class Soak:
             heads, truth = await self.quiesce()
             for p in pipes:
                 p.send("finish")
-            for p in pipes:
-                assert await trio.to_thread.run_sync(p.recv) == "ready"
+            for p, proc in zip(pipes, procs, strict=True):
+                assert await _from_worker(p, proc) == "ready"
             heads, truth = await self.quiesce()  # the workers' reconnects happened meanwhile
             for p in pipes:
                 p.send((heads, truth))
-            reports = [await trio.to_thread.run_sync(p.recv) for p in pipes]
+            reports = [await _from_worker(p, proc) for p, proc in zip(pipes, procs, strict=True)]
             for proc in procs:
                 await trio.to_thread.run_sync(proc.join, 10)
             upstream = await trio.to_thread.run_sync(self.upstream_reconnects)
@@ -219,9 +226,18 @@ class Soak:
                 self.samples.tasks.append((t, tasks))
             if len(self.samples.rss) % max(1, round(60 / self.args.sample_interval)) == 1:
                 # In the log as it goes: the figures survive a run that dies before its report.
+                # The workers' RSS too: a harness that grows must not pass for a quiet gateway.
                 print(f"sample t={t:.0f}s rss={self.samples.rss[-1][1] / 2**20:.1f}MiB "
-                      f"fds={self.samples.fds[-1][1]} tasks={tasks}", flush=True)  # fmt: skip
+                      f"fds={self.samples.fds[-1][1]} tasks={tasks} "
+                      f"workers_rss={self.workers_rss() / 2**20:.0f}MiB", flush=True)  # fmt: skip
             await trio.sleep(self.args.sample_interval)
+
+    def workers_rss(self) -> int:
+        total = 0
+        for worker in self.workers:
+            with contextlib.suppress(psutil.Error):
+                total += worker.memory_info().rss
+        return total
 
     def task_count(self) -> int | None:
         try:
@@ -316,6 +332,16 @@ class Soak:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     return trio.run(Soak(args).run)
+
+
+async def _from_worker(pipe: Pipe, proc: multiprocessing.process.BaseProcess) -> Any:
+    """A worker's next message. A worker that died (a crash, the OOM killer) is an error, not a
+    hang: the driver would otherwise wait for it forever."""
+    with trio.fail_after(WORKER_ANSWER_TIMEOUT):
+        while not await trio.to_thread.run_sync(pipe.poll, 1.0):
+            if not proc.is_alive():
+                raise RuntimeError(f"soak worker {proc.name} died, exit code {proc.exitcode}")
+    return pipe.recv()
 
 
 if __name__ == "__main__":

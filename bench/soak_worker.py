@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
 from decimal import Decimal
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
@@ -39,10 +40,15 @@ async def _worker(
 ) -> dict[str, Any]:
     # Imported here: the spawned child imports this module first, cheaply.
     from bench.checking_subscriber import CheckingSubscriber, as_levels, wait_all_reached
+    from bench.downstream_model import Model
 
     rng = random.Random(f"soak-worker:{seed}:{index}")
     subs = [
-        CheckingSubscriber(f"w{index}s{i}", SUBSCRIPTIONS[(i + index) % len(SUBSCRIPTIONS)])
+        CheckingSubscriber(
+            f"w{index}s{i}",
+            SUBSCRIPTIONS[(i + index) % len(SUBSCRIPTIONS)],
+            model=Model(keep_records=False),  # 30 minutes of records would not fit
+        )
         for i in range(count)
     ]
     for sub in rng.sample(subs, int(count * slow_share)):
@@ -126,16 +132,11 @@ async def _worker(
                 got = [as_levels(bids, True), as_levels(asks, False)]
                 if got != want:
                     mismatches.append(f"{sub.name} {stream}")
-        seen: dict[str, tuple[str, int, int]] = {}
-        for r in sub.model.records:
-            if r["type"] == "trade":
-                where = (r["stream"], r["epoch"], r["seq"])
-                if seen.setdefault(r["match_number"], where) != where:
-                    dups.append(f"{sub.name} {r['match_number']}")
-    responses = [r["type"] for s in subs for r in s.model.responses]
-    snapshots = [x["reason"] for s in subs for x in s.model.snapshots]
+        dups += [f"{sub.name} {match}" for match in sub.model.duplicate_trades]
+    answers = sum((s.model.answers for s in subs), Counter[str]())
+    snapshots = sum((s.model.snapshot_reasons for s in subs), Counter[str]())
     report = {
-        "records": sum(len(s.model.records) for s in subs),
+        "records": sum(s.model.record_count for s in subs),
         "gaps": sum(len(s.model.problems) for s in subs),
         "gap_samples": [p for s in subs for p in s.model.problems][:5],
         "late": late,
@@ -143,10 +144,12 @@ async def _worker(
         "duplicates": dups,
         "reconnects": sum(s.opens - 1 for s in subs),
         "gateway_closes": closes,
-        "resumed": responses.count("resumed"),
-        "resume_failed": responses.count("resume_failed"),
-        "resync_snapshots": sum(1 for r in snapshots if r not in ("initial", "subscribe")),
-        "conflations": snapshots.count("conflation"),
+        "resumed": answers["resumed"],
+        "resume_failed": answers["resume_failed"],
+        "resync_snapshots": sum(
+            n for r, n in snapshots.items() if r not in ("initial", "subscribe")
+        ),
+        "conflations": snapshots["conflation"],
         "stops": stops,
         "failed_opens": len(failed_opens),
         "failed_open_samples": failed_opens[:3],
