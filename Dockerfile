@@ -54,4 +54,6 @@ USER 10001:10001
 # WebSocket subscribers, metrics + /healthz + /readyz.
 EXPOSE 8765 9108
 ENTRYPOINT ["paxos-gateway"]
+# One image for every role: in cluster mode (docs/cluster.md) the chart runs this CMD plus
+# `--role ingest` or `--role edge`, with [cluster] nats_urls in the mounted gateway.toml.
 CMD ["run", "--config", "/etc/paxos-gateway/gateway.toml"]

@@ -121,18 +121,12 @@ class CheckingSubscriber:
     def trade_ids(self) -> list[str]:
         return [r["match_number"] for r in self.model.records if r["type"] == "trade"]
 
-    def resume_positions(self) -> dict[str, dict[str, int]]:
+    def resume_positions(self) -> dict[str, dict[str, Any]]:
         return {
             s: {"epoch": rec_epoch, "seq": seq}
-            for s, (rec_epoch, seq) in self._positions().items()
+            for s, (rec_epoch, seq) in self.model.positions.items()
             if s in self.streams
         }
-
-    def _positions(self) -> dict[str, tuple[int, int]]:
-        positions: dict[str, tuple[int, int]] = {}
-        for r in self.model.records:
-            positions[r["stream"]] = (r["epoch"], r["seq"])
-        return positions
 
     @property
     def connected(self) -> bool:

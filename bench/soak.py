@@ -36,12 +36,16 @@ Issue 18's run (30 minutes)::
 
     nohup .venv/bin/python -m bench.soak --duration 1800 --subscribers 300 --seed 18 \
         --json /tmp/soak-1800.json > /tmp/soak-1800.log 2>&1 &
+
+The parts: this module (arguments, the simulator, the gateway process, the fault schedule, the
+sampling), ``bench.soak_worker`` (the subscriber processes and their final checks),
+``bench.soak_report`` (the figures and the verdict).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -51,7 +55,6 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
-from decimal import Decimal
 from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
 from typing import Any
@@ -61,17 +64,14 @@ import trio
 from trio_websocket import open_websocket_url
 
 from bench.procs import die_with_parent
+from bench.soak_report import GatewaySamples, report
+from bench.soak_worker import worker_main
 from gateway.simulator import FaultConfig, Simulator, SimulatorConfig
 
+# s for a worker's answer at the end (its subscribers catch up to the heads within 90 s).
+WORKER_ANSWER_TIMEOUT = 300.0
+
 MARKETS = ["BTCUSD", "ETHUSD", "PAXGUSD", "LTCUSD"]
-# Concrete streams only: a resume names the streams it continues.
-SUBSCRIPTIONS = [
-    ["book.BTCUSD", "trades.BTCUSD"],
-    ["book.ETHUSD", "price.USDCUSD", "status.marketdata"],
-    ["trades.BTCUSD", "trades.ETHUSD", "book.PAXGUSD"],
-    ["book.LTCUSD", "trades.LTCUSD", "status.executiondata"],
-    ["price.USDCUSD", "trades.PAXGUSD"],
-]
 FEEDS = ["/executiondata", "/marketdata", "/marketdata/stablecoin"]
 FAULTS = ["drop", "drop_graceful", "stall", "crossed", "bad_frames", "refuse", "random_drops"]
 
@@ -105,142 +105,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-# -- subscriber workers (separate processes: JSON parsing must not starve the simulator) -------
-
-
-def worker_main(
-    index: int, count: int, base_url: str, seed: int, slow_share: float, pipe: Pipe
-) -> None:
-    die_with_parent()
-    report = asyncio.run(_worker(index, count, base_url, seed, slow_share, pipe))
-    pipe.send(report)
-
-
-async def _worker(
-    index: int, count: int, base: str, seed: int, slow_share: float, pipe: Pipe
-) -> dict[str, Any]:
-    # Imported here: the spawned child imports this module first, cheaply.
-    from bench.checking_subscriber import CheckingSubscriber, as_levels, wait_all_reached
-
-    rng = random.Random(f"soak-worker:{seed}:{index}")
-    subs = [
-        CheckingSubscriber(f"w{index}s{i}", SUBSCRIPTIONS[(i + index) % len(SUBSCRIPTIONS)])
-        for i in range(count)
-    ]
-    for sub in rng.sample(subs, int(count * slow_share)):
-        # Slow all along: ~2 ms per message is below the feed's pace in bursts (snapshots,
-        # resyncs), so these fall behind and catch up, or get conflated, again and again.
-        sub.read_delay = 0.002
-    stopped: dict[str, float] = {}  # subscriber name -> loop time it reads again
-    failed_opens: list[str] = []
-    stops = 0
-    for start in range(0, count, 50):  # a burst of handshakes, not hundreds at once
-        await asyncio.gather(*(s.open(base) for s in subs[start : start + 50]))
-    loop = asyncio.get_running_loop()
-    finish = loop.run_in_executor(None, pipe.recv)
-    closes: dict[str, int] = {}
-
-    async def reopen_ended() -> None:
-        ended = [s for s in subs if s.reader is not None and s.reader.done()]
-        for s in ended:
-            closes[str(s.closed_code)] = closes.get(str(s.closed_code), 0) + 1
-            s.closed_code = None
-        # A failed reconnect (a handshake cut off on an overloaded machine) is retried on the
-        # next tick: its reader is still the finished one. It must not end the worker.
-        results = await asyncio.gather(
-            *(s.open(base, resume=s.resume_positions() or None) for s in ended),
-            return_exceptions=True,
-        )
-        failed_opens.extend(repr(r) for r in results if isinstance(r, BaseException))
-
-    def restart_stopped(everyone: bool = False) -> None:
-        now = loop.time()
-        for sub in subs:
-            until = stopped.get(sub.name)
-            if until is not None and (everyone or now >= until):
-                sub.resume_reading()
-                del stopped[sub.name]
-
-    while not finish.done():
-        await asyncio.wait([finish], timeout=rng.uniform(1.0, 3.0))
-        if finish.done():
-            break
-        restart_stopped()
-        await reopen_ended()
-        # Stopped subscribers: they stop reading (and answering pings) for 2-15 s, less than
-        # the ping timeout; the gateway's buffers for them fill meanwhile.
-        for sub in rng.sample(subs, max(1, count // 50)):
-            if sub.name not in stopped and sub.ws is not None:
-                sub.pause_reading()
-                stopped[sub.name] = loop.time() + rng.uniform(2.0, 15.0)
-                stops += 1
-        churn = [s for s in rng.sample(subs, max(1, count // 20)) if s.name not in stopped]
-        half = len(churn) // 2
-        await asyncio.gather(*(s.close() for s in churn[:half]), *(s.abort() for s in churn[half:]))
-        await asyncio.sleep(rng.uniform(0.0, 0.5))
-        results = await asyncio.gather(
-            *(s.open(base, resume=s.resume_positions() or None) for s in churn),
-            return_exceptions=True,
-        )
-        failed_opens.extend(repr(r) for r in results if isinstance(r, BaseException))
-    await finish
-    restart_stopped(everyone=True)
-    for sub in subs:
-        sub.read_delay = 0.0  # the final check waits for everyone to reach the heads
-    await reopen_ended()
-    pipe.send("ready")
-    heads, truth = await loop.run_in_executor(None, pipe.recv)
-
-    def heads_of(sub: CheckingSubscriber) -> dict[str, int]:
-        return {n: heads[n] for n in sub.streams if heads.get(n, 0) > 0}
-
-    late: list[str] = []
-    try:
-        await wait_all_reached(subs, heads_of, timeout=90)
-    except TimeoutError as exc:
-        late.append(str(exc))
-    mismatches, dups = [], []
-    for sub in subs:
-        for stream in sub.streams:
-            if stream.startswith("book.") and stream in sub.model.bids:
-                bids, asks = sub.model.book(stream)
-                want = [[(Decimal(p), Decimal(a)) for p, a in side] for side in truth[stream[5:]]]
-                got = [as_levels(bids, True), as_levels(asks, False)]
-                if got != want:
-                    mismatches.append(f"{sub.name} {stream}")
-        seen: dict[str, tuple[str, int, int]] = {}
-        for r in sub.model.records:
-            if r["type"] == "trade":
-                where = (r["stream"], r["epoch"], r["seq"])
-                if seen.setdefault(r["match_number"], where) != where:
-                    dups.append(f"{sub.name} {r['match_number']}")
-    responses = [r["type"] for s in subs for r in s.model.responses]
-    snapshots = [x["reason"] for s in subs for x in s.model.snapshots]
-    report = {
-        "records": sum(len(s.model.records) for s in subs),
-        "gaps": sum(len(s.model.problems) for s in subs),
-        "gap_samples": [p for s in subs for p in s.model.problems][:5],
-        "late": late,
-        "mismatches": mismatches,
-        "duplicates": dups,
-        "reconnects": sum(s.opens - 1 for s in subs),
-        "gateway_closes": closes,
-        "resumed": responses.count("resumed"),
-        "resume_failed": responses.count("resume_failed"),
-        "resync_snapshots": sum(1 for r in snapshots if r not in ("initial", "subscribe")),
-        "conflations": snapshots.count("conflation"),
-        "stops": stops,
-        "failed_opens": len(failed_opens),
-        "failed_open_samples": failed_opens[:3],
-        "slow": sum(1 for s in subs if s.read_delay) or int(count * slow_share),
-    }
-    await asyncio.gather(*(s.close() for s in subs), return_exceptions=True)
-    return report
-
-
-# -- the driver --------------------------------------------------------------------------------
-
-
 class Soak:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -251,9 +115,8 @@ class Soak:
                 faults=FaultConfig(snapshot_split=30),
             )
         )  # fmt: skip
-        self.rss: list[tuple[float, int]] = []
-        self.fds: list[tuple[float, int]] = []
-        self.tasks: list[tuple[float, int]] = []
+        self.samples = GatewaySamples()
+        self.workers: list[psutil.Process] = []
         self.faults: dict[str, int] = {}
         self.gateway: subprocess.Popen[bytes] | None = None
         self.subscriber_url = ""
@@ -280,6 +143,7 @@ class Soak:
                 proc.start()
                 pipes.append(parent)
                 procs.append(proc)
+                self.workers.append(psutil.Process(proc.pid))
             nursery.start_soon(self.sample_rss)
             print(f"soak: {args.subscribers} subscribers, {args.duration:.0f} s of faults, "
                   f"gateway log {log_path}", flush=True)  # fmt: skip
@@ -289,18 +153,18 @@ class Soak:
             heads, truth = await self.quiesce()
             for p in pipes:
                 p.send("finish")
-            for p in pipes:
-                assert await trio.to_thread.run_sync(p.recv) == "ready"
+            for p, proc in zip(pipes, procs, strict=True):
+                assert await _from_worker(p, proc) == "ready"
             heads, truth = await self.quiesce()  # the workers' reconnects happened meanwhile
             for p in pipes:
                 p.send((heads, truth))
-            reports = [await trio.to_thread.run_sync(p.recv) for p in pipes]
+            reports = [await _from_worker(p, proc) for p, proc in zip(pipes, procs, strict=True)]
             for proc in procs:
                 await trio.to_thread.run_sync(proc.join, 10)
             upstream = await trio.to_thread.run_sync(self.upstream_reconnects)
             self.stop_gateway()
             nursery.cancel_scope.cancel()
-        return self.report(reports, upstream)
+        return report(args, reports, upstream, self.samples, self.faults, self.sim.events_generated)
 
     def start_gateway(self, sim_url: str, log_path: Path) -> None:
         sets = {
@@ -355,16 +219,25 @@ class Soak:
         start = trio.current_time()
         while True:
             t = trio.current_time() - start
-            self.rss.append((t, proc.memory_info().rss))
-            self.fds.append((t, proc.num_fds()))
+            self.samples.rss.append((t, proc.memory_info().rss))
+            self.samples.fds.append((t, proc.num_fds()))
             tasks = await trio.to_thread.run_sync(self.task_count)
             if tasks is not None:
-                self.tasks.append((t, tasks))
-            if len(self.rss) % max(1, round(60 / self.args.sample_interval)) == 1:
+                self.samples.tasks.append((t, tasks))
+            if len(self.samples.rss) % max(1, round(60 / self.args.sample_interval)) == 1:
                 # In the log as it goes: the figures survive a run that dies before its report.
-                print(f"sample t={t:.0f}s rss={self.rss[-1][1] / 2**20:.1f}MiB "
-                      f"fds={self.fds[-1][1]} tasks={tasks}", flush=True)  # fmt: skip
+                # The workers' RSS too: a harness that grows must not pass for a quiet gateway.
+                print(f"sample t={t:.0f}s rss={self.samples.rss[-1][1] / 2**20:.1f}MiB "
+                      f"fds={self.samples.fds[-1][1]} tasks={tasks} "
+                      f"workers_rss={self.workers_rss() / 2**20:.0f}MiB", flush=True)  # fmt: skip
             await trio.sleep(self.args.sample_interval)
+
+    def workers_rss(self) -> int:
+        total = 0
+        for worker in self.workers:
+            with contextlib.suppress(psutil.Error):
+                total += worker.memory_info().rss
+        return total
 
     def task_count(self) -> int | None:
         try:
@@ -381,17 +254,7 @@ class Soak:
         sim, rng = self.sim, self.rng
         while True:
             await trio.sleep(rng.uniform(1.0, 4.0))
-            fault = rng.choice(
-                [
-                    "drop",
-                    "drop_graceful",
-                    "stall",
-                    "crossed",
-                    "bad_frames",
-                    "refuse",
-                    "random_drops",
-                ]
-            )
+            fault = rng.choice(FAULTS)
             self.faults[fault] = self.faults.get(fault, 0) + 1
             if fault == "drop":
                 sim.drop_all(rng.choice(FEEDS))
@@ -465,112 +328,20 @@ class Soak:
             )
         )
 
-    def report(self, reports: list[dict[str, Any]], upstream: int) -> int:
-        args = self.args
-        total = {k: sum(r[k] for r in reports) for k in (
-            "records", "gaps", "reconnects", "resumed", "resume_failed", "resync_snapshots",
-            "conflations",
-        )}  # fmt: skip
-        mismatches = [m for r in reports for m in r["mismatches"]]
-        dups = [d for r in reports for d in r["duplicates"]]
-        late = [x for r in reports for x in r["late"]]
-        closes: dict[str, int] = {}
-        for r in reports:
-            for code, n in r["gateway_closes"].items():
-                closes[code] = closes.get(code, 0) + n
-        rss = _trend([(t, b / 2**20) for t, b in self.rss], args.warmup)
-        fds = _trend([(t, float(n)) for t, n in self.fds], args.warmup)
-        tasks = _trend([(t, float(n)) for t, n in self.tasks], args.warmup)
-        slope, growth = rss["slope_per_hour"], rss["growth"]
-        print("\n== soak report ==")
-        print(f"duration {args.duration:.0f} s, subscribers {args.subscribers}, "
-              f"seed {args.seed}, rate {args.rate:.0f} events/s; "
-              f"simulator events {self.sim.events_generated}")  # fmt: skip
-        print(f"upstream faults injected: {dict(sorted(self.faults.items()))}")
-        print(f"records delivered: {total['records']}")
-        print(f"gaps outside policy events: {total['gaps']} {reports[0]['gap_samples'] or ''}")
-        print(f"book mismatches at the end: {len(mismatches)} {mismatches[:3] or ''}")
-        print(f"duplicate executions: {len(dups)} {dups[:3] or ''}")
-        print(f"subscribers late at the end: {late or 0}")
-        print(f"reconnects survived: upstream {upstream}, subscribers {total['reconnects']} "
-              f"(gateway closes by code: {closes or 'none'})")  # fmt: skip
-        print(f"policy events seen by subscribers: resync snapshots {total['resync_snapshots']}, "
-              f"conflations {total['conflations']}, resumed {total['resumed']}, "
-              f"resume_failed {total['resume_failed']}")  # fmt: skip
-        stops = sum(r["stops"] for r in reports)
-        slow = sum(r["slow"] for r in reports)
-        failed_opens = sum(r["failed_opens"] for r in reports)
-        print(f"subscriber churn: {slow} slow readers all along, {stops} stops (2-15 s each), "
-              f"{failed_opens} reconnects failed and retried "
-              f"{[x for r in reports for x in r['failed_open_samples']][:2] or ''}")  # fmt: skip
-        every = max(1, round(60 / args.sample_interval))
-        for name, unit, trend, series, scale in (
-            ("RSS", "MiB", rss, self.rss, 2**20),
-            ("fds", "", fds, self.fds, 1),
-            ("tasks", "", tasks, self.tasks, 1),
-        ):
-            if trend["samples"]:
-                print(f"gateway {name} after warm-up ({trend['samples']} samples, every "
-                      f"{args.sample_interval:g} s): min {trend['min']:.1f}, max "
-                      f"{trend['max']:.1f}, first fifth {trend['first']:.1f}, last fifth "
-                      f"{trend['last']:.1f} {unit}, slope {trend['slope_per_hour']:+.2f} "
-                      f"{unit or name}/hour")  # fmt: skip
-                timeline = " ".join(f"{v / scale:.0f}" for _, v in series[::every])
-                print(f"gateway {name} timeline (every ~60 s from the start): {timeline}")
-        problems = []
-        if growth > args.rss_growth_mb:
-            problems.append(f"RSS grew {growth:+.1f} MiB")
-        if slope > args.rss_slope_mb_per_hour:
-            problems.append(f"RSS slope {slope:+.1f} MiB/hour")
-        if fds["growth"] > args.fd_growth:
-            problems.append(f"fds grew {fds['growth']:+.0f}")
-        if tasks["growth"] > args.task_growth:
-            problems.append(f"tasks grew {tasks['growth']:+.0f}")
-        failed = bool(total["gaps"] or mismatches or dups or late or problems)
-        if problems:
-            print("leak checks failed:", "; ".join(problems))
-        print("RESULT:", "FAIL" if failed else "PASS")
-        if args.json is not None:
-            args.json.write_text(json.dumps({
-                "args": {k: str(v) for k, v in vars(args).items()},
-                "totals": total, "mismatches": len(mismatches), "duplicates": len(dups),
-                "late": late, "gateway_closes": closes, "upstream_reconnects": upstream,
-                "faults": self.faults, "stops": stops, "slow": slow,
-                "rss_mib": rss, "fds": fds, "tasks": tasks,
-                "series": {"rss_bytes": self.rss, "fds": self.fds, "tasks": self.tasks},
-                "result": "FAIL" if failed else "PASS",
-            }, indent=1))  # fmt: skip
-        return 1 if failed else 0
-
-
-def _trend(points: list[tuple[float, float]], warmup: float) -> dict[str, float]:
-    """After dropping the warm-up share: min, max, first and last fifth's means, their
-    difference (growth) and the least-squares slope per hour."""
-    kept = points[int(len(points) * warmup) :]
-    if not kept:
-        return {"samples": 0, "min": 0, "max": 0, "first": 0, "last": 0, "growth": 0.0,
-                "slope_per_hour": 0.0}  # fmt: skip
-    values = [v for _, v in kept]
-    fifth = max(1, len(kept) // 5)
-    first, last = sum(values[:fifth]) / fifth, sum(values[-fifth:]) / fifth
-    return {
-        "samples": len(kept), "min": min(values), "max": max(values), "first": first,
-        "last": last, "growth": last - first,
-        "slope_per_hour": _slope(kept) * 3600 if len(kept) >= 2 else 0.0,
-    }  # fmt: skip
-
-
-def _slope(points: list[tuple[float, float]]) -> float:
-    n = len(points)
-    mx = sum(t for t, _ in points) / n
-    my = sum(v for _, v in points) / n
-    var = sum((t - mx) ** 2 for t, _ in points)
-    return sum((t - mx) * (v - my) for t, v in points) / var if var else 0.0
-
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     return trio.run(Soak(args).run)
+
+
+async def _from_worker(pipe: Pipe, proc: multiprocessing.process.BaseProcess) -> Any:
+    """A worker's next message. A worker that died (a crash, the OOM killer) is an error, not a
+    hang: the driver would otherwise wait for it forever."""
+    with trio.fail_after(WORKER_ANSWER_TIMEOUT):
+        while not await trio.to_thread.run_sync(pipe.poll, 1.0):
+            if not proc.is_alive():
+                raise RuntimeError(f"soak worker {proc.name} died, exit code {proc.exitcode}")
+    return pipe.recv()
 
 
 if __name__ == "__main__":

@@ -38,7 +38,9 @@ from gateway.feed_readiness import Feed, feed_health
 from gateway.ingest.normalizer import FeedNormalizer
 from gateway.io.connect_gate import ConnectGate
 from gateway.io.metrics import Metrics
-from gateway.io.ops_http import FeedHealth, OpsServer, Readiness
+from gateway.io.ops_http import OpsServer
+from gateway.io.readiness import FeedHealth, Readiness
+from gateway.io.resume_wait import ResumeWait
 from gateway.io.server import FINAL_CLOSE_TIMEOUT, Server
 from gateway.io.token_reload import TokenReloader
 from gateway.io.upstream import DEFAULT_CLOSE_TIMEOUT, run_feed
@@ -106,8 +108,9 @@ class Gateway:
             auth=self.auth,
         )
         if self.cluster is not None and self.cluster.edge is not None:
-            self.server.resume_wait = config.cluster.resume_wait
-            self.server.next_batch = self.cluster.edge.next_batch
+            self.server.resume_wait = ResumeWait(
+                config.cluster.resume_wait, self.cluster.edge.next_batch
+            )
         probe: Callable[[], Iterable[FeedHealth]] = functools.partial(feed_health, self.feeds)
         if self.cluster is not None:
             probe = self.cluster.health

@@ -40,7 +40,7 @@ from gateway.io.connect_gate import ConnectGate
 from gateway.io.edge_role import EdgeRole
 from gateway.io.ingest_role import IngestRole
 from gateway.io.metrics import Metrics
-from gateway.io.ops_http import FeedHealth
+from gateway.io.readiness import FeedHealth
 from gateway.io.upstream import run_feed
 from gateway.io.upstream_health import FeedState
 

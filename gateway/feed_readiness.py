@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from gateway.ingest.feeds import FeedSpec
 from gateway.ingest.normalizer import FeedNormalizer
-from gateway.io.ops_http import FeedHealth
+from gateway.io.readiness import FeedHealth
 from gateway.io.upstream_health import FeedState
 
 

@@ -16,6 +16,7 @@ from gateway.config import Config
 from gateway.fanout.hub import Hub
 from gateway.feed_readiness import Feed
 from gateway.io.delivery import DisconnectReason
+from gateway.io.handshake import RejectReason
 from gateway.io.metrics import (
     PREFIX,
     BufferDepthCollector,
@@ -24,8 +25,7 @@ from gateway.io.metrics import (
     HubStatsCollector,
     Metrics,
 )
-from gateway.io.ops_http import Readiness
-from gateway.io.server import RejectReason
+from gateway.io.readiness import Readiness
 
 
 def register_collectors(

@@ -17,8 +17,8 @@ import sys
 
 from gateway.client import Gap, RecordReceived, ResumeFailed, Snapshot
 from gateway.client.asyncio_client import connect
-from gateway.ingest.decimals import to_str
 from gateway.contract.records import Trade
+from gateway.ingest.decimals import to_str
 
 
 async def consume(url: str, token: str | None, idle_exit: float | None) -> int:

@@ -1,6 +1,7 @@
 """A subscriber client for the gateway: connect, subscribe, resume, detect gaps, keep books.
 
-The core (``ClientSession``) is sans-IO: frames in, events out. Adapters run it:
+The core (``ClientSession`` in ``session``, each stream's position and book a ``TrackedStream``
+in ``tracked_stream``) is sans-IO: frames in, events out. Adapters run it:
 
 * asyncio (``websockets``, the ``client`` extra): ``gateway.client.asyncio_client.connect``
 * trio (``trio-websocket``): ``gateway.client.trio_client.open_client``
@@ -40,7 +41,8 @@ from gateway.client.events import (
     StreamsListed,
     SubscriptionChanged,
 )
-from gateway.client.session import ClientSession, SessionStats
+from gateway.client.session import ClientSession
+from gateway.client.tracked_stream import SessionStats
 from gateway.ingest.book import OrderBook
 
 __all__ = [

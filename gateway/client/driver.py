@@ -7,7 +7,7 @@ and trio, and it starts no task of its own: everything happens inside ``__anext_
 consumer's task, and a consumer that stops iterating stops reading (the gateway then
 conflates its books or, past its buffer, disconnects it; both are repaired here).
 
-Reconnects wait a delay from ``gateway.io.backoff.Backoff``: exponential with full jitter between
+Reconnects wait a delay from ``gateway.retry.backoff.Backoff``: exponential with full jitter between
 a floor and a cap, reset once a connection has been healthy for a while.
 """
 
@@ -24,7 +24,7 @@ from gateway.client.codec import ClientEncoding
 from gateway.client.connection import auth_headers, stream_url
 from gateway.client.session import ClientSession
 from gateway.ingest.book import OrderBook
-from gateway.io.backoff import Backoff
+from gateway.retry.backoff import Backoff
 
 __all__ = [
     "CLIENT_CLOSE_REASON",

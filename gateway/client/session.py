@@ -12,13 +12,13 @@ h11 or wsproto. A driver (``driver.Client``, or your own) does the I/O:
         for frame in session.data_to_send(): send(frame)
     session.connection_lost(code, reason)    # then reconnect: connection_made() resumes
 
-Per concrete stream it keeps the position (the ``epoch`` and ``seq`` of the last record held),
-applies the protocol's rules — a ``book_snapshot`` resets the position, records at or below the
-head announced in ``subscribed`` are initial values, everything else must be exactly previous
-+ 1 — and keeps an ``OrderBook`` per ``book.*`` stream. A jump no snapshot explains is a ``Gap``
-event, and the stream is resubscribed for a fresh state: its records are dropped meanwhile,
-so a book is never built on a hole. Epochs are opaque: compared by equality, sent back as
-received.
+Per concrete stream a ``TrackedStream`` (``client.tracked_stream``) keeps the position (the
+``epoch`` and ``seq`` of the last record held), applies the protocol's sequencing rules and keeps
+an ``OrderBook`` per ``book.*`` stream. This module owns the conversation: subscriptions kept
+across reconnects, resumes, the answers, and the repair of a broken stream — a jump no snapshot
+explains is a ``Gap`` event, and the stream is resubscribed for a fresh state: its records are
+dropped meanwhile, so a book is never built on a hole. Epochs are opaque: compared by equality,
+sent back as received.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any, Final
 
 from gateway.client import events as ev
 from gateway.client.codec import ClientEncoding, FrameDecoder, encode_request, subscribe_request
+from gateway.client.tracked_stream import SessionStats, TrackedStream
 from gateway.contract.protocol import (
     Epoch,
     Error,
@@ -53,49 +54,6 @@ __all__ = ["ClientSession", "SessionStats"]
 log: Final = logging.getLogger("gateway.client")
 
 
-class _Stream:
-    """One concrete stream's position and book."""
-
-    __slots__ = (
-        "active", "book", "book_valid", "broken", "epoch", "expected", "held_status",
-        "initial_head", "is_book", "last_seq", "name", "resume_pending",
-    )  # fmt: skip
-
-    def __init__(self, name: str, keep_book: bool) -> None:
-        self.name = name
-        self.is_book = name.startswith("book.")
-        self.book: OrderBook | None = (
-            OrderBook(name.partition(".")[2]) if self.is_book and keep_book else None
-        )
-        self.book_valid = False  # the book holds a snapshot and every update after it
-        self.epoch: Epoch | None = None
-        self.last_seq: int | None = None  # the last record held, in ``epoch``
-        self.expected: int | None = None  # the next live seq; None: take whatever comes
-        self.initial_head: int | None = None  # records up to here are initial values
-        self.active = False  # delivered on the current connection
-        self.resume_pending = False  # resumed/resume_failed not yet received
-        self.broken = False  # a gap: records dropped until a fresh state
-        self.held_status: Status | None = None  # a status ahead of the position (conflation)
-
-    def resumable(self) -> bool:
-        if self.broken or self.epoch is None or self.last_seq is None:
-            return False
-        # A book is only worth resuming if it holds everything up to the position.
-        return not self.is_book or self.book is None or self.book_valid
-
-
-class SessionStats:
-    __slots__ = ("duplicates", "gaps", "problems", "records", "resume_failures", "resumes")
-
-    def __init__(self) -> None:
-        self.records = 0
-        self.gaps = 0
-        self.duplicates = 0
-        self.problems = 0
-        self.resumes = 0
-        self.resume_failures = 0
-
-
 class ClientSession:
     def __init__(
         self,
@@ -117,7 +75,7 @@ class ClientSession:
         self.reconnect_wanted = False
         """Set when only a new connection can repair a stream; a driver then reconnects."""
         self._names: dict[str, StreamName | None] = {}  # None: not a well-formed name
-        self._streams: dict[str, _Stream] = {}
+        self._streams: dict[str, TrackedStream] = {}
         self._outgoing: list[str] = []
         self._next_id = 0
         # Request id -> the subscription names a gap repair unsubscribed and will subscribe again.
@@ -258,7 +216,7 @@ class ClientSession:
             self._resuming[request_id] = list(resume)
         return subscribe_request(request_id, names, resume or None)
 
-    def _held(self, names: Iterable[str]) -> list[_Stream]:
+    def _held(self, names: Iterable[str]) -> list[TrackedStream]:
         return [st for n in names if (st := self._streams.get(n)) is not None]
 
     def _new_id(self, prefix: str) -> str:
@@ -267,10 +225,10 @@ class ClientSession:
 
     # -- records
 
-    def _stream(self, name: str) -> _Stream:
+    def _stream(self, name: str) -> TrackedStream:
         st = self._streams.get(name)
         if st is None:
-            st = self._streams[name] = _Stream(name, self.keep_books)
+            st = self._streams[name] = TrackedStream(name, self.keep_books, self.stats)
         return st
 
     def _on_record(self, rec: Record, events: list[ev.Event]) -> None:
@@ -279,116 +237,15 @@ class ClientSession:
             # No ``subscribed`` named it (a shortcut path announces nothing more): follow it
             # from its first record.
             st = self._stream(rec.stream)
-        if st.broken or st.resume_pending:
-            return  # being repaired / resumed: the fresh state or the replay follows
-        if st.epoch is not None and rec.epoch != st.epoch:
-            self._mismatch(st, rec, events)
-            return
-        st.epoch = rec.epoch
-        seq = rec.seq
-        if st.held_status is not None:
-            held, st.held_status = st.held_status, None
-            if type(rec) is not BookSnapshot or seq < held.seq:
-                self._gap(st, held.seq, events)
-                return
-            self._deliver(st, held, events)
-        if type(rec) is BookSnapshot:
-            st.initial_head = None
-            self._deliver(st, rec, events)
-            return
-        head = st.initial_head
-        if head is not None and seq <= head:
-            # An initial value (the last trade, the feed's latest status): new to us unless we
-            # held it before this (re)subscription.
-            if st.last_seq is None or seq > st.last_seq:
-                self._deliver(st, rec, events)
-            return
-        st.initial_head = None
-        expected = st.expected
-        if expected is None or seq == expected:
-            self._deliver(st, rec, events)
-        elif seq < expected:
-            self.stats.duplicates += 1
-            log.warning(
-                "%s: duplicate record seq %d (expected %d), dropped", st.name, seq, expected
-            )
-            events.append(ev.Duplicate(st.name, expected, seq))
-        elif type(rec) is Status and st.is_book:
-            # After a conflation the feed's latest status precedes the snapshot that explains
-            # the jump; any other next record makes it a gap.
-            st.held_status = rec
-        else:
-            self._gap(st, seq, events)
+        if not st.receive(rec, events):
+            self._repair(st, events)
 
-    def _deliver(self, st: _Stream, rec: Record, events: list[ev.Event]) -> None:
-        st.last_seq = rec.seq
-        st.expected = rec.seq + 1
-        self.stats.records += 1
-        book = st.book
-        if isinstance(rec, BookUpdate):
-            if book is not None:
-                if not st.book_valid:
-                    self._unusable(st, f"{st.name}: update at seq {rec.seq} without a snapshot")
-                    self._repair(st, events)
-                    return
-                try:
-                    book.apply(rec.side, rec.price, rec.amount)
-                except ValueError as exc:
-                    self._unusable(st, f"{st.name}: update at seq {rec.seq} does not apply: {exc}")
-                    self._repair(st, events)
-                    return
-            events.append(ev.RecordReceived(rec))
-            if book is not None:
-                events.append(ev.BookChanged(st.name, book, rec))
-        elif isinstance(rec, BookSnapshot):
-            if book is not None:
-                try:
-                    book.replace(rec.bids, rec.asks)
-                except ValueError as exc:
-                    st.book_valid = False
-                    self._unusable(st, f"{st.name}: snapshot at seq {rec.seq} unusable: {exc}")
-                    self._repair(st, events)
-                    return
-                st.book_valid = True
-            events.append(ev.RecordReceived(rec))
-            events.append(ev.Snapshot(st.name, rec.reason, rec.resync, rec))
-            if book is not None:
-                events.append(ev.BookChanged(st.name, book, rec))
-        elif isinstance(rec, Status):
-            events.append(ev.RecordReceived(rec))
-            events.append(ev.StatusChanged(st.name, rec))
-        else:
-            events.append(ev.RecordReceived(rec))
-
-    def _gap(self, st: _Stream, got: int, events: list[ev.Event]) -> None:
-        expected = st.expected if st.expected is not None else got
-        self.stats.gaps += 1
-        log.warning(
-            "%s: GAP: expected seq %d, got %d (%d missing); resubscribing",
-            st.name, expected, got, got - expected,
-        )  # fmt: skip
-        events.append(ev.Gap(st.name, expected, got))
-        self._repair(st, events)
-
-    def _mismatch(self, st: _Stream, rec: Record, events: list[ev.Event]) -> None:
-        assert st.epoch is not None
-        self.stats.problems += 1
-        log.warning("%s: record of epoch %s while in epoch %s", st.name, rec.epoch, st.epoch)
-        events.append(ev.EpochMismatch(st.name, st.epoch, rec.epoch))
-        self._repair(st, events)
-
-    def _unusable(self, st: _Stream, detail: str) -> None:
-        self.stats.problems += 1
-        log.warning("%s; resubscribing", detail)
-
-    def _repair(self, st: _Stream, events: list[ev.Event]) -> None:
+    def _repair(self, st: TrackedStream, events: list[ev.Event]) -> None:
         """Drop the stream's records until the gateway sends a fresh state: unsubscribe every
         subscription that covers it, and subscribe them again once the ``unsubscribed`` answer
         says nothing more of them is coming (the other streams they cover then resume from
         their exact positions, so only the broken one starts afresh)."""
-        st.broken = True
-        st.book_valid = False
-        st.held_status = None
+        st.break_off()
         if not self.connected:
             return  # the next connection subscribes it afresh (broken streams are not resumed)
         covering = [n for n, p in self._names.items() if p is not None and p.matches(st.name)]
@@ -418,19 +275,8 @@ class ClientSession:
             st.active = True
             if st.resume_pending:
                 continue  # ``resumed`` or ``resume_failed`` says how it continues
-            self._restart(st, state.epoch, state.seq)
+            st.restart(state.epoch, state.seq)
         events.append(ev.SubscriptionChanged(answer))
-
-    def _restart(self, st: _Stream, epoch: Epoch, head: int) -> None:
-        """The stream starts from its current state at ``head`` (a late join)."""
-        if st.epoch != epoch:
-            st.last_seq = None  # positions of another epoch say nothing about this one
-        st.epoch = epoch
-        st.initial_head = head
-        st.expected = head + 1
-        st.broken = False
-        st.book_valid = False
-        st.held_status = None
 
     def _on_unsubscribed(self, answer: Unsubscribed, events: list[ev.Event]) -> None:
         for name in answer.streams:
@@ -460,7 +306,7 @@ class ClientSession:
     def _on_resume_failed(self, msg: ResumeFailed, events: list[ev.Event]) -> None:
         st = self._stream(msg.stream)
         st.resume_pending = False
-        self._restart(st, msg.epoch, msg.seq)
+        st.restart(msg.epoch, msg.seq)
         self.stats.resume_failures += 1
         log.info("%s: resume failed (%s): %s", msg.stream, msg.reason, msg.message)
         events.append(ev.ResumeFailed(msg.stream, msg.reason, msg.message, msg.epoch, msg.seq))

@@ -105,7 +105,7 @@ class MetricsConfig(Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     host: NonEmpty = "127.0.0.1"
     port: Port = 9108
     ready_grace: NonNegative = 30.0
-    # Ops connections; beyond either cap the oldest idle one is shed (io/ops_http.py).
+    # Ops connections; beyond either cap the oldest idle one is shed (io/ops_slots.py).
     max_connections: Count = 64
     max_connections_per_address: Count = 8
 

@@ -6,8 +6,9 @@ Schema / AsyncAPI documents in ``schemas/`` all come from that one declaration (
 when the generated files are stale).
 
 Modules: ``records`` (the normalized, sequenced records: ``Trade``, ``BookSnapshot``,
-``BookUpdate``, ``Price``, ``Status``), ``protocol`` (subscriber protocol v1: requests,
-responses, stream names and patterns, error and close codes), ``schemagen``
+``BookUpdate``, ``Price``, ``Status``), ``protocol`` (subscriber protocol v2: requests,
+responses, stream names and patterns, error and close codes), ``request_parser``
+(``parse_request``: one request frame → a typed request or the error to answer), ``schemagen``
 (``python -m gateway.contract.schemagen [--check]`` writes ``schemas/``).
 
 The data's way: ``ingest`` builds ``records``; ``fanout`` sequences nothing, it encodes them and

@@ -34,9 +34,9 @@ from gateway.contract.protocol import (
     SubscribeRequest,
     Unsubscribed,
     UnsubscribeRequest,
-    parse_request,
     parse_stream,
 )
+from gateway.contract.request_parser import parse_request
 from gateway.fanout import catchup
 from gateway.fanout.outbox import Subscriber
 from gateway.fanout.streams import Stream

@@ -4,7 +4,7 @@
 makes sure the streams and the lease bucket exist, and runs the roles (ingest, edge, or both)
 on the bridge. NATS unreachable at start, or a bridge that ends, is not fatal: the node says
 why (``state``, ``reason``: readiness and the status of ``/readyz`` show it), waits with
-backoff (``io.backoff``, 0.5 s doubling up to 10 s, with jitter) and tries again, for ever,
+backoff (``retry.backoff``, 0.5 s doubling up to 10 s, with jitter) and tries again, for ever,
 until cancelled. Once connected, nats-py reconnects by itself: meanwhile ``state`` is
 ``disconnected`` (readiness false after the grace), the leader steps down when its renews
 fail (the lease's own bound) and the edge's ordered consumer resumes where it was.
@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import trio
 
 from gateway.cluster.subjects import StreamLayout
-from gateway.io.backoff import Backoff
+from gateway.retry.backoff import Backoff
 from gateway.io.nats_bridge import BridgeClosed, NatsBridge, NatsUnavailable, open_bridge
 
 __all__ = ["ClusterNode", "RoleTask"]

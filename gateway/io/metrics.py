@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import get_args
+from typing import Final, get_args
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -44,7 +44,6 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        p = PREFIX
         # Registered first so that it runs before every other collector of a scrape (a registry
         # collects in registration order): see ``before_collect``.
         self._hooks: list[Callable[[], None]] = []
@@ -55,80 +54,69 @@ class Metrics:
         PlatformCollector(registry=r)
         if GC_COLLECTOR is not None:  # None where the interpreter has no gc.get_stats
             GCCollector(registry=r)
+        d = _Declare(r)
         # -- upstream
-        self.upstream_lag = Histogram(
-            f"{p}_upstream_lag_seconds",
+        self.upstream_lag = d.histogram(
+            "upstream_lag_seconds",
             "Gateway receive time minus the exchange timestamp, for feeds that carry one.",
-            ["feed"], buckets=LAG_BUCKETS, registry=r,
+            "feed", buckets=LAG_BUCKETS,
         )  # fmt: skip
-        self.upstream_connected = Gauge(
-            f"{p}_upstream_connected",
-            "1 while the feed's upstream WebSocket is open, else 0.",
-            ["feed"], registry=r,
-        )  # fmt: skip
-        self.upstream_reconnects = Counter(
-            f"{p}_upstream_reconnects",
+        self.upstream_connected = d.gauge(
+            "upstream_connected", "1 while the feed's upstream WebSocket is open, else 0.", "feed"
+        )
+        self.upstream_reconnects = d.counter(
+            "upstream_reconnects",
             "Upstream connections lost or given up, by the reason.",
-            ["feed", "reason"], registry=r,
+            "feed", "reason",
         )  # fmt: skip
-        self.upstream_connect_failures = Counter(
-            f"{p}_upstream_connect_failures",
+        self.upstream_connect_failures = d.counter(
+            "upstream_connect_failures",
             "Upstream connection attempts that failed before the handshake completed.",
-            ["feed", "reason"], registry=r,
+            "feed", "reason",
         )  # fmt: skip
-        self.upstream_disconnected_seconds = Counter(
-            f"{p}_upstream_disconnected_seconds",
+        self.upstream_disconnected_seconds = d.counter(
+            "upstream_disconnected_seconds",
             "Time the feed spent without an open upstream connection.",
-            ["feed"], registry=r,
-        )  # fmt: skip
-        self.upstream_bytes = Counter(
-            f"{p}_upstream_received_bytes",
-            "Bytes of upstream message payload received.",
-            ["feed"], registry=r,
-        )  # fmt: skip
+            "feed",
+        )
+        self.upstream_bytes = d.counter(
+            "upstream_received_bytes", "Bytes of upstream message payload received.", "feed"
+        )
         # -- backfill (REST)
-        self.backfill_requests = Counter(
-            f"{p}_backfill_requests",
+        self.backfill_requests = d.counter(
+            "backfill_requests",
             "Paxos REST requests of the backfill and market list, by endpoint and outcome.",
-            ["endpoint", "outcome"], registry=r,
+            "endpoint", "outcome",
         )  # fmt: skip
         # -- fan-out
-        self.publish_latency = Histogram(
-            f"{p}_publish_latency_seconds",
+        self.publish_latency = d.histogram(
+            "publish_latency_seconds",
             "From the upstream frame's receipt to its records sitting in subscriber buffers.",
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.sent_bytes = Counter(
-            f"{p}_sent_bytes", "Bytes handed to subscriber sockets.", registry=r
+            buckets=LATENCY_BUCKETS,
         )
+        self.sent_bytes = d.counter("sent_bytes", "Bytes handed to subscriber sockets.")
         # -- subscribers
-        self.subscribers = Gauge(f"{p}_subscribers", "Connected subscriber WebSockets.", registry=r)
-        self.subscriber_disconnects = Counter(
-            f"{p}_subscriber_disconnects",
-            "Subscriber connections ended, by the reason.",
-            ["reason"], registry=r,
-        )  # fmt: skip
-        self.connection_task_failures = Counter(
-            f"{p}_connection_task_failures",
+        self.subscribers = d.gauge("subscribers", "Connected subscriber WebSockets.")
+        self.subscriber_disconnects = d.counter(
+            "subscriber_disconnects", "Subscriber connections ended, by the reason.", "reason"
+        )
+        self.connection_task_failures = d.counter(
+            "connection_task_failures",
             "Subscriber connection tasks that failed inside the WebSocket library; each ended "
             "its own connection only (logged as connection_task_failed).",
-            registry=r,
         )
-        self.rejected_connections = Counter(
-            f"{p}_rejected_connections",
+        self.rejected_connections = d.counter(
+            "rejected_connections",
             "Subscriber connections refused before or at the handshake, by the reason.",
-            ["reason"], registry=r,
-        )  # fmt: skip
-        self.auth_enabled = Gauge(
-            f"{p}_auth_enabled",
-            "1 if subscribers must present a bearer token, else 0.",
-            registry=r,
+            "reason",
         )
-        self.config_errors = Counter(
-            f"{p}_config_errors",
+        self.auth_enabled = d.gauge(
+            "auth_enabled", "1 if subscribers must present a bearer token, else 0."
+        )
+        self.config_errors = d.counter(
+            "config_errors",
             "Configuration problems found at start that the gateway runs despite (each logged "
             "with event config_problem); a fatal one stops it before it serves (exit 2).",
-            registry=r,
         )
 
     def add_collector(self, collector: Collector) -> None:
@@ -150,6 +138,22 @@ class Metrics:
         return remove
 
 
+class _Declare:
+    """The registry's metrics, each declared once: ``PREFIX`` + name, help, label names."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def counter(self, name: str, doc: str, *labels: str) -> Counter:
+        return Counter(f"{PREFIX}_{name}", doc, labels, registry=self._registry)
+
+    def gauge(self, name: str, doc: str, *labels: str) -> Gauge:
+        return Gauge(f"{PREFIX}_{name}", doc, labels, registry=self._registry)
+
+    def histogram(self, name: str, doc: str, *labels: str, buckets: tuple[float, ...]) -> Histogram:
+        return Histogram(f"{PREFIX}_{name}", doc, labels, buckets=buckets, registry=self._registry)
+
+
 class _HookCollector(Collector):
     """Exports nothing; runs the ``before_collect`` hooks at the start of a scrape."""
 
@@ -162,45 +166,74 @@ class _HookCollector(Collector):
         return iter(())
 
 
+# A per-feed family: its type, name after ``PREFIX``, help, and the stats field it exports.
+_PerFeed = tuple[type[CounterMetricFamily | GaugeMetricFamily], str, str, str]
+
+_FEED_COUNTERS: Final[tuple[_PerFeed, ...]] = (
+    (CounterMetricFamily, "decode_errors", "Upstream frames that could not be decoded.",
+     "decode_errors"),
+    (CounterMetricFamily, "duplicates_suppressed",
+     "Executions dropped because their match_number was already published.",
+     "duplicates_suppressed"),
+    (CounterMetricFamily, "book_resnapshots", "Book snapshots that replaced a book.",
+     "resnapshots"),
+    (CounterMetricFamily, "crossed_books", "Crossed books detected (and repaired).",
+     "crossed_books"),
+    (CounterMetricFamily, "upstream_error_frames", 'Upstream {"error": ...} frames.',
+     "error_frames"),
+)  # fmt: skip
+
+_BACKFILL_FAMILIES: Final[tuple[_PerFeed, ...]] = (
+    (CounterMetricFamily, "backfilled_executions",
+     "Executions missed during an upstream outage and published from Paxos's REST API.",
+     "backfilled"),
+    (CounterMetricFamily, "backfill_known_gaps",
+     "Outages longer than Paxos's REST window, announced as a known gap (per market).",
+     "gaps"),
+    (CounterMetricFamily, "backfill_failures",
+     "Market backfills given up (error, timeout, hold bound), each announced.",
+     "failures"),
+    (CounterMetricFamily, "backfill_duplicates",
+     "Live executions dropped because a backfill had already published them.",
+     "duplicates"),
+    (GaugeMetricFamily, "backfill_held_executions",
+     "Live executions held back right now until their market's backfill is in.",
+     "held"),
+)  # fmt: skip
+
+
+def _per_feed(
+    table: Iterable[_PerFeed], feeds: Iterable[tuple[str, object]]
+) -> list[CounterMetricFamily | GaugeMetricFamily]:
+    """One family per row of ``table``, with one sample per feed."""
+    families = [
+        (family(f"{PREFIX}_{name}", doc, labels=["feed"]), field)
+        for family, name, doc, field in table
+    ]
+    for feed, stats in feeds:
+        for family, field in families:
+            family.add_metric([feed], getattr(stats, field))
+    return [family for family, _ in families]
+
+
 class FeedStatsCollector(Collector):
     """Exports the sans-IO ``FeedStats`` of every feed at scrape time."""
 
     def __init__(self, feeds: Callable[[], Iterable[tuple[str, FeedStats]]]) -> None:
         self._feeds = feeds
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        p = PREFIX
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        feeds = list(self._feeds())
         messages = CounterMetricFamily(
-            f"{p}_upstream_messages",
+            f"{PREFIX}_upstream_messages",
             "Upstream messages received, by kind.",
             labels=["feed", "kind"],
         )
-        errors = CounterMetricFamily(
-            f"{p}_decode_errors", "Upstream frames that could not be decoded.", labels=["feed"]
-        )
-        dups = CounterMetricFamily(
-            f"{p}_duplicates_suppressed",
-            "Executions dropped because their match_number was already published.",
-            labels=["feed"],
-        )
-        resnaps = CounterMetricFamily(
-            f"{p}_book_resnapshots", "Book snapshots that replaced a book.", labels=["feed"]
-        )
-        crossed = CounterMetricFamily(
-            f"{p}_crossed_books", "Crossed books detected (and repaired).", labels=["feed"]
-        )
-        error_frames = CounterMetricFamily(
-            f"{p}_upstream_error_frames", 'Upstream {"error": ...} frames.', labels=["feed"]
-        )
-        for feed, stats in self._feeds():
+        for feed, stats in feeds:
             for kind, n in stats.messages.items():
                 messages.add_metric([feed, kind], n)
-            errors.add_metric([feed], stats.decode_errors)
-            dups.add_metric([feed], stats.duplicates_suppressed)
-            resnaps.add_metric([feed], stats.resnapshots)
-            crossed.add_metric([feed], stats.crossed_books)
-            error_frames.add_metric([feed], stats.error_frames)
-        yield from (messages, errors, dups, resnaps, crossed, error_frames)
+        yield messages
+        yield from _per_feed(_FEED_COUNTERS, feeds)
 
 
 class HubStatsCollector(Collector):
@@ -264,39 +297,7 @@ class BackfillStatsCollector(Collector):
         self._feeds = feeds
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        p = PREFIX
-        backfilled = CounterMetricFamily(
-            f"{p}_backfilled_executions",
-            "Executions missed during an upstream outage and published from Paxos's REST API.",
-            labels=["feed"],
-        )
-        gaps = CounterMetricFamily(
-            f"{p}_backfill_known_gaps",
-            "Outages longer than Paxos's REST window, announced as a known gap (per market).",
-            labels=["feed"],
-        )
-        failures = CounterMetricFamily(
-            f"{p}_backfill_failures",
-            "Market backfills given up (error, timeout, hold bound), each announced.",
-            labels=["feed"],
-        )
-        duplicates = CounterMetricFamily(
-            f"{p}_backfill_duplicates",
-            "Live executions dropped because a backfill had already published them.",
-            labels=["feed"],
-        )
-        held = GaugeMetricFamily(
-            f"{p}_backfill_held_executions",
-            "Live executions held back right now until their market's backfill is in.",
-            labels=["feed"],
-        )
-        for feed, stats in self._feeds():
-            backfilled.add_metric([feed], stats.backfilled)
-            gaps.add_metric([feed], stats.gaps)
-            failures.add_metric([feed], stats.failures)
-            duplicates.add_metric([feed], stats.duplicates)
-            held.add_metric([feed], stats.held)
-        yield from (backfilled, gaps, failures, duplicates, held)
+        yield from _per_feed(_BACKFILL_FAMILIES, self._feeds())
 
 
 class GaugeCallbackCollector(Collector):
@@ -333,30 +334,21 @@ class BufferDepthCollector(Collector):
             max_bytes, max_records = max(max_bytes, n_bytes), max(max_records, n_records)
             total_bytes += n_bytes
             total_records += n_records
-        p = PREFIX
-        yield GaugeMetricFamily(
-            f"{p}_subscriber_buffer_max_bytes",
-            "Bytes queued or in flight of the fullest subscriber buffer (0: no subscriber).",
-            value=max_bytes,
-        )
-        yield GaugeMetricFamily(
-            f"{p}_subscriber_buffered_bytes",
-            "Bytes queued or in flight over all subscriber buffers.",
-            value=total_bytes,
-        )
-        yield GaugeMetricFamily(
-            f"{p}_subscriber_buffer_limit_bytes",
-            "Each subscriber's buffer limit (server.buffer_bytes): overflowing it conflates or "
-            "disconnects.",
-            value=self._limit,
-        )
-        yield GaugeMetricFamily(
-            f"{p}_subscriber_buffer_max_records",
-            "Records queued in the subscriber buffer that holds the most records.",
-            value=max_records,
-        )
-        yield GaugeMetricFamily(
-            f"{p}_subscriber_buffered_records",
-            "Records queued over all subscriber buffers.",
-            value=total_records,
-        )
+        yield from (
+            GaugeMetricFamily(f"{PREFIX}_{name}", doc, value=value)
+            for name, doc, value in (
+                ("subscriber_buffer_max_bytes",
+                 "Bytes queued or in flight of the fullest subscriber buffer (0: no subscriber).",
+                 max_bytes),
+                ("subscriber_buffered_bytes",
+                 "Bytes queued or in flight over all subscriber buffers.", total_bytes),
+                ("subscriber_buffer_limit_bytes",
+                 "Each subscriber's buffer limit (server.buffer_bytes): overflowing it conflates "
+                 "or disconnects.", self._limit),
+                ("subscriber_buffer_max_records",
+                 "Records queued in the subscriber buffer that holds the most records.",
+                 max_records),
+                ("subscriber_buffered_records", "Records queued over all subscriber buffers.",
+                 total_records),
+            )
+        )  # fmt: skip

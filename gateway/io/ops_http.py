@@ -7,57 +7,19 @@ only correct when they run on the trio thread between checkpoints, as here.
 It faces probes and scrapers, but also whatever else can reach the port, so: malformed requests
 get 400 (or h11's more precise hint) and a client gets ``request_timeout`` seconds per request.
 
-Connection slots: a new connection is never refused for the sake of an idle one
---------------------------------------------------------------------------------
-
-A cap that refuses new connections when full lets anyone who can reach the port take the probes
-down: 64 idle TCP connections (a few kB of client memory, one ``for`` loop) used to fill
-``max_connections``, and ``/healthz`` and ``/readyz`` then answered 503 for the whole
-``request_timeout`` (10 s). Repeated every 10 s that gets the pod restarted by the liveness
-probe (3 failures, 10 s apart) and removed from the Service. A shorter timeout only shrinks the
-window: at any timeout T the attacker needs just 64 connections per T.
-
-So slots are handed out by shedding, oldest first:
-
-* **Per address** (``max_connections_per_address``, 8; IPv4 address or IPv6 /64, as
-  ``access.client_key``): a connection beyond it sheds the oldest connection *of the same
-  address* (idle ones first). One address competes only with itself: any number of
-  connections from an attacker's address cost the kubelet's and Prometheus's addresses
-  nothing. 8 is ample: the kubelet opens one connection per probe (liveness and readiness,
-  every 10 s, ``Connection: close``), a Prometheus server one per scrape, so a legitimate
-  address holds 1-3 at a time.
-* **In total** (``max_connections``, 64): a connection beyond it sheds the oldest *idle*
-  connection anywhere (idle: waiting for a request head, however much of it has arrived, or
-  between keep-alive requests). A probe is idle for the time it takes its request head to
-  cross the network (~1 ms on a node); to shed it, more than 63 other addresses would have to
-  open a connection within that millisecond. Only when all 64 slots are busy writing a
-  response (each bounded by ``request_timeout``) is a new connection answered 503.
-
-A shed connection is closed without an answer, as an idle timeout would close it, and counted
-in ``ops_http_shed_connections_total{reason="per_address"|"total"}``. Memory stays bounded by
-the cap: each connection holds at most ``MAX_REQUEST_HEAD_BYTES`` (16 KiB) of request head and
-one task, about 1.2 MiB for 64.
+Connections are admitted by shedding, oldest first (``io.ops_slots``: why a new connection is
+never refused for the sake of an idle one); readiness is decided by ``io.readiness``.
 
 The listener binds ``metrics.host``: 127.0.0.1 by default (like ``server.host``); the image and
 the chart set 0.0.0.0 because the kubelet and Prometheus connect to the pod's address, and the
 chart's NetworkPolicy limits who may reach the port.
-
-Readiness semantics (``Readiness``): ready only when every required feed is connected with all of
-its books snapshotted and the gateway is not shutting down. A required feed that was ready and
-drops keeps the gateway ready for ``ready_grace`` seconds, because a Paxos failover is routine and
-a reconnect takes about a second: taking the pod out of service for it would move every
-subscriber for nothing. A feed that has never been ready gets no grace: a freshly started gateway
-has no books to serve.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from http import HTTPStatus
-from typing import Any
 
 import h11
 import msgspec
@@ -67,6 +29,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from gateway import __version__
 from gateway.fanout.access import client_key
 from gateway.io.metrics import PREFIX
+from gateway.io.ops_slots import OpsSlot, OpsSlots
+from gateway.io.readiness import Readiness
+
+__all__ = ["OpsServer"]
 
 log = logging.getLogger("gateway.ops_http")
 
@@ -83,94 +49,6 @@ _KNOWN_REQUESTS = (
     ("/metrics", "200"), ("/healthz", "200"), ("/readyz", "200"), ("/readyz", "503"),
     ("other", "404"), ("", "503"),
 )  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class FeedHealth:
-    """One feed as readiness sees it at this instant."""
-
-    name: str
-    required: bool
-    ready: bool
-    # Why it is not ready ("connecting", "waiting for snapshot of book.BTCUSD"); "" if ready.
-    reason: str
-    # What it is doing, shown ready or not (a cluster part: "connected, leader, epoch ...").
-    state: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ReadyReport:
-    ready: bool
-    body: dict[str, Any]
-
-
-class Readiness:
-    """Decides ``/readyz`` from per-feed health sampled over time.
-
-    ``probe`` returns the current ``FeedHealth`` of every feed. Times are trio clock seconds.
-    ``watch`` samples in the background so that the moment a feed went down is known to within
-    ``interval`` even when nobody is probing; ``check`` samples too.
-    """
-
-    def __init__(self, probe: Callable[[], Iterable[FeedHealth]], grace: float) -> None:
-        self._probe = probe
-        self._grace = grace
-        self._ever_ready: set[str] = set()
-        self._down_since: dict[str, float] = {}
-        self.shutting_down = False
-
-    def begin_shutdown(self) -> None:
-        self.shutting_down = True
-
-    def observe(self, now: float) -> list[FeedHealth]:
-        feeds = list(self._probe())
-        for feed in feeds:
-            if feed.ready:
-                self._ever_ready.add(feed.name)
-                self._down_since.pop(feed.name, None)
-            elif feed.name in self._ever_ready:
-                self._down_since.setdefault(feed.name, now)
-        return feeds
-
-    def check(self, now: float) -> ReadyReport:
-        feeds = self.observe(now)
-        failing: list[dict[str, Any]] = []
-        report: dict[str, dict[str, Any]] = {}
-        for feed in feeds:
-            entry: dict[str, Any] = {"required": feed.required, "ready": feed.ready}
-            if feed.state:
-                entry["state"] = feed.state
-            if not feed.ready:
-                entry["reason"] = feed.reason
-                since = self._down_since.get(feed.name)
-                if since is not None:
-                    entry["down_seconds"] = round(now - since, 3)
-                if feed.required:
-                    if since is None:
-                        failing.append(
-                            {"feed": feed.name, "reason": f"not ready yet: {feed.reason}"}
-                        )
-                    elif now - since > self._grace:
-                        failing.append({
-                            "feed": feed.name,
-                            "reason": f"down for {now - since:.1f}s, longer than the "
-                            f"{self._grace:g}s grace: {feed.reason}",
-                        })  # fmt: skip
-                    else:
-                        entry["in_grace"] = True
-            report[feed.name] = entry
-        if self.shutting_down:
-            failing.insert(0, {"feed": None, "reason": "shutting down"})
-        ready = not failing
-        body: dict[str, Any] = {"ready": ready, "feeds": report}
-        if failing:
-            body["failing"] = failing
-        return ReadyReport(ready=ready, body=body)
-
-    async def watch(self, interval: float = 0.5) -> None:
-        while True:
-            self.observe(trio.current_time())
-            await trio.sleep(interval)
 
 
 class OpsServer:
@@ -190,7 +68,7 @@ class OpsServer:
         self._host = host
         self._port = port
         self._timeout = request_timeout
-        self._slots = _Slots(max_connections, max_connections_per_address)
+        self._slots = OpsSlots(max_connections, max_connections_per_address)
         self._started_at = 0.0
         self.port: int | None = None  # the bound port, once listening (port 0 picks one)
         # The ops endpoint counts its own traffic: a probe that started failing, or a scanner
@@ -227,7 +105,7 @@ class OpsServer:
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         try:
-            slot = _Slot(client_key(_peer(stream)))
+            slot = OpsSlot(client_key(_peer(stream)))
             admitted = self._slots.admit(slot)
             if admitted is None:
                 await self._refuse(stream)
@@ -259,7 +137,7 @@ class OpsServer:
             await stream.send_all(head + body)
             await _linger(stream)
 
-    async def _connection(self, stream: trio.SocketStream, slot: _Slot) -> None:
+    async def _connection(self, stream: trio.SocketStream, slot: OpsSlot) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES)
         while True:
             slot.busy = False
@@ -398,61 +276,6 @@ class OpsServer:
         except h11.LocalProtocolError:
             return  # h11 refuses only when the connection is already unusable
         await stream.send_all(data)
-
-
-class _Slot:
-    __slots__ = ("busy", "key", "scope")
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-        self.busy = False  # a complete request is being answered
-        self.scope = trio.CancelScope()  # cancelled to shed the connection
-
-
-class _Slots:
-    """The open ops connections, oldest first, with the shedding rules of the module docstring.
-
-    Shed slots leave the table at once (their task ends at its next checkpoint), so the table
-    never holds more than ``total`` slots, nor more than ``per_address`` of one address.
-    """
-
-    def __init__(self, total: int, per_address: int) -> None:
-        if total < 1 or per_address < 1:
-            raise ValueError("max_connections and max_connections_per_address must be >= 1")
-        self.total = total
-        self.per_address = per_address
-        self._open: OrderedDict[_Slot, None] = OrderedDict()
-        self._per_key: dict[str, int] = {}
-
-    def __len__(self) -> int:
-        return len(self._open)
-
-    def admit(self, slot: _Slot) -> list[tuple[_Slot, str]] | None:
-        """Take ``slot`` in; the slots to shed, with the reason; None: refused (every slot is
-        busy answering a request)."""
-        shed: list[tuple[_Slot, str]] = []
-        if self._per_key.get(slot.key, 0) >= self.per_address:
-            same = [s for s in self._open if s.key == slot.key]
-            victim = next((s for s in same if not s.busy), same[0])
-            shed.append((victim, "per_address"))
-            self.release(victim)
-        elif len(self._open) >= self.total:
-            victim_or_none = next((s for s in self._open if not s.busy), None)
-            if victim_or_none is None:
-                return None
-            shed.append((victim_or_none, "total"))
-            self.release(victim_or_none)
-        self._open[slot] = None
-        self._per_key[slot.key] = self._per_key.get(slot.key, 0) + 1
-        return shed
-
-    def release(self, slot: _Slot) -> None:
-        if self._open.pop(slot, False) is None:
-            left = self._per_key[slot.key] - 1
-            if left:
-                self._per_key[slot.key] = left
-            else:
-                del self._per_key[slot.key]
 
 
 def _peer(stream: trio.SocketStream) -> str:

@@ -12,7 +12,7 @@ the wait is Paxos's documented 5 minutes.
 
 The HTTP client is ``httpx.AsyncClient``: it runs on trio through anyio and its timeouts use
 the trio clock (a ``MockClock`` test need not wait). TLS is always verified: the client is
-built with ``upstream_conn.verified_tls_context()``, which refuses a context that would skip the
+built with ``upstream_target.verified_tls_context()``, which refuses a context that would skip the
 certificate or host name check; nothing here accepts ``verify=False``.
 
 Every request ends in exactly one outcome (``OUTCOMES``, a metric label): ``ok`` or the
@@ -35,7 +35,7 @@ import trio
 
 from gateway.ingest import paxos_rest
 from gateway.ingest.paxos_rest import MarketInfo, RestAnswerError, RestExecution
-from gateway.io.upstream_conn import verified_tls_context
+from gateway.io.upstream_target import verified_tls_context
 
 __all__ = [
     "DEFAULT_THROTTLE",

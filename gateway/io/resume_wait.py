@@ -9,12 +9,21 @@ handled as always: resumed if the records came, ``resume_failed`` if not.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import trio
 
 from gateway.fanout.hub import Hub
 from gateway.fanout.outbox import Subscriber
 from gateway.fanout.resume_ahead import ahead, resume_points
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeWait:
+    """An edge's setting for its subscriber connections: how long, and what to wait on."""
+
+    wait: float  # cluster.resume_wait, s
+    next_batch: Callable[[], trio.Event]  # set once the edge's next batch is in the hub
 
 
 async def wait_for_resume_points(

@@ -48,7 +48,6 @@ from gateway.config import UpstreamConfig
 from gateway.contract.records import Record
 from gateway.ingest.batch import RecordSink, publish_records
 from gateway.ingest.feeds import FeedSpec
-from gateway.io.backoff import Backoff
 from gateway.io.connect_gate import ConnectGate
 from gateway.io.metrics import Metrics
 from gateway.io.upstream_conn import (
@@ -56,11 +55,11 @@ from gateway.io.upstream_conn import (
     FeedWiring,
     UpstreamSession,
     observe_publish_latency,
-    target_of,
-    verified_tls_context,
 )
 from gateway.io.upstream_health import FeedState, UpstreamHealth
 from gateway.io.upstream_reasons import CANCELLED, ERROR_FRAME, INTERNAL_ERROR, Ended
+from gateway.io.upstream_target import target_of, verified_tls_context
+from gateway.retry.backoff import Backoff
 
 __all__ = ["DEFAULT_CLOSE_TIMEOUT", "run_feed"]
 

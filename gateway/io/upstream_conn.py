@@ -5,29 +5,29 @@ messages of every read to ``ingest.batch.ingest_batch`` (synchronous: normalized
 with no checkpoint in between), answers pings and keeps its own pings going, and closes it with
 a close handshake when it can. It returns how the connection ended (``upstream_reasons.Ended``);
 the retry loop around it is ``io.upstream``, the state and health bookkeeping
-``io.upstream_health``.
+``io.upstream_health``, the open WebSocket's writes and pings ``io.upstream_ws``, where to
+connect ``io.upstream_target``, and how far behind the feed is ``ingest.lag``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import urlsplit
 
 import trio
 from prometheus_client import Histogram
 
 from gateway.config import UpstreamConfig
-from gateway.contract.records import Price, Record, Trade
-from gateway.fanout.wsframe import OP_PING
+from gateway.contract.records import Record
 from gateway.ingest.batch import Batch, Normalizer, RecordSink, ingest_batch
 from gateway.ingest.feeds import FeedSpec
-from gateway.ingest.wsclient import ClientProtocol, Handshake, HandshakeError, client_frame
+from gateway.ingest.lag import LagSampler
+from gateway.ingest.ws_handshake import Handshake, HandshakeError
+from gateway.ingest.wsclient import ClientProtocol
 from gateway.io.metrics import Metrics
 from gateway.io.upstream_health import FeedState
 from gateway.io.upstream_reasons import (
@@ -51,24 +51,12 @@ from gateway.io.upstream_reasons import (
     describe_rejection,
     first_error,
 )
+from gateway.io.upstream_target import Target
+from gateway.io.upstream_ws import RECEIVE_BUFFER_SIZE, UpstreamWebSocket
 
-__all__ = [
-    "FeedConnection",
-    "FeedWiring",
-    "Target",
-    "UpstreamSession",
-    "UpstreamWebSocket",
-    "observe_publish_latency",
-    "target_of",
-    "verified_tls_context",
-]
+__all__ = ["FeedConnection", "FeedWiring", "UpstreamSession", "observe_publish_latency"]
 
 log = logging.getLogger("gateway.upstream")
-
-# One read: up to a few hundred Paxos messages, normalized and published as one batch.
-_RECEIVE_BUFFER_SIZE = 65536
-# The records whose exchange time measures the feed's lag (built once, not per record).
-_LAG_RECORDS = (Trade, Price)
 
 
 class UpstreamSession(Normalizer, Protocol):
@@ -86,64 +74,6 @@ def observe_publish_latency(histogram: Histogram, received_mono: int) -> None:
     histogram.observe(max(latency, 0.0))
 
 
-class UpstreamWebSocket:
-    """One open upstream WebSocket (I/O around ``wsclient.ClientProtocol``): the stream, one
-    writer at a time (the read loop's pongs and close replies, the keepalive's pings, the close
-    handshake), and the pings waiting for their pongs. Reading is the read loop's alone."""
-
-    def __init__(self, stream: trio.abc.Stream, protocol: ClientProtocol) -> None:
-        self.stream = stream
-        self.protocol = protocol
-        self._send_lock = trio.Lock()
-        self._pings: dict[bytes, trio.Event] = {}
-        self.close_sent = False
-        self.eof = False  # the peer's side of the TCP connection has ended
-
-    async def send(self, frame: bytes) -> None:
-        async with self._send_lock:
-            await self.stream.send_all(frame)
-
-    async def send_pending(self) -> None:
-        """Send what the protocol queued (pongs, the close reply)."""
-        outgoing = self.protocol.outgoing
-        if outgoing:
-            frames = bytes(outgoing)
-            outgoing.clear()
-            if self.protocol.closing is not None:
-                self.close_sent = True
-            await self.send(frames)
-
-    def pongs_received(self) -> None:
-        for payload in self.protocol.pongs:
-            event = self._pings.pop(payload, None)
-            if event is not None:
-                event.set()
-        self.protocol.pongs.clear()
-
-    async def ping(self) -> None:
-        """Send a ping and wait for its pong (the caller bounds the wait)."""
-        payload = os.urandom(8)
-        event = self._pings[payload] = trio.Event()
-        try:
-            await self.send(client_frame(OP_PING, payload))
-            await event.wait()
-        finally:
-            self._pings.pop(payload, None)
-
-    async def aclose(self, code: int = 1000, reason: str = "") -> None:
-        """The closing handshake from this side: send a close frame, then read (and drop)
-        until the peer's close frame or EOF. The caller bounds it in time."""
-        if not self.close_sent and self.protocol.closing is None:
-            self.close_sent = True
-            await self.send(self.protocol.send_close(code, reason))
-        while self.protocol.closing is None and not self.eof:
-            data = await self.stream.receive_some(_RECEIVE_BUFFER_SIZE)
-            if not data:
-                self.eof = True
-                break
-            self.protocol.receive(bytes(data))
-
-
 @dataclass(slots=True)
 class _Conn:
     stream: trio.abc.Stream | None = None
@@ -151,49 +81,8 @@ class _Conn:
     established: bool = False
     opened_at: float = 0.0
     messages: int = 0
-    # Wall clock when the connection was established. Paxos opens every executions
-    # connection by replaying each market's last execution, which may be hours old: a trade
-    # executed before this instant is such a replay and says nothing about lag. Paxos trims
-    # timestamps (whole seconds at worst), so a live trade may look up to 1 s older.
-    established_ns: int = 0
+    established_ns: int = 0  # wall clock when the handshake completed (lag: replays before it)
     leftover: bytes = b""  # frames that arrived with the handshake's response
-
-    @property
-    def replay_before_ns(self) -> int:
-        return self.established_ns - 1_000_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    host: str
-    port: int
-    resource: str
-    host_header: str
-    tls: bool
-
-
-def target_of(url: str) -> Target:
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ValueError(f"{url!r}: not a ws:// or wss:// URL with a host")
-    tls = parts.scheme == "wss"
-    port = parts.port if parts.port is not None else (443 if tls else 80)
-    resource = parts.path or "/"
-    if parts.query:
-        resource += "?" + parts.query
-    host = parts.hostname
-    bracketed = f"[{host}]" if ":" in host else host
-    default_port = 443 if tls else 80
-    host_header = bracketed if port == default_port else f"{bracketed}:{port}"
-    return Target(host, port, resource, host_header, tls)
-
-
-def verified_tls_context(context: ssl.SSLContext | None = None) -> ssl.SSLContext:
-    """The TLS context for wss upstreams; refuses one that would skip verification."""
-    ctx = context if context is not None else ssl.create_default_context()
-    if ctx.verify_mode != ssl.CERT_REQUIRED or not ctx.check_hostname:
-        raise ValueError("upstream TLS must verify the certificate and the host name")
-    return ctx
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,7 +184,7 @@ class FeedConnection:
         handshake = Handshake(t.host_header, t.resource)
         try:
             await stream.send_all(handshake.request)
-            while not handshake.receive(bytes(await stream.receive_some(_RECEIVE_BUFFER_SIZE))):
+            while not handshake.receive(bytes(await stream.receive_some(RECEIVE_BUFFER_SIZE))):
                 pass
         except HandshakeError as exc:
             raise ConnectFailed(PROTOCOL_ERROR, f"bad WebSocket handshake: {exc}") from None
@@ -346,12 +235,14 @@ class FeedConnection:
         sink = self.sink
         state = self.state
         protocol = ws.protocol
+        lag = LagSampler(conn.established_ns)
+        observe_lag = self._m_lag.observe
         data, conn.leftover = conn.leftover, b""
         while True:
             if not data:
                 try:
                     # bytes for trio's streams (SSLStream may hand out a bytearray).
-                    data = bytes(await ws.stream.receive_some(_RECEIVE_BUFFER_SIZE))
+                    data = bytes(await ws.stream.receive_some(RECEIVE_BUFFER_SIZE))
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     return self._ended(conn, CONNECTION_LOST, f"connection lost: {exc}")
                 if not data:
@@ -375,13 +266,8 @@ class FeedConnection:
                 state.last_message_at = trio.current_time()
                 state.last_message_monotonic_ns = received_mono
                 self._m_bytes.inc(batch.size)
-            replay_before_ns = conn.replay_before_ns
-            for record in records:
-                if isinstance(record, _LAG_RECORDS):
-                    # Their receive_time is now_ns (digits on the wire since protocol v2).
-                    exchange_ns = int(record.exchange_time)
-                    if exchange_ns >= replay_before_ns:
-                        self._m_lag.observe((now_ns - exchange_ns) / 1e9)
+            for seconds in lag.samples(records, now_ns):  # now_ns: the records' receive_time
+                observe_lag(seconds)
             if protocol.pongs:
                 ws.pongs_received()
             verdict = batch.verdict

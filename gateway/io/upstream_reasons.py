@@ -13,7 +13,8 @@ import ssl
 from dataclasses import dataclass
 from typing import Final
 
-from gateway.ingest.wsclient import CLOSE_MESSAGE_TOO_BIG, Closing, Rejected
+from gateway.ingest.ws_handshake import Rejected
+from gateway.ingest.wsclient import CLOSE_MESSAGE_TOO_BIG, Closing
 
 # Bounded label values of upstream_reconnects / upstream_connect_failures, and the ``reason``
 # of disconnected status records.

@@ -4,12 +4,17 @@ seeded market model (docs/simulator.md).
 It shares no decode/encode code with the gateway on purpose (a bug cannot cancel itself
 out): it builds its own wire text and knows the true state at every moment.
 
-Modules: ``markets`` (specs, ticks), ``model`` (sans-IO random walk, ``truth``, the
-execution tape, market status, wire text), ``formatting`` (numbers, timestamps, JSON text),
-``faults`` (``FaultConfig``, bad frames), ``stream`` (stallable byte stream), ``framing``
-(batched data frames), ``server`` (``Simulator``), ``rest`` (sans-IO REST answers),
-``ratelimit`` (token bucket per IP), ``rest_server`` (h11 edge of the REST API), ``config``
-(``SimulatorConfig``, ``RestConfig``), ``command`` (CLI ``simulate``).
+Modules: ``markets`` (specs, ticks), ``model`` (sans-IO random walk, ``truth``, the execution tape,
+market status, wire text), ``events`` (``LevelUpdate``, ``Execution``, ``PriceTick`` with their wire
+text), ``market_book`` (one market's true book and its book-level moves), ``stablecoins`` (the index
+price walk, a random source of its own), ``formatting`` (numbers, timestamps, JSON text), ``faults``
+(``FaultConfig``, bad frames), ``stream`` (stallable byte stream), ``framing`` (batched data
+frames), ``server`` (``Simulator``: serving, and the API below), ``generator`` (the pace: model
+steps, stablecoin ticks, pause, backpressure), ``registry`` (which connections get which events),
+``accept`` (handshake → route → subscription, refusals, connect-rate delay), ``connection``
+(``Connection``: one client's queue, sender and per-message faults), ``rest`` (sans-IO REST
+answers), ``ratelimit`` (token bucket per IP), ``rest_server`` (h11 edge of the REST API),
+``config`` (``SimulatorConfig``, ``RestConfig``), ``command`` (CLI ``simulate``).
 
 Paths served (``/executiondata[/M]``, ``/marketdata[/M]``, ``/marketdata/stablecoin[/M]``):
 book paths send SNAPSHOT(s) first (one per market on ``/marketdata``), then UPDATEs; execution
@@ -61,10 +66,12 @@ API of ``Simulator`` (all synchronous methods act at once, between trio checkpoi
 """
 
 from gateway.simulator.config import RestConfig, SimulatorConfig
+from gateway.simulator.connection import Connection
+from gateway.simulator.events import Execution, LevelUpdate, PriceTick
 from gateway.simulator.faults import BAD_FRAME_KINDS, BadFrameKind, FaultConfig
 from gateway.simulator.markets import DEFAULT_MARKETS, DEFAULT_STABLECOINS, MarketSpec
-from gateway.simulator.model import Execution, LevelUpdate, MarketModel, PriceTick
-from gateway.simulator.server import Connection, Simulator
+from gateway.simulator.model import MarketModel
+from gateway.simulator.server import Simulator
 
 __all__ = [
     "BAD_FRAME_KINDS",

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gateway.simulator.events import NumberStyle
 from gateway.simulator.faults import FaultConfig
 from gateway.simulator.markets import (
     DEFAULT_MARKETS,
@@ -16,7 +17,6 @@ from gateway.simulator.markets import (
     check_stablecoins,
     resolve_markets,
 )
-from gateway.simulator.model import NumberStyle
 
 ExecutionsOrder = Literal["newest_first", "oldest_first"]
 

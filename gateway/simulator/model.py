@@ -35,129 +35,49 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
-from decimal import Decimal
-from typing import ClassVar, Literal
-
-from sortedcontainers import SortedDict
 
 from gateway.simulator import formatting
-from gateway.simulator.markets import AMOUNT_SCALE, STABLECOIN_SCALE, MarketSpec
+from gateway.simulator.events import (
+    Event,
+    Execution,
+    Level,
+    LevelUpdate,
+    MarketStatus,
+    NumberStyle,
+    PriceTick,
+    Side,
+)
+from gateway.simulator.market_book import MarketBook, round_size
+from gateway.simulator.markets import AMOUNT_SCALE, MarketSpec
+from gateway.simulator.stablecoins import StablecoinWalk
 
-Side = Literal["BUY", "SELL"]
-Feed = Literal["book", "executions", "stablecoin"]
-NumberStyle = Literal["trim", "pad", "mixed"]
-MarketStatus = Literal["open", "halted", "delisted"]
-Level = tuple[Decimal, Decimal]
+__all__ = ["MarketModel"]
 
 _MATCH_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _MATCH_SPACE = 36**12
-_TYPICAL_LEVEL_NOTIONAL = 20_000  # USD; sizes are drawn around this value per level
-_STABLE_PAR = 10**STABLECOIN_SCALE
-# rounding steps of a size in 1e-8 units: mostly full 8 decimals, sometimes round lots
-_SIZE_STEPS: tuple[int, ...] = (1, 1, 1, 1, 10, 100, 1000, 10**4, 10**5, 10**6, 10**7, 10**8)
 
 
-def _decimal(units: int, scale: int) -> Decimal:
-    return Decimal(units).scaleb(-scale)
+class MatchNumbers:
+    """Unique 12-character match numbers in a seeded, unordered-looking sequence: an affine
+    bijection of a counter over 36**12."""
 
+    __slots__ = ("_a", "_b", "_count")
 
-@dataclass(frozen=True, slots=True)
-class LevelUpdate:
-    """One order-book level's new absolute size (``amount_units == 0`` removes it)."""
+    def __init__(self, rng: random.Random) -> None:
+        self._a = rng.randrange(_MATCH_SPACE) | 1
+        while self._a % 3 == 0:  # coprime with 36**12 = 2**24 * 3**24: a bijection
+            self._a += 2
+        self._b = rng.randrange(_MATCH_SPACE)
+        self._count = 0
 
-    FEED: ClassVar[Feed] = "book"
-    market: str
-    side: Side
-    price_units: int  # price * 10**scale
-    scale: int
-    amount_units: int  # amount * 10**8
-    text: str
-
-    @property
-    def price(self) -> Decimal:
-        return _decimal(self.price_units, self.scale)
-
-    @property
-    def amount(self) -> Decimal:
-        return _decimal(self.amount_units, AMOUNT_SCALE)
-
-
-@dataclass(frozen=True, slots=True)
-class Execution:
-    """One execution as sent; ``executed_at_ns`` is the time the text says (truncated)."""
-
-    FEED: ClassVar[Feed] = "executions"
-    market: str
-    price_units: int
-    scale: int
-    amount_units: int
-    executed_at_ns: int
-    executed_at: str
-    match_number: str
-    text: str
-
-    @property
-    def price(self) -> Decimal:
-        return _decimal(self.price_units, self.scale)
-
-    @property
-    def amount(self) -> Decimal:
-        return _decimal(self.amount_units, AMOUNT_SCALE)
-
-    @property
-    def exchange_key(self) -> tuple[int, str]:
-        """(``executed_at_ns``, ``match_number``): the order a client that sorts by the
-        message fields sees. Not generation order: one batch shares a clock reading, and a
-        stamp cut to fewer digits can read earlier than the execution before it."""
-        return self.executed_at_ns, self.match_number
-
-
-@dataclass(frozen=True, slots=True)
-class PriceTick:
-    """One stablecoin index price message."""
-
-    FEED: ClassVar[Feed] = "stablecoin"
-    market: str
-    price_units: int  # price * 10**4
-    timestamp_ns: int
-    timestamp: str
-    text: str
-
-    @property
-    def price(self) -> Decimal:
-        return _decimal(self.price_units, STABLECOIN_SCALE)
-
-
-Event = LevelUpdate | Execution
-
-
-class _Market:
-    __slots__ = (
-        "asks", "bids", "executions", "scale", "spec", "status", "status_since_ns", "symbol",
-        "tick_units", "typical_units",
-    )  # fmt: skip
-
-    def __init__(self, spec: MarketSpec, now_ns: int) -> None:
-        self.spec = spec
-        self.symbol = spec.symbol
-        self.scale = spec.scale
-        self.tick_units = spec.tick_units
-        # price in ticks -> amount in 1e-8 units; bids best = last key, asks best = first key
-        self.bids: SortedDict = SortedDict()
-        self.asks: SortedDict = SortedDict()
-        self.typical_units = max(
-            1, int(_TYPICAL_LEVEL_NOTIONAL / float(spec.reference_price) * 10**AMOUNT_SCALE)
-        )
-        self.executions: list[Execution] = []
-        self.status: MarketStatus = "open"
-        self.status_since_ns = now_ns
-
-    def best_bid(self) -> int | None:
-        return int(self.bids.peekitem(-1)[0]) if self.bids else None
-
-    def best_ask(self) -> int | None:
-        return int(self.asks.peekitem(0)[0]) if self.asks else None
+    def next(self) -> str:
+        n = (self._a * self._count + self._b) % _MATCH_SPACE
+        self._count += 1
+        chars = []
+        for _ in range(12):
+            n, digit = divmod(n, 36)
+            chars.append(_MATCH_ALPHABET[digit])
+        return "".join(reversed(chars))
 
 
 class MarketModel:
@@ -181,28 +101,24 @@ class MarketModel:
             raise ValueError("timestamp_digits must be 0..9 or None (random per timestamp)")
         self._rng = random.Random(f"paxos-sim-model:{seed}")
         self._snapshot_rng = random.Random(f"paxos-sim-snapshot:{seed}")
-        self._stable_rng = random.Random(f"paxos-sim-stablecoin:{seed}")
         self._levels = levels
         self._execution_ratio = execution_ratio
         self._number_style: NumberStyle = number_style
         self._timestamp_digits = timestamp_digits
         self._timestamps = formatting.TimestampFormatter()
-        self._markets = {spec.symbol: _Market(spec, now_ns) for spec in markets}
+        self._markets = {spec.symbol: MarketBook(spec, now_ns) for spec in markets}
         self._market_list = list(self._markets.values())  # the open ones: what ``step`` picks
-        self._match_a = self._rng.randrange(_MATCH_SPACE) | 1
-        while self._match_a % 3 == 0:  # coprime with 36**12 = 2**24 * 3**24: a bijection
-            self._match_a += 2
-        self._match_b = self._rng.randrange(_MATCH_SPACE)
-        self._match_count = 0
+        self._match_numbers = MatchNumbers(self._rng)
         self.executions: list[Execution] = []
         """Every execution ever generated, oldest first. Includes one initial execution per
         market (stamped up to a minute before start): what a client's first replay shows."""
         self._last_execution: dict[str, Execution] = {}
         for market in self._market_list:
-            self._seed_book(market)
+            market.seed(self._rng, self._levels)
             self._seed_execution(market, now_ns, opening=False)
-        self._stable_units = dict.fromkeys(stablecoins, _STABLE_PAR)
-        self._last_price: dict[str, PriceTick] = {}
+        self._stablecoins = StablecoinWalk(
+            stablecoins, seed=seed, timestamps=self._timestamps, timestamp_digits=timestamp_digits
+        )
         self.stablecoin_tick(now_ns)
 
     # -- what the model knows ------------------------------------------------------------
@@ -230,31 +146,18 @@ class MarketModel:
 
     @property
     def stablecoins(self) -> tuple[str, ...]:
-        return tuple(self._stable_units)
+        return self._stablecoins.stablecoins
 
     def spec(self, market: str) -> MarketSpec:
         return self._markets[market].spec
 
     def truth(self, market: str) -> tuple[list[Level], list[Level]]:
         """The true book now: (bids best=highest first, asks best=lowest first)."""
-        m = self._markets[market]
-        bids = [
-            (_decimal(p * m.tick_units, m.scale), _decimal(a, AMOUNT_SCALE))
-            for p, a in reversed(m.bids.items())
-        ]
-        asks = [
-            (_decimal(p * m.tick_units, m.scale), _decimal(a, AMOUNT_SCALE))
-            for p, a in m.asks.items()
-        ]
-        return bids, asks
+        return self._markets[market].truth()
 
     def book_units(self, market: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         """``truth`` as integers: (price * 10**scale, amount * 10**8), best first."""
-        m = self._markets[market]
-        tick = m.tick_units
-        bids = [(p * tick, a) for p, a in reversed(m.bids.items())]
-        asks = [(p * tick, a) for p, a in m.asks.items()]
-        return bids, asks
+        return self._markets[market].units()
 
     def is_crossed(self, market: str) -> bool:
         m = self._markets[market]
@@ -265,7 +168,7 @@ class MarketModel:
         return self._last_execution[market]
 
     def last_price(self, stablecoin: str) -> PriceTick:
-        return self._last_price[stablecoin]
+        return self._stablecoins.last_price(stablecoin)
 
     # -- markets coming and going ---------------------------------------------------------
 
@@ -283,8 +186,8 @@ class MarketModel:
         (returned: it is news for the executions feeds, unlike the initial ones)."""
         if spec.symbol in self._markets:
             raise ValueError(f"market {spec.symbol} exists already")
-        m = _Market(spec, now_ns)
-        self._seed_book(m)
+        m = MarketBook(spec, now_ns)
+        m.seed(self._rng, self._levels)
         self._markets[spec.symbol] = m
         self._market_list.append(m)
         return self._seed_execution(m, now_ns, opening=True)
@@ -331,7 +234,7 @@ class MarketModel:
         None if the book has no level to cross."""
         m = self._markets[market]
         bid, ask = m.best_bid(), m.best_ask()
-        amount = formatting.format_units(self._size(m, rng), AMOUNT_SCALE)
+        amount = formatting.format_units(m.size(rng), AMOUNT_SCALE)
         if ask is not None:
             price, side = ask + rng.randint(0, 2), "BUY"
         elif bid is not None:
@@ -354,28 +257,8 @@ class MarketModel:
         return [self._change_level(m)]
 
     def stablecoin_tick(self, now_ns: int) -> list[PriceTick]:
-        """One index price per stablecoin: a walk around 1.0000 in steps of 0.0001."""
-        rng = self._stable_rng
-        ticks: list[PriceTick] = []
-        for market, units in self._stable_units.items():
-            if rng.random() < 0.3:
-                drift = -1 if units > _STABLE_PAR else 1 if units < _STABLE_PAR else 0
-                units += rng.choice((-1, 1, drift, drift))
-                units = min(_STABLE_PAR + 20, max(_STABLE_PAR - 20, units))
-                self._stable_units[market] = units
-            digits = rng.randint(0, 9) if self._timestamp_digits is None else self._timestamp_digits
-            stamp = self._timestamps.format(now_ns, digits)
-            price = formatting.format_units(units, STABLECOIN_SCALE, pad=True)
-            tick = PriceTick(
-                market=market,
-                price_units=units,
-                timestamp_ns=formatting.truncate_ns(now_ns, digits),
-                timestamp=stamp,
-                text=formatting.price_text(market, price, stamp),
-            )
-            self._last_price[market] = tick
-            ticks.append(tick)
-        return ticks
+        """One index price per stablecoin (``stablecoins.StablecoinWalk``)."""
+        return self._stablecoins.tick(now_ns)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -383,44 +266,22 @@ class MarketModel:
         style = self._number_style
         return style == "pad" or (style == "mixed" and rng.random() < 0.5)
 
-    def _size(self, m: _Market, rng: random.Random) -> int:
-        """A level size in 1e-8 units, with 0 to 8 significant decimals like real orders."""
-        units = max(1, int(m.typical_units * rng.lognormvariate(0.0, 1.0)))
-        return self._round_size(units, rng)
-
-    @staticmethod
-    def _round_size(units: int, rng: random.Random) -> int:
-        step = rng.choice(_SIZE_STEPS)
-        return max(step, units - units % step)
-
-    def _seed_book(self, m: _Market) -> None:
-        rng = self._rng
-        mid = m.spec.reference_ticks
-        bid = mid - rng.randint(0, 1)
-        ask = bid + rng.randint(1, 3)
-        for _ in range(self._levels):
-            if bid >= 1:
-                m.bids[bid] = self._size(m, rng)
-            m.asks[ask] = self._size(m, rng)
-            bid -= rng.randint(1, 3)
-            ask += rng.randint(1, 3)
-
-    def _seed_execution(self, m: _Market, now_ns: int, *, opening: bool) -> Execution:
+    def _seed_execution(self, m: MarketBook, now_ns: int, *, opening: bool) -> Execution:
         """The last execution before start (up to a minute back), or a new market's first."""
         rng = self._rng
         best = m.best_bid() if rng.random() < 0.5 else m.best_ask()
         price = best if best is not None else m.spec.reference_ticks
-        amount = self._size(m, rng)
+        amount = m.size(rng)
         at_ns = now_ns if opening else now_ns - rng.randint(1, 60 * 10**9)
         return self._record_execution(m, price, amount, at_ns, pad=False)
 
     def _record_execution(
-        self, m: _Market, price_ticks: int, amount: int, now_ns: int, *, pad: bool
+        self, m: MarketBook, price_ticks: int, amount: int, now_ns: int, *, pad: bool
     ) -> Execution:
         rng = self._rng
         digits = rng.randint(0, 9) if self._timestamp_digits is None else self._timestamp_digits
         stamp = self._timestamps.format(now_ns, digits)
-        match = self._next_match_number()
+        match = self._match_numbers.next()
         price_units = price_ticks * m.tick_units
         execution = Execution(
             market=m.symbol,
@@ -443,16 +304,7 @@ class MarketModel:
         self._last_execution[m.symbol] = execution
         return execution
 
-    def _next_match_number(self) -> str:
-        n = (self._match_a * self._match_count + self._match_b) % _MATCH_SPACE
-        self._match_count += 1
-        chars = []
-        for _ in range(12):
-            n, digit = divmod(n, 36)
-            chars.append(_MATCH_ALPHABET[digit])
-        return "".join(reversed(chars))
-
-    def _update(self, m: _Market, buy: bool, price_ticks: int, amount: int) -> LevelUpdate:
+    def _update(self, m: MarketBook, buy: bool, price_ticks: int, amount: int) -> LevelUpdate:
         book = m.bids if buy else m.asks
         if amount:
             book[price_ticks] = amount
@@ -475,7 +327,7 @@ class MarketModel:
             ),
         )
 
-    def _change_level(self, m: _Market) -> LevelUpdate:
+    def _change_level(self, m: MarketBook) -> LevelUpdate:
         rng = self._rng
         buy = rng.random() < 0.5
         book = m.bids if buy else m.asks
@@ -483,9 +335,9 @@ class MarketModel:
         balance = max(-1.0, min(1.0, (count - self._levels) / self._levels))
         roll = rng.random()
         if count == 0 or roll < 0.3 - 0.25 * balance:
-            price = self._new_price(m, buy)
+            price = m.new_price(rng, buy)
             if price is not None:
-                return self._update(m, buy, price, self._size(m, rng))
+                return self._update(m, buy, price, m.size(rng))
             if count == 0:  # nowhere to add on this side: change the other one instead
                 buy = not buy
                 book = m.bids if buy else m.asks
@@ -498,37 +350,10 @@ class MarketModel:
         depth = min(count - 1, int(rng.expovariate(1 / 8)))
         index = count - 1 - depth if buy else depth
         price, old = book.peekitem(index)
-        new = self._round_size(max(1, int(old * rng.uniform(0.2, 1.8))), rng)
+        new = round_size(max(1, int(old * rng.uniform(0.2, 1.8))), rng)
         return self._update(m, buy, int(price), new)
 
-    def _new_price(self, m: _Market, buy: bool) -> int | None:
-        """A free price on this side that keeps the book uncrossed, or None."""
-        rng = self._rng
-        bid, ask = m.best_bid(), m.best_ask()
-        book = m.bids if buy else m.asks
-        span = 2 * len(book) + 10
-        for _ in range(8):
-            if bid is not None and ask is not None and ask - bid > 1 and rng.random() < 0.15:
-                price = rng.randint(bid + 1, ask - 1)  # inside the spread: moves the mid
-            elif buy:
-                anchor = bid if bid is not None else (ask - 1 if ask is not None else 0)
-                if anchor < 1:
-                    anchor = m.spec.reference_ticks
-                price = anchor - rng.randint(0, span)
-                if ask is not None:
-                    price = min(price, ask - 1)
-            else:
-                anchor = ask if ask is not None else (bid + 1 if bid is not None else 0)
-                if anchor < 1:
-                    anchor = m.spec.reference_ticks
-                price = anchor + rng.randint(0, span)
-                if bid is not None:
-                    price = max(price, bid + 1)
-            if price >= 1 and price not in book:
-                return price
-        return None
-
-    def _execute(self, m: _Market, now_ns: int) -> list[Event]:
+    def _execute(self, m: MarketBook, now_ns: int) -> list[Event]:
         rng = self._rng
         taker_buys = rng.random() < 0.5
         book = m.asks if taker_buys else m.bids
@@ -541,7 +366,7 @@ class MarketModel:
             price, size = book.peekitem(0 if taker_buys else -1)
             take = size
             if i == levels - 1 and rng.random() < 0.7:
-                part = self._round_size(max(1, int(size * rng.uniform(0.02, 0.9))), rng)
+                part = round_size(max(1, int(size * rng.uniform(0.02, 0.9))), rng)
                 if part < size:
                     take = part
             events.append(self._record_execution(m, int(price), take, now_ns, pad=pad))

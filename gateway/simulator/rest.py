@@ -41,9 +41,10 @@ from http import HTTPStatus
 from typing import Any
 
 from gateway.simulator.config import RestConfig
+from gateway.simulator.events import Execution
 from gateway.simulator.formatting import TimestampFormatter, format_units
 from gateway.simulator.markets import AMOUNT_SCALE
-from gateway.simulator.model import Execution, MarketModel
+from gateway.simulator.model import MarketModel
 
 JSON = "application/json"
 PROBLEM_JSON = "application/problem+json"

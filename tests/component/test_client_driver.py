@@ -29,7 +29,7 @@ from gateway.client import (
     TransportClosed,
 )
 from gateway.ingest.decimals import enc_hook
-from gateway.io.backoff import Backoff
+from gateway.retry.backoff import Backoff
 from tests.support.gateway_messages import EPOCH, hello, subscribed, trade
 
 
@@ -190,6 +190,6 @@ def test_importing_the_client_loads_no_event_loop_nor_server_module() -> None:
     server_side = {m for m in modules if m.startswith("gateway.")} - {
         "gateway.contract", "gateway.contract.records", "gateway.contract.protocol",
         "gateway.ingest", "gateway.ingest.book", "gateway.ingest.decimals",
-        "gateway.io", "gateway.io.backoff",
+        "gateway.retry", "gateway.retry.backoff",
     }  # fmt: skip
     assert all(m.startswith("gateway.client") for m in server_side), server_side

@@ -28,8 +28,8 @@ from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.contract.protocol import ErrorCode
 from gateway.io.delivery import DisconnectReason
+from gateway.io.handshake import RejectReason
 from gateway.io.metrics import Metrics
-from gateway.io.server import RejectReason
 from gateway.io.upstream_reasons import CONNECT_FAILURE_REASONS, RECONNECT_REASONS
 from gateway.logs import setup_logging
 from tests.support.metrics_traffic import (

@@ -11,7 +11,9 @@ import trio.testing
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.io.ops_http import FeedHealth, OpsServer, Readiness, _Slot, _Slots
+from gateway.io.ops_http import OpsServer
+from gateway.io.ops_slots import OpsSlot, OpsSlots
+from gateway.io.readiness import FeedHealth, Readiness
 
 TIMEOUT = 10.0
 
@@ -306,18 +308,18 @@ async def test_idle_keep_alive_connection_is_closed_silently(
 
 
 def test_slots_refuse_only_when_every_slot_is_busy() -> None:
-    slots = _Slots(total=2, per_address=2)
-    a, b, c = _Slot("10.0.0.1"), _Slot("10.0.0.2"), _Slot("10.0.0.3")
+    slots = OpsSlots(total=2, per_address=2)
+    a, b, c = OpsSlot("10.0.0.1"), OpsSlot("10.0.0.2"), OpsSlot("10.0.0.3")
     assert slots.admit(a) == [] and slots.admit(b) == []
     a.busy = b.busy = True
     assert slots.admit(c) is None  # both are answering a request: 503
     b.busy = False
     assert slots.admit(c) == [(b, "total")]
-    d = _Slot("10.0.0.3")
+    d = OpsSlot("10.0.0.3")
     assert slots.admit(d) == [(c, "total")]  # the oldest idle one, not the busy a
     # Per address: the address's own oldest goes, idle first.
-    slots = _Slots(total=10, per_address=2)
-    first, second, third = _Slot("k"), _Slot("k"), _Slot("k")
+    slots = OpsSlots(total=10, per_address=2)
+    first, second, third = OpsSlot("k"), OpsSlot("k"), OpsSlot("k")
     slots.admit(first), slots.admit(second)
     first.busy = True
     assert slots.admit(third) == [(second, "per_address")]

@@ -28,8 +28,9 @@ from gateway.fanout.hub import Hub
 from gateway.fanout.routes import Route, RouteError, route
 from gateway.ingest.feeds import feed_from_url
 from gateway.ingest.normalizer import FeedNormalizer
+from gateway.io.contained_nursery import ContainedNursery
 from gateway.io.metrics import HubStatsCollector, Metrics
-from gateway.io.server import Server, _ContainedNursery
+from gateway.io.server import Server
 from tests.support.clients import RawSubscriber, in_thread, open_client, read_until, recv_json
 from tests.support.fake_feed import EPOCH, FakeFeed
 from tests.support.hostile_requests import HOSTILE, MAX_BYTES, MAX_STREAMS
@@ -632,7 +633,7 @@ async def test_a_failing_connection_task_is_contained_to_its_connection() -> Non
 
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
-            contained = _ContainedNursery(nursery, failures.append)
+            contained = ContainedNursery(nursery, failures.append)
             contained.start_soon(failing)
             contained.start_soon(healthy, "other connection")
     assert [type(e) for e in failures] == [LocalProtocolError]

@@ -30,12 +30,13 @@ from gateway.contract.records import BookSnapshot, BookUpdate, Record, Status, T
 from gateway.ingest.book import OrderBook
 from gateway.ingest.feeds import feed_from_url
 from gateway.ingest.normalizer import FeedNormalizer
-from gateway.io.backoff import Backoff
 from gateway.io.connect_gate import ConnectGate
 from gateway.io.metrics import Metrics
 from gateway.io.upstream import run_feed
-from gateway.io.upstream_conn import UpstreamWebSocket, verified_tls_context
 from gateway.io.upstream_health import FeedState
+from gateway.io.upstream_target import verified_tls_context
+from gateway.io.upstream_ws import UpstreamWebSocket
+from gateway.retry.backoff import Backoff
 from gateway.simulator import FaultConfig, SimulatorConfig
 from gateway.simulator.server import Simulator
 

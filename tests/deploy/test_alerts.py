@@ -34,6 +34,7 @@ TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parents[1]
 RULE_SCHEMA = TESTS / "k8s_schemas" / "prometheusrule-monitoring.coreos.com-v1.json"
 PROMTOOL_TESTS = TESTS / "promtool" / "alerts.test.yaml"
+PROMTOOL_CLUSTER_TESTS = TESTS / "promtool" / "cluster.test.yaml"
 RUNBOOK = ROOT / "docs" / "operations.md"
 RUNBOOK_URL = "https://runbooks.example/operations.md"
 
@@ -269,8 +270,14 @@ def test_the_runbook_has_backfill_gaps() -> None:
         ALERTING,
         TUNED,
         {**ALERTING, "prometheusRule": {**ALERTING["prometheusRule"], "seriesSelector": ""}},
+        {**ALERTING, "cluster": {"enabled": True, "natsUrls": ["nats://nats:4222"]}},
+        {
+            **ALERTING,
+            "cluster": {"enabled": True, "natsUrls": ["nats://nats:4222"]},
+            "prometheusRule": {**ALERTING["prometheusRule"], "seriesSelector": ""},
+        },
     ],
-    ids=["defaults", "tuned", "unscoped"],
+    ids=["defaults", "tuned", "unscoped", "cluster", "cluster-unscoped"],
 )
 def test_promtool_check_rules(
     chart: Any, promtool: str, values: dict[str, Any], tmp_path: Path
@@ -296,6 +303,21 @@ def test_promtool_unit_tests(chart: Any, promtool: str, tmp_path: Path) -> None:
     result = run([promtool, "test", "rules", PROMTOOL_TESTS.name], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
+
+
+def test_promtool_unit_tests_in_cluster_mode(chart: Any, promtool: str, tmp_path: Path) -> None:
+    # Cluster mode (issue 14): PaxosGatewayUnavailable per role, so ready edges hide no dead
+    # ingest (the edges then serve stale data) and the other way round.
+    cluster = {**ALERTING, "cluster": {"enabled": True, "natsUrls": ["nats://nats:4222"]}}
+    write_rules(prometheus_rule(chart, cluster), tmp_path)
+    shutil.copy(PROMTOOL_CLUSTER_TESTS, tmp_path / PROMTOOL_CLUSTER_TESTS.name)
+    result = run([promtool, "test", "rules", PROMTOOL_CLUSTER_TESTS.name], tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+    # The same series against the single process's rule: one ready edge keeps it silent.
+    write_rules(prometheus_rule(chart, ALERTING), tmp_path)
+    result = run([promtool, "test", "rules", PROMTOOL_CLUSTER_TESTS.name], tmp_path)
+    assert result.returncode != 0
 
 
 def test_promtool_unit_tests_fail_on_a_wrong_expectation(

@@ -132,10 +132,53 @@ AUTH_ON: dict[str, Any] = {
     "config": {"server": {"connections_per_ip_per_second": 5, "connection_burst_per_ip": 10}},
 }
 
+# Cluster mode (issue 14; tests/deploy/test_helm_cluster.py): an ingest and an edge workload.
+CLUSTER_ON: dict[str, Any] = {
+    "cluster": {
+        "enabled": True,
+        "natsUrls": ["nats://nats.nats.svc.cluster.local:4222", "tls://nats-1.example.com:4222"],
+    },
+}
+CLUSTER_EVERYTHING_ON: dict[str, Any] = {
+    **copy.deepcopy(EVERYTHING_ON),
+    "cluster": {
+        **copy.deepcopy(CLUSTER_ON["cluster"]),
+        "ingest": {
+            "replicaCount": 3,
+            "podAntiAffinity": "hard",
+            "topologySpreadConstraints": [
+                {
+                    "maxSkew": 1,
+                    "topologyKey": "topology.kubernetes.io/zone",
+                    "whenUnsatisfiable": "ScheduleAnyway",
+                }
+            ],
+            "podDisruptionBudget": {"maxUnavailable": "50%"},
+        },
+    },
+    "config": {"cluster": {"stream_replicas": 5, "lease_ttl": 1.5, "resume_wait": 0}},
+    "networkPolicy": {
+        **copy.deepcopy(EVERYTHING_ON["networkPolicy"]),
+        "nats": {
+            "port": 4222,
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "nats"}},
+            "podSelector": {
+                "matchExpressions": [
+                    {"key": "app.kubernetes.io/name", "operator": "In", "values": ["nats"]}
+                ]
+            },
+            "cidrs": ["10.20.0.0/16", "fd00::/8"],
+        },
+    },
+}
+
 SCENARIOS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "everything-on": EVERYTHING_ON,
     "auth-on": AUTH_ON,
+    "cluster-on": CLUSTER_ON,
+    "cluster-everything-on": CLUSTER_EVERYTHING_ON,
+    "cluster-urls-secret": {"cluster": {"enabled": True, "natsUrlsSecret": {"name": "nats"}}},
 }
 
 

@@ -21,7 +21,7 @@ from bench.downstream_model import Model
 from gateway.app import Gateway
 from gateway.ingest import timestamps
 from gateway.simulator import FaultConfig, Simulator, SimulatorConfig
-from gateway.simulator.model import Execution
+from gateway.simulator.events import Execution
 from tests.support.clients import collect
 from tests.support.config import gateway_config
 

@@ -1,4 +1,4 @@
-"""Fuzzing the subscriber request parser (``protocol.parse_request``) and ``Hub.receive``.
+"""Fuzzing the subscriber request parser (``request_parser.parse_request``) and ``Hub.receive``.
 
 Inputs: arbitrary bytes and text (JSON and MessagePack connections), and structure-aware
 mutations of valid requests (fields deleted, types changed, unknown fields, out-of-range ids and
@@ -38,10 +38,10 @@ from gateway.contract.protocol import (
     SubscribeRequest,
     Unsubscribed,
     UnsubscribeRequest,
-    parse_request,
     parse_stream,
 )
 from gateway.contract.records import BookSnapshot, Status, Trade
+from gateway.contract.request_parser import parse_request
 from gateway.fanout.hub import Hub, Subscriber
 from gateway.ingest.book import OrderBook
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.io.backoff import Backoff
+from gateway.retry.backoff import Backoff
 
 initials = st.floats(min_value=0.001, max_value=100.0, allow_nan=False)
 factors = st.floats(min_value=1.0, max_value=1000.0, allow_nan=False)

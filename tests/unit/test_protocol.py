@@ -17,9 +17,9 @@ from gateway.contract.protocol import (
     SubscribeRequest,
     UnsubscribeRequest,
     encoding_from_query,
-    parse_request,
     parse_stream,
 )
+from gateway.contract.request_parser import parse_request
 from tests.support.hostile_requests import HOSTILE, MAX_BYTES, MAX_STREAMS
 
 

@@ -14,15 +14,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
+from gateway.ingest.ws_handshake import Handshake, HandshakeError, Rejected, accept_token
 from gateway.ingest.wsclient import (
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_PROTOCOL_ERROR,
     ClientProtocol,
     Closing,
-    Handshake,
-    HandshakeError,
-    Rejected,
-    accept_token,
     client_frame,
 )
 

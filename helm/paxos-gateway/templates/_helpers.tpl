@@ -27,14 +27,47 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{- define "paxos-gateway.labels" -}}
-helm.sh/chart: {{ include "paxos-gateway.chart" . }}
-{{ include "paxos-gateway.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-app.kubernetes.io/component: gateway
-{{- with .Values.commonLabels }}
+{{ include "paxos-gateway.roleLabels" (list . "") }}
+{{- end }}
+
+{{/*
+Cluster mode (cluster.enabled, docs/cluster.md) runs two workloads, role "ingest" and role
+"edge"; their objects carry app.kubernetes.io/component=<role>, and so do their selectors, so
+that the subscriber Service, the PDBs and the NetworkPolicies each pick one role. Role "" is the
+single process (cluster off) and the objects shared by both roles: component "gateway", and
+selectors without a component, exactly as before cluster mode existed.
+Argument: (list $ role).
+*/}}
+{{- define "paxos-gateway.roleSelectorLabels" -}}
+{{- $root := index . 0 -}}
+{{- $role := index . 1 -}}
+{{ include "paxos-gateway.selectorLabels" $root }}
+{{- if $role }}
+app.kubernetes.io/component: {{ $role }}
+{{- end }}
+{{- end }}
+
+{{- define "paxos-gateway.roleLabels" -}}
+{{- $root := index . 0 -}}
+{{- $role := index . 1 -}}
+helm.sh/chart: {{ include "paxos-gateway.chart" $root }}
+{{ include "paxos-gateway.selectorLabels" $root }}
+app.kubernetes.io/version: {{ $root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ $root.Release.Service }}
+app.kubernetes.io/component: {{ default "gateway" $role }}
+{{- with $root.Values.commonLabels }}
 {{ toYaml . }}
 {{- end }}
+{{- end }}
+
+{{/* The role of the subscriber-facing workload: "edge" in cluster mode, else "" (the single process). */}}
+{{- define "paxos-gateway.edgeRole" -}}
+{{- if .Values.cluster.enabled }}edge{{ end -}}
+{{- end }}
+
+{{/* The ingest workload's name (and its PDB's and NetworkPolicy's). */}}
+{{- define "paxos-gateway.ingestName" -}}
+{{- printf "%s-ingest" (include "paxos-gateway.fullname" . | trunc 56 | trimSuffix "-") -}}
 {{- end }}
 
 {{- define "paxos-gateway.serviceAccountName" -}}
@@ -87,9 +120,13 @@ DEFAULT_CLOSE_TIMEOUT).
 {{- max (add (include "paxos-gateway.drainSeconds" . | int64) 1) 2 -}}
 {{- end }}
 
-{{/* preStop sleep + the gateway's shutdown bound + margin (process exit). */}}
+{{/*
+preStop sleep + the gateway's shutdown bound + margin (process exit). Argument: (list $
+preStopSeconds): the ingest role has no preStop sleep.
+*/}}
 {{- define "paxos-gateway.terminationGracePeriodSeconds" -}}
-{{- add (int64 .Values.lifecycle.preStopSleepSeconds) (include "paxos-gateway.shutdownSeconds" . | int64) (int64 .Values.lifecycle.terminationGraceMarginSeconds) -}}
+{{- $root := index . 0 -}}
+{{- add (int64 (index . 1)) (include "paxos-gateway.shutdownSeconds" $root | int64) (int64 $root.Values.lifecycle.terminationGraceMarginSeconds) -}}
 {{- end }}
 
 {{/*
@@ -116,6 +153,14 @@ Argument: (list type value key).
 {{- else if eq $type "float" -}}
 {{- $s := toString (float64 $v) -}}
 {{- if regexMatch "^-?[0-9]+$" $s }}{{ $s }}.0{{ else }}{{ $s }}{{ end -}}
+{{- else if eq $type "strings" -}}
+{{- /* A JSON array of strings is a valid TOML array. */ -}}
+{{- if not (kindIs "slice" $v) -}}
+{{- fail (printf "config.%s: expected a list of strings, got %v" $key $v) -}}
+{{- end -}}
+{{- $items := list -}}
+{{- range $v }}{{ $items = append $items (toString .) }}{{ end -}}
+{{- $items | toJson -}}
 {{- else if eq $type "bool" -}}
 {{- ternary "true" "false" (eq (toString $v) "true") -}}
 {{- else -}}
@@ -179,6 +224,16 @@ feeds:
   url: string
   name: string
   required: bool
+# The contract of issue 14 (cluster mode); role and holder are set per pod, not here.
+cluster:
+  nats_urls: strings
+  lease_ttl: float
+  stream_replicas: int
+  max_age: float
+  duplicate_window: float
+  checkpoint_interval: float
+  resume_wait: float
+  connect_timeout: float
 {{- end }}
 
 {{/* The whole gateway.toml. */}}
@@ -186,10 +241,19 @@ feeds:
 {{- $types := include "paxos-gateway.configTypes" . | fromYaml -}}
 {{- $config := .Values.config -}}
 # Rendered by the {{ .Chart.Name }} chart from .Values.config; edit the values, not this file.
-{{- range $section := list "upstream" "backfill" "server" "metrics" "shutdown" "log" }}
+{{- $sections := list "upstream" "backfill" "server" "metrics" "shutdown" "log" }}
+{{- /* Cluster off: no [cluster] section at all, so gateway.toml is byte for byte today's. */}}
+{{- if .Values.cluster.enabled }}
+{{- $sections = append $sections "cluster" }}
+{{- end }}
+{{- range $section := $sections }}
 {{- $values := deepCopy (index $config $section | default dict) }}
 {{- if and (eq $section "server") $.Values.auth.existingSecret }}
 {{- $_ := set $values "auth_token_file" (include "paxos-gateway.authTokenFile" $) }}
+{{- end }}
+{{- if and (eq $section "cluster") $.Values.cluster.natsUrls }}
+{{- /* Else they come from cluster.natsUrlsSecret, as an environment variable. */}}
+{{- $_ := set $values "nats_urls" $.Values.cluster.natsUrls }}
 {{- end }}
 {{- $sectionTypes := index $types $section }}
 
@@ -225,4 +289,24 @@ Service so that a LoadBalancer or NodePort for subscribers never exposes it.
 */}}
 {{- define "paxos-gateway.metricsServiceName" -}}
 {{- printf "%s-metrics" (include "paxos-gateway.fullname" . | trunc 55 | trimSuffix "-") -}}
+{{- end }}
+
+{{/*
+The ops port (/metrics, /healthz, /readyz) in a NetworkPolicy: pods of the selected namespaces,
+or (none selected) pods of any namespace; never from outside the cluster.
+*/}}
+{{- define "paxos-gateway.metricsIngressRule" -}}
+# The ops port (/metrics, /healthz, /readyz): pods of the selected namespaces, or (none
+# selected) pods of any namespace; never from outside the cluster. Kubelet probes come from
+# the pod's node, which NetworkPolicy always admits.
+- ports:
+    - port: metrics
+      protocol: TCP
+  from:
+    {{- range .Values.networkPolicy.metricsNamespaceSelectors }}
+    - namespaceSelector:
+        {{- toYaml . | nindent 8 }}
+    {{- else }}
+    - namespaceSelector: {}
+    {{- end }}
 {{- end }}

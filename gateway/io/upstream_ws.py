@@ -1,0 +1,77 @@
+"""One open upstream WebSocket (I/O around the sans-IO ``ingest.wsclient.ClientProtocol``):
+the stream, one writer at a time, pings and their pongs, and the closing handshake from this
+side. Reading is the read loop's alone (``io.upstream_conn``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+import trio
+
+from gateway.fanout.wsframe import OP_PING
+from gateway.ingest.wsclient import ClientProtocol, client_frame
+
+__all__ = ["RECEIVE_BUFFER_SIZE", "UpstreamWebSocket"]
+
+# One read: up to a few hundred Paxos messages, normalized and published as one batch.
+RECEIVE_BUFFER_SIZE: Final = 65536
+
+
+class UpstreamWebSocket:
+    """One open upstream WebSocket (I/O around ``wsclient.ClientProtocol``): the stream, one
+    writer at a time (the read loop's pongs and close replies, the keepalive's pings, the close
+    handshake), and the pings waiting for their pongs. Reading is the read loop's alone."""
+
+    def __init__(self, stream: trio.abc.Stream, protocol: ClientProtocol) -> None:
+        self.stream = stream
+        self.protocol = protocol
+        self._send_lock = trio.Lock()
+        self._pings: dict[bytes, trio.Event] = {}
+        self.close_sent = False
+        self.eof = False  # the peer's side of the TCP connection has ended
+
+    async def send(self, frame: bytes) -> None:
+        async with self._send_lock:
+            await self.stream.send_all(frame)
+
+    async def send_pending(self) -> None:
+        """Send what the protocol queued (pongs, the close reply)."""
+        outgoing = self.protocol.outgoing
+        if outgoing:
+            frames = bytes(outgoing)
+            outgoing.clear()
+            if self.protocol.closing is not None:
+                self.close_sent = True
+            await self.send(frames)
+
+    def pongs_received(self) -> None:
+        for payload in self.protocol.pongs:
+            event = self._pings.pop(payload, None)
+            if event is not None:
+                event.set()
+        self.protocol.pongs.clear()
+
+    async def ping(self) -> None:
+        """Send a ping and wait for its pong (the caller bounds the wait)."""
+        payload = os.urandom(8)
+        event = self._pings[payload] = trio.Event()
+        try:
+            await self.send(client_frame(OP_PING, payload))
+            await event.wait()
+        finally:
+            self._pings.pop(payload, None)
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        """The closing handshake from this side: send a close frame, then read (and drop)
+        until the peer's close frame or EOF. The caller bounds it in time."""
+        if not self.close_sent and self.protocol.closing is None:
+            self.close_sent = True
+            await self.send(self.protocol.send_close(code, reason))
+        while self.protocol.closing is None and not self.eof:
+            data = await self.stream.receive_some(RECEIVE_BUFFER_SIZE)
+            if not data:
+                self.eof = True
+                break
+            self.protocol.receive(bytes(data))
