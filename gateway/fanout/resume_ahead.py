@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gateway.contract.protocol import Encoding, ResumeFrom, SubscribeRequest, parse_request
+from gateway.contract.protocol import Encoding, ResumeFrom, SubscribeRequest
+from gateway.contract.request_parser import parse_request
 
 if TYPE_CHECKING:
     from gateway.fanout.hub import Hub

@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable, Sequence
 import trio
 
 from gateway.cluster.subjects import StreamLayout
-from gateway.retry.backoff import Backoff
 from gateway.io.nats_bridge import BridgeClosed, NatsBridge, NatsUnavailable, open_bridge
+from gateway.retry.backoff import Backoff
 
 __all__ = ["ClusterNode", "RoleTask"]
 
