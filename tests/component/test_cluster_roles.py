@@ -18,6 +18,7 @@ from trio_websocket import open_websocket_url
 from gateway.app import Gateway
 from gateway.cluster_wiring import layout_of
 from gateway.io.nats_bridge import PublishItem, open_bridge
+from gateway.io.resume_wait import ResumeWait
 from gateway.simulator import Simulator, SimulatorConfig
 from tests.support.cluster_rig import cluster_config, frames_until, subscribe, wait_for
 from tests.support.nats_server import NatsServer, free_port, start_server
@@ -144,7 +145,7 @@ async def test_a_resume_ahead_of_a_lagging_edge_waits_for_the_seq(
     head = edge.hub.head(BOOK)
     epoch = edge.hub.stream(BOOK).epoch  # type: ignore[union-attr]
     # A seq the edge has not applied yet (the leader publishes it a second or two later).
-    edge.server.resume_wait = 60.0
+    edge.server.resume_wait = ResumeWait(60.0, cluster.edge.next_batch)
     point = {BOOK: {"epoch": epoch, "seq": head + 100}}
     async with open_websocket_url(edge.subscriber_url + "/v1/stream") as ws:
         await subscribe(ws, [BOOK], resume=point)
@@ -152,7 +153,7 @@ async def test_a_resume_ahead_of_a_lagging_edge_waits_for_the_seq(
     assert frames[-1][1]["type"] == "resumed", frames[-1][1]
     assert edge.hub.stats.resume_waits == 1
     # The wait is bounded: a seq that does not come is refused after it, as before.
-    edge.server.resume_wait = 0.3
+    edge.server.resume_wait = ResumeWait(0.3, cluster.edge.next_batch)
     point = {BOOK: {"epoch": epoch, "seq": head + 10**9}}
     async with open_websocket_url(edge.subscriber_url + "/v1/stream") as ws:
         await subscribe(ws, [BOOK], resume=point)
