@@ -221,14 +221,15 @@ class Soak:
             t = trio.current_time() - start
             self.samples.rss.append((t, proc.memory_info().rss))
             self.samples.fds.append((t, proc.num_fds()))
-            tasks = await trio.to_thread.run_sync(self.task_count)
-            if tasks is not None:
+            tasks, connections = await trio.to_thread.run_sync(self.scrape_counts)
+            if tasks is not None and connections is not None:
                 self.samples.tasks.append((t, tasks))
+                self.samples.connections.append((t, connections))
             if len(self.samples.rss) % max(1, round(60 / self.args.sample_interval)) == 1:
                 # In the log as it goes: the figures survive a run that dies before its report.
                 # The workers' RSS too: a harness that grows must not pass for a quiet gateway.
                 print(f"sample t={t:.0f}s rss={self.samples.rss[-1][1] / 2**20:.1f}MiB "
-                      f"fds={self.samples.fds[-1][1]} tasks={tasks} "
+                      f"fds={self.samples.fds[-1][1]} tasks={tasks} subscribers={connections} "
                       f"workers_rss={self.workers_rss() / 2**20:.0f}MiB", flush=True)  # fmt: skip
             await trio.sleep(self.args.sample_interval)
 
@@ -239,16 +240,19 @@ class Soak:
                 total += worker.memory_info().rss
         return total
 
-    def task_count(self) -> int | None:
+    def scrape_counts(self) -> tuple[int | None, int | None]:
+        """(trio tasks, connected subscribers) from the gateway's /metrics."""
         try:
             with urllib.request.urlopen(self.metrics_url + "/metrics", timeout=5) as r:
                 text = r.read().decode()
         except OSError:
-            return None
+            return None, None
+        found: dict[str, int] = {}
         for line in text.splitlines():
-            if line.startswith("paxos_gateway_tasks "):
-                return int(float(line.split()[1]))
-        return None
+            name, _, value = line.partition(" ")
+            if name in ("paxos_gateway_tasks", "paxos_gateway_subscribers"):
+                found[name] = int(float(value))
+        return found.get("paxos_gateway_tasks"), found.get("paxos_gateway_subscribers")
 
     async def fault_loop(self) -> None:
         sim, rng = self.sim, self.rng

@@ -19,6 +19,9 @@ class GatewaySamples:
     rss: list[tuple[float, int]] = field(default_factory=list)  # bytes
     fds: list[tuple[float, int]] = field(default_factory=list)
     tasks: list[tuple[float, int]] = field(default_factory=list)  # trio tasks, from /metrics
+    # Connected subscribers (paxos_gateway_subscribers), sampled with the tasks: fds and tasks
+    # follow them, so a leak is what grows with time at an equal number of connections.
+    connections: list[tuple[float, int]] = field(default_factory=list)
 
 
 def report(
@@ -42,8 +45,8 @@ def report(
         for code, n in r["gateway_closes"].items():
             closes[code] = closes.get(code, 0) + n
     rss = _trend([(t, b / 2**20) for t, b in samples.rss], args.warmup)
-    fds = _trend([(t, float(n)) for t, n in samples.fds], args.warmup)
-    tasks = _trend([(t, float(n)) for t, n in samples.tasks], args.warmup)
+    fds = _trend([(t, float(n)) for t, n in samples.fds], args.warmup, samples.connections)
+    tasks = _trend([(t, float(n)) for t, n in samples.tasks], args.warmup, samples.connections)
     slope, growth = rss["slope_per_hour"], rss["growth"]
     print("\n== soak report ==")
     print(f"duration {args.duration:.0f} s, subscribers {args.subscribers}, "
@@ -78,17 +81,25 @@ def report(
                   f"{trend['max']:.1f}, first fifth {trend['first']:.1f}, last fifth "
                   f"{trend['last']:.1f} {unit}, slope {trend['slope_per_hour']:+.2f} "
                   f"{unit or name}/hour")  # fmt: skip
+            if "per_connection" in trend:
+                print(f"  at an equal number of connections ({trend['per_connection']:.2f} per "
+                      f"connected subscriber): growth {trend['leak_growth']:+.1f}, slope "
+                      f"{trend['leak_slope_per_hour']:+.2f} {name}/hour")  # fmt: skip
             timeline = " ".join(f"{v / scale:.0f}" for _, v in series[::every])
             print(f"gateway {name} timeline (every ~60 s from the start): {timeline}")
+    if samples.connections:
+        timeline = " ".join(f"{v:.0f}" for _, v in samples.connections[::every])
+        print(f"connected subscribers timeline (every ~60 s from the start): {timeline}")
     problems = []
     if growth > args.rss_growth_mb:
         problems.append(f"RSS grew {growth:+.1f} MiB")
     if slope > args.rss_slope_mb_per_hour:
         problems.append(f"RSS slope {slope:+.1f} MiB/hour")
-    if fds["growth"] > args.fd_growth:
-        problems.append(f"fds grew {fds['growth']:+.0f}")
-    if tasks["growth"] > args.task_growth:
-        problems.append(f"tasks grew {tasks['growth']:+.0f}")
+    # fds and tasks: at an equal number of connections where the fit is possible.
+    if fds.get("leak_growth", fds["growth"]) > args.fd_growth:
+        problems.append(f"fds grew {fds.get('leak_growth', fds['growth']):+.0f}")
+    if tasks.get("leak_growth", tasks["growth"]) > args.task_growth:
+        problems.append(f"tasks grew {tasks.get('leak_growth', tasks['growth']):+.0f}")
     failed = bool(total["gaps"] or mismatches or dups or late or problems)
     if problems:
         print("leak checks failed:", "; ".join(problems))
@@ -100,15 +111,27 @@ def report(
             "late": late, "gateway_closes": closes, "upstream_reconnects": upstream,
             "faults": faults, "stops": stops, "slow": slow,
             "rss_mib": rss, "fds": fds, "tasks": tasks,
-            "series": {"rss_bytes": samples.rss, "fds": samples.fds, "tasks": samples.tasks},
+            "series": {"rss_bytes": samples.rss, "fds": samples.fds, "tasks": samples.tasks,
+                       "connections": samples.connections},
             "result": "FAIL" if failed else "PASS",
         }, indent=1))  # fmt: skip
     return 1 if failed else 0
 
 
-def _trend(points: list[tuple[float, float]], warmup: float) -> dict[str, float]:
+def _trend(
+    points: list[tuple[float, float]],
+    warmup: float,
+    connections: list[tuple[float, int]] | None = None,
+) -> dict[str, float]:
     """After dropping the warm-up share: min, max, first and last fifth's means, their
-    difference (growth) and the least-squares slope per hour."""
+    difference (growth) and the least-squares slope per hour.
+
+    With ``connections`` (sampled at the same times), also ``leak_growth`` and
+    ``leak_slope_per_hour``: those of time at an equal number of connected subscribers, from the
+    fit ``value = a + b * connections + c * t`` (``per_connection`` is ``b``).
+    Churn moves fds and tasks with the connections (a 4009 wave once took 150 subscribers
+    away for minutes); only ``c``, what grows with time alone, is a leak.
+    """
     kept = points[int(len(points) * warmup) :]
     if not kept:
         return {"samples": 0, "min": 0, "max": 0, "first": 0, "last": 0, "growth": 0.0,
@@ -116,11 +139,47 @@ def _trend(points: list[tuple[float, float]], warmup: float) -> dict[str, float]
     values = [v for _, v in kept]
     fifth = max(1, len(kept) // 5)
     first, last = sum(values[:fifth]) / fifth, sum(values[-fifth:]) / fifth
-    return {
+    trend = {
         "samples": len(kept), "min": min(values), "max": max(values), "first": first,
         "last": last, "growth": last - first,
         "slope_per_hour": _slope(kept) * 3600 if len(kept) >= 2 else 0.0,
     }  # fmt: skip
+    by_time = dict(connections or [])
+    paired = [(t, float(by_time[t]), v) for t, v in kept if t in by_time]
+    if len(paired) >= 3:
+        fit = _fit_time_and_connections(paired)
+        if fit is not None:
+            per_connection, per_second = fit
+            span = sum(t for t, _, _ in paired[-fifth:]) / len(paired[-fifth:]) - sum(
+                t for t, _, _ in paired[:fifth]
+            ) / len(paired[:fifth])
+            trend.update(
+                per_connection=per_connection,
+                leak_growth=per_second * span,
+                leak_slope_per_hour=per_second * 3600,
+            )
+    return trend
+
+
+def _fit_time_and_connections(
+    points: list[tuple[float, float, float]],
+) -> tuple[float, float] | None:
+    """Least squares ``v = a + b * c + k * t`` over (t, c, v): (b, k), or None if singular
+    (e.g. the connections never changed: then the plain slope says the same)."""
+    rows = [(1.0, c, t) for t, c, _ in points]
+    ata = [[sum(r[i] * r[j] for r in rows) for j in range(3)] for i in range(3)]
+    atv = [sum(r[i] * v for r, (_, _, v) in zip(rows, points, strict=True)) for i in range(3)]
+    m = [ata[i] + [atv[i]] for i in range(3)]
+    for col in range(3):  # Gauss-Jordan with partial pivoting: 3 unknowns, no numpy needed
+        pivot = max(range(col, 3), key=lambda r: abs(m[r][col]))
+        if abs(m[pivot][col]) < 1e-9 * max(1.0, abs(m[0][0])):
+            return None
+        m[col], m[pivot] = m[pivot], m[col]
+        for r in range(3):
+            if r != col:
+                f = m[r][col] / m[col][col]
+                m[r] = [x - f * y for x, y in zip(m[r], m[col], strict=True)]
+    return m[1][3] / m[1][1], m[2][3] / m[2][2]
 
 
 def _slope(points: list[tuple[float, float]]) -> float:
