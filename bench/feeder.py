@@ -185,6 +185,10 @@ def feeder_main(conn: Connection, kind: str, pool_size: int) -> None:
                 feeder.upstream.connected.clear()
             if sock is not None:
                 with contextlib.suppress(OSError):
+                    # shutdown first: a bare close() from this thread neither wakes the reader
+                    # thread's recv nor sends the FIN, so the server would never notice.
+                    sock.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(OSError):
                     sock.close()
             conn.send(("dropped",))
         elif op == "rate":

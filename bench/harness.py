@@ -30,24 +30,34 @@ def call(conn: Connection, command: tuple[Any, ...], timeout: float) -> tuple[An
 @dataclass
 class Clients:
     conns: list[Connection]
+    lost: str | None = None  # why the pipes are out of step (then every command fails)
 
     def broadcast(self, commands: list[tuple[Any, ...]], timeout: float) -> list[tuple[Any, ...]]:
+        if self.lost is not None:
+            raise BenchError(f"subscriber processes out of step since: {self.lost}")
         for conn, command in zip(self.conns, commands, strict=True):
             conn.send(command)
         replies = []
         deadline = time.monotonic() + timeout
         for conn in self.conns:
             if not conn.poll(max(0.0, deadline - time.monotonic())):
-                raise BenchError(f"subscriber process: no answer to {commands[0][0]!r}")
+                # A late answer would be taken for the answer to the next command.
+                self.lost = f"no answer to {commands[0][0]!r} within {timeout:g} s"
+                raise BenchError(f"subscriber process: {self.lost}")
             replies.append(conn.recv())
         return replies
 
-    def all(self, command: tuple[Any, ...], timeout: float = 10.0) -> list[tuple[Any, ...]]:
+    def all(self, command: tuple[Any, ...], timeout: float = 30.0) -> list[tuple[Any, ...]]:
         return self.broadcast([command] * len(self.conns), timeout)
 
     def stats(self) -> tuple[int, int, int, int]:
-        """(records received, last receive monotonic ns, fewest of one connection, open)."""
+        """(records received, last receive monotonic ns, fewest of one connection, open).
+
+        Raises ``BenchError`` if a subscriber saw a broken frame or a record out of order."""
         replies = self.all(("stats",))
+        violations = [v for r in replies for v in r[5]]
+        if violations:
+            raise BenchError(f"a subscriber's check failed: {violations}")
         return (
             sum(r[1] for r in replies),
             max(r[2] for r in replies),

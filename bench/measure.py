@@ -88,7 +88,7 @@ class Bench:
     # -- processes ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        kinds = {ALL[name].feed_kind for name in self.s.servers}
+        kinds = {ALL[name].feed_kind for name in self.s.servers + self.s.op_servers}
         for kind in sorted(kinds):
             parent, child = self.ctx.Pipe()
             process = self.ctx.Process(
@@ -145,6 +145,9 @@ class Bench:
         """CPU seconds of the feeders and subscriber processes so far."""
         return sum(cpu_seconds(p) for p in self.harness)
 
+    def call_feeder(self, kind: str, command: tuple[Any, ...], timeout: float) -> tuple[Any, ...]:
+        return call(self.feeders[kind].conn, command, timeout)
+
     def feed(self, kind: str, command: tuple[Any, ...], timeout: float) -> tuple[Any, ...]:
         reply = call(self.feeders[kind].conn, command, timeout)
         if reply[0] != "sent":
@@ -159,28 +162,14 @@ class Bench:
         proc, ps, port = self.start_server(spec, spec.trades_path, f"n{n}-run{run}")
         self.cursor = 0
         try:
-            self._warm_server(spec, port, kind)
+            self.warm_server(spec, port, kind)
             time.sleep(0.2)
             result.rss_idle = ps.memory_info().rss
-            shares = [n // len(self.clients.conns)] * len(self.clients.conns)
-            for i in range(n % len(shares)):
-                shares[i] += 1
-            replies = self.clients.broadcast(
-                [
-                    ("connect", "127.0.0.1", port, spec.stream_path, spec.trades_request, k, 60.0)
-                    for k in shares
-                ],
-                90.0,
-            )
-            result.connected = sum(r[1] for r in replies)
-            for r in replies:
-                result.errors.extend(r[2])
-            if result.connected < n:
-                raise BenchError(f"{spec.name}: only {result.connected}/{n} subscribers connected")
+            result.connected = self.subscribe(spec, port, n, result.errors)
             time.sleep(0.5)
             result.rss_connected = ps.memory_info().rss
             result.rss_per_sub = (result.rss_connected - result.rss_idle) / n
-            self._warm_subscribers(kind)
+            self.warm_subscribers(kind)
             # Latency first, on idle buffers. Throughput is measured over a bounded window
             # and may leave a backlog, which dies with the server.
             self._latency(result, kind, n, ps)
@@ -190,23 +179,44 @@ class Bench:
             self.reaper.stop(proc)
         return result
 
-    def _next(self, count: int) -> int:
+    def subscribe(self, spec: ServerSpec, port: int, n: int, errors: list[str]) -> int:
+        """Connect ``n`` subscribers, spread over the subscriber processes."""
+        shares = [n // len(self.clients.conns)] * len(self.clients.conns)
+        for i in range(n % len(shares)):
+            shares[i] += 1
+        replies = self.clients.broadcast(
+            [
+                ("connect", "127.0.0.1", port, spec.stream_path, spec.trades_request, k, 60.0)
+                for k in shares
+            ],
+            90.0,
+        )
+        connected = sum(r[1] for r in replies)
+        for r in replies:
+            errors.extend(r[2])
+        if connected < n:
+            raise BenchError(f"{spec.name}: only {connected}/{n} subscribers connected")
+        return connected
+
+    def next_records(self, count: int) -> int:
         start = self.cursor
         self.cursor += count
         if self.cursor > self.s.pool_size:
             raise BenchError("feeder pool exhausted")
         return start
 
-    def _warm_server(self, spec: ServerSpec, port: int, kind: str) -> None:
+    def warm_server(self, spec: ServerSpec, port: int, kind: str) -> None:
         """One subscriber, a few records, gone: first-connection costs stay out of the figures."""
         conn = self.clients.conns[0]
         reply = call(
             conn, ("connect", "127.0.0.1", port, spec.stream_path, spec.trades_request, 1, 20.0), 30
         )
-        if reply[1] != 1:
-            raise BenchError(f"{spec.name}: warm-up subscriber failed: {reply[2]}")
+        if reply[0] != "connected" or reply[1] != 1:
+            raise BenchError(f"{spec.name}: warm-up subscriber failed: {reply!r}")
         for _ in range(WARMUP_MAX // WARMUP_BLOCK // 4):
-            self.feed(kind, ("rate", self._next(WARMUP_BLOCK), WARMUP_BLOCK, 2000.0, 5.0), 15)
+            self.feed(
+                kind, ("rate", self.next_records(WARMUP_BLOCK), WARMUP_BLOCK, 2000.0, 5.0), 15
+            )
             if self.clients.stats()[2] > 0:
                 break
             time.sleep(0.1)
@@ -214,9 +224,11 @@ class Bench:
             raise BenchError(f"{spec.name}: the warm-up subscriber received nothing")
         call(conn, ("close_all",), 10)
 
-    def _warm_subscribers(self, kind: str) -> None:
+    def warm_subscribers(self, kind: str) -> None:
         for _ in range(WARMUP_MAX // WARMUP_BLOCK // 2):
-            self.feed(kind, ("rate", self._next(WARMUP_BLOCK), WARMUP_BLOCK, 2000.0, 5.0), 15)
+            self.feed(
+                kind, ("rate", self.next_records(WARMUP_BLOCK), WARMUP_BLOCK, 2000.0, 5.0), 15
+            )
             time.sleep(0.05)
             if self.clients.stats()[2] > 0:
                 break
@@ -230,7 +242,9 @@ class Bench:
         self.clients.all(("latency", True))
         limit = count / LATENCY_RATE * 3 + 10
         cpu0, harness0 = cpu_seconds(ps), self.harness_cpu()
-        reply = self.feed(kind, ("rate", self._next(count), count, LATENCY_RATE, limit), limit + 10)
+        reply = self.feed(
+            kind, ("rate", self.next_records(count), count, LATENCY_RATE, limit), limit + 10
+        )
         # Over the sending window only: is the machine saturated while latency is measured?
         seconds = max(1e-9, (reply[3] - reply[2]) / 1e9)
         result.lat_server_cpu = (cpu_seconds(ps) - cpu0) / seconds
@@ -262,7 +276,7 @@ class Bench:
         cpu0 = cpu_seconds(ps)
         harness0 = self.harness_cpu()
         feeder = self.feeders[kind].conn
-        feeder.send(("burst", self._next(count), count, window))
+        feeder.send(("burst", self.next_records(count), count, window))
         deadline = time.monotonic() + window
         total, last_ns = self.clients.wait_total(base + count * n, stall=3.0, deadline=deadline)
         cpu1 = cpu_seconds(ps)

@@ -25,6 +25,8 @@ class ServerSpec:
     trades_request: bytes | None  # sent by a subscriber after the handshake
     book_stream_path: str
     book_request: bytes | None
+    extra_args: tuple[str, ...] = ()
+    snapshot: bool = True  # serves late joiners a book snapshot (the relay floors do not)
 
     def command(self, upstream: str, max_seconds: float) -> list[str]:
         return [
@@ -35,6 +37,7 @@ class ServerSpec:
             upstream,
             "--max-seconds",
             str(max_seconds),
+            *self.extra_args,
         ]
 
 
@@ -71,5 +74,28 @@ TRIO_NAIVE = replace(
     module="bench.peers.trio_naive",
 )
 
-ALL = {s.name: s for s in (GATEWAY, WEBSOCKETS, TRIO_NAIVE)}
-PEERS = ("websockets", "trio-naive")
+PICOWS = replace(
+    WEBSOCKETS,
+    name="picows",
+    description="picows (framing in C, on uvloop), send() of every record to every subscriber",
+    module="bench.peers.picows_relay",
+    snapshot=False,
+)
+
+BATCHED = replace(
+    PICOWS,
+    name="uvloop-batched",
+    description="raw uvloop protocol: each upstream read's frames as one write per subscriber",
+    module="bench.peers.raw_uvloop",
+    extra_args=("--mode", "batched"),
+)
+
+FLOOR = replace(
+    BATCHED,
+    name="floor",
+    description="raw uvloop protocol, pre-built frames, no parsing: one write per delivery",
+    extra_args=("--mode", "floor"),
+)
+
+ALL = {s.name: s for s in (GATEWAY, WEBSOCKETS, TRIO_NAIVE, PICOWS, BATCHED, FLOOR)}
+PEERS = ("websockets", "trio-naive", "picows", "uvloop-batched", "floor")

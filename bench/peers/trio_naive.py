@@ -3,8 +3,8 @@
 The upstream task puts every message on each subscriber's memory channel; each subscriber's
 task takes them off one by one and awaits ``send_message`` for each (one WebSocket frame and
 one socket write per record per subscriber). A ``/book`` path gets a dict-book snapshot first.
-Prints ``LISTENING <port>`` once ready; exits when the upstream closes or after
-``--max-seconds``.
+The upstream is re-dialled 50 ms after it closes. Prints ``LISTENING <port>`` once ready; exits
+after ``--max-seconds``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import contextlib
 import trio
 from trio_websocket import (
     ConnectionClosed,
+    HandshakeError,
     WebSocketRequest,
     WebSocketServer,
     open_websocket_url,
@@ -52,21 +53,21 @@ async def run(upstream: str, max_seconds: float) -> None:
                 serve_websocket, handler, "127.0.0.1", 0, None
             )
             print(f"LISTENING {server.port}", flush=True)
-            async with open_websocket_url(upstream, max_message_size=2**24) as up:
-                while True:
-                    try:
-                        message = await up.get_message()
-                    except ConnectionClosed:
-                        break
-                    assert isinstance(message, str)
-                    if message.startswith('{"type":"book_'):
-                        book.feed(message.encode())
-                    for send in list(subscribers):
-                        with contextlib.suppress(
-                            trio.BrokenResourceError, trio.ClosedResourceError
-                        ):
-                            await send.send(message)
-            nursery.cancel_scope.cancel()
+            while True:  # re-dialled 50 ms after the upstream closes (the drain phase drops it)
+                try:
+                    async with open_websocket_url(upstream, max_message_size=2**24) as up:
+                        while True:
+                            message = await up.get_message()
+                            assert isinstance(message, str)
+                            if message.startswith('{"type":"book_'):
+                                book.feed(message.encode())
+                            for send in list(subscribers):
+                                with contextlib.suppress(
+                                    trio.BrokenResourceError, trio.ClosedResourceError
+                                ):
+                                    await send.send(message)
+                except (ConnectionClosed, HandshakeError, OSError):
+                    await trio.sleep(0.05)
 
 
 def main() -> None:

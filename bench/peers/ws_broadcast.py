@@ -4,8 +4,8 @@ on uvloop (as in the reference measurements of the performance issue).
 It relays every upstream message (already the gateway's record encoding) to every connected
 subscriber with ``websockets.broadcast`` and keeps a dict book for late joiners on a ``/book``
 path. Pings are off (as in the gateway under test) because the harness's subscribers do not
-answer them. Prints ``LISTENING <port>`` once ready; exits when the upstream closes or after
-``--max-seconds``.
+answer them. The upstream is re-dialled 50 ms after it closes. Prints ``LISTENING <port>`` once
+ready; exits after ``--max-seconds``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import contextlib
 import uvloop
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, broadcast, serve
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from bench.peers.book import DictBook
 from bench.procs import die_with_parent
@@ -47,16 +47,20 @@ async def run(upstream: str, max_seconds: float) -> None:
     ):
         port = next(iter(server.sockets)).getsockname()[1]
         print(f"LISTENING {port}", flush=True)
-        async with connect(upstream, compression=None, ping_interval=None, max_size=None) as up:
-            while True:
-                try:
-                    message = await up.recv(decode=False)
-                except ConnectionClosed:
-                    return
-                assert isinstance(message, bytes)
-                if message.startswith(b'{"type":"book_'):
-                    book.feed(message)
-                broadcast(clients, message, text=True)
+        # Re-dialled 50 ms after the upstream closes (the drain phase drops it).
+        while True:
+            try:
+                async with connect(
+                    upstream, compression=None, ping_interval=None, max_size=None
+                ) as up:
+                    while True:
+                        message = await up.recv(decode=False)
+                        assert isinstance(message, bytes)
+                        if message.startswith(b'{"type":"book_'):
+                            book.feed(message)
+                        broadcast(clients, message, text=True)
+            except (ConnectionClosed, InvalidHandshake, OSError):
+                await asyncio.sleep(0.05)
 
 
 def main() -> None:

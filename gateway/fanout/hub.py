@@ -17,7 +17,7 @@ never a silent drop).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from gateway import __version__
@@ -85,6 +85,10 @@ class Hub:
         self._subscribers: set[Subscriber] = set()
         self._ids = itertools.count(1)
         self._conflation = Conflation(self, slow_policy)
+        # Called once after any operation that called some subscriber's ``on_ready``: the I/O
+        # side's ``on_ready`` may then be a bare list append (no Python frame per delivery,
+        # see ``io.delivery.Flusher``), woken here once per operation.
+        self.after_ready: Callable[[], None] | None = None
 
     @classmethod
     def from_config(cls, settings: HubSettings, epoch: str) -> Hub:
@@ -129,6 +133,7 @@ class Hub:
         deliveries = 0
         kinds = self.stats.records_published
         overflow = self._conflation.overflow
+        woke = False
         for record in records:
             st = streams.get(record.stream)
             if st is None:
@@ -158,6 +163,7 @@ class Hub:
                     queue = sub.queue
                     if not queue and sub.on_ready is not None:
                         sub.on_ready()
+                        woke = True
                     queue.append(frame)
                     sub.queued_bytes += size
                     if sub.queued_bytes > sub.buffer_bytes:
@@ -165,6 +171,8 @@ class Hub:
         if self._conflation.pending:
             self._conflation.settle()
         self.stats.deliveries += deliveries
+        if woke and self.after_ready is not None:
+            self.after_ready()
 
     # -- the subscriber side -------------------------------------------------------------
 
@@ -209,6 +217,8 @@ class Hub:
             sub.queued_bytes = sub.inflight_bytes
         if sub.on_ready is not None:
             sub.on_ready()
+            if self.after_ready is not None:
+                self.after_ready()
 
     @property
     def subscribers(self) -> frozenset[Subscriber]:
@@ -307,12 +317,15 @@ class Hub:
         wire = frame.framed(sub.encoding)
         if not wire:
             return
-        if not sub.queue and sub.on_ready is not None:
-            sub.on_ready()
+        on_ready = None if sub.queue else sub.on_ready
+        if on_ready is not None:
+            on_ready()
         sub.queue.append(frame)
         sub.queued_bytes += len(wire)
         if sub.queued_bytes > sub.buffer_bytes:
             self._conflation.overflow(sub)
+        if on_ready is not None and self.after_ready is not None:
+            self.after_ready()
 
     def reply(self, sub: Subscriber, message: Response) -> None:
         if sub.responses:

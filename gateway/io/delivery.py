@@ -1,9 +1,10 @@
 """Delivery in one place: the hub's outbox in, bytes on subscriber sockets out.
 
 The way of a record: ``Hub.publish`` appends its ``OutFrame`` to each subscriber's queue
-(``fanout.outbox``) → the queue's ``on_ready`` (``Delivery.ready``) schedules the connection with
-the ``Flusher`` → once per scheduling tick the flusher runs every ready connection's ``flush``,
-which writes the whole backlog, already framed and joined, with one non-blocking write
+(``fanout.outbox``) → the queue's ``on_ready`` puts the connection in the ``Flusher``'s
+``pending`` list, and the hub wakes the flusher once (``Hub.after_ready``) → once per scheduling
+tick the flusher writes each pending connection's queue, already framed (one frame inline, a
+backlog joined by ``Delivery.flush``), with one non-blocking write
 (``socket_writer.SocketWriter``; why trio-websocket's send path is bypassed: see there) → only
 what the socket does not take at once is left to the connection's writer task
 (``Delivery.run``), which waits for the socket to become writable.
@@ -16,15 +17,20 @@ connection over (an untested trio-websocket version), every message through trio
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from typing import Literal, Protocol
+from functools import partial
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import trio
 from trio_websocket import ConnectionClosed
 
 from gateway.contract.protocol import CLOSE_NORMAL, CLOSE_SLOW
-from gateway.fanout.outbox import Subscriber
+from gateway.fanout.outbox import FRAMED, Subscriber
 from gateway.io.socket_writer import SocketWriter
+
+if TYPE_CHECKING:
+    from gateway.fanout.hub import Hub
 
 __all__ = ["Delivery", "DisconnectReason", "Flusher", "MessageSocket"]
 
@@ -33,32 +39,94 @@ DisconnectReason = Literal["slow", "ping_timeout", "client_close", "error", "shu
 
 
 class Flusher:
-    """Once per scheduling tick, runs ``flush`` of every connection that became ready in the
-    previous one: a task switch for all of them together, never one per subscriber, and at most
-    one tick between a record's publication and its write."""
+    """Once per scheduling tick, flushes every connection that became ready in the previous
+    one: a task switch for all of them together, never one per subscriber, and at most one tick
+    between a record's publication and its write.
 
-    __slots__ = ("_ready", "_wakeup", "after", "sent_bytes")
+    At live rates every message makes every subscriber ready and is written on its own, so the
+    work per delivery is what this module can make cheap (``bench.delivery_cost``,
+    docs/performance.md). A fast-path connection's ``on_ready`` is therefore a bare append to
+    ``pending`` (a C call: no Python frame per delivery), the hub wakes the flusher once per
+    operation (``Hub.after_ready``, hooked by ``attach``), and the round writes a connection's
+    single queued frame inline; anything else goes through ``Delivery.flush``. A connection may
+    be in ``pending`` twice (its queue emptied and refilled before the round): the second flush
+    finds nothing to do.
+    """
+
+    __slots__ = ("_wakeup", "after", "pending", "sent_bytes")
 
     def __init__(self) -> None:
-        self._ready: list[Callable[[], None]] = []
+        # What the next round flushes: ``Delivery``s, or callables from ``schedule``. The list
+        # object stays the same (``on_ready`` is bound to its ``append``).
+        self.pending: list[Delivery | Callable[[], None]] = []
         self._wakeup = trio.Event()
         # Called after each round (e.g. to update metrics in one go rather than per write).
         self.after: Callable[[], None] | None = None
-        self.sent_bytes = 0  # written by the flushes, for ``after`` to count and reset
+        self.sent_bytes = 0  # written in the rounds, for ``after`` to count and reset
+
+    def attach(self, hub: Hub) -> None:
+        """Be woken by ``hub`` after it made connections ready."""
+        hub.after_ready = self.wake
 
     def schedule(self, flush: Callable[[], None]) -> None:
-        """Run ``flush`` in the next round. The caller makes sure it is scheduled once."""
-        if not self._ready:
+        """Run ``flush`` in the next round."""
+        self.pending.append(flush)
+        self._wakeup.set()
+
+    def wake(self) -> None:
+        """Run a round soon if anything is pending."""
+        if self.pending:
             self._wakeup.set()
-        self._ready.append(flush)
 
     async def run(self) -> None:
+        framed = FRAMED
+        write = os.write
+        pending = self.pending
         while True:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
-            ready, self._ready = self._ready, []
-            for flush in ready:
-                flush()  # never raises: errors go to the connection's writer task
+            ready = pending[:]
+            pending.clear()
+            sent = 0
+            for d in ready:
+                if type(d) is not Delivery:
+                    d()  # type: ignore[operator]  # a callable from ``schedule``
+                    continue
+                # ``Delivery.flush`` for one whole frame, inlined: the per-delivery path.
+                writer, sub = d.writer, d.sub
+                queue = sub.queue
+                if (
+                    d.done
+                    or writer is None
+                    or len(queue) != 1
+                    or sub.inflight_bytes
+                    or writer.lock.held
+                    or writer.error is not None
+                    or writer.broken
+                    or writer.ws.closed is not None
+                    or sub.close_code is not None
+                ):
+                    d.flush()  # never raises: errors go to the connection's writer task
+                    continue
+                chunk = framed[sub.encoding](queue[0])
+                assert chunk
+                fd = writer.fileno()
+                try:
+                    n = write(fd, chunk) if fd >= 0 else -1
+                except OSError:
+                    n = -1  # nothing written: ``flush`` tries again and deals with it
+                if n < 0:
+                    d.flush()
+                    continue
+                queue.popleft()
+                if n == len(chunk):
+                    sub.queued_bytes -= n
+                    sent += n
+                else:  # the rest is the writer task's
+                    sub.inflight_bytes = len(chunk)
+                    writer.keep_tail(chunk, n)
+                    d.wakeup.set()
+            self.sent_bytes += sent
             if self.after is not None:
                 self.after()
 
@@ -70,16 +138,16 @@ class Delivery:
     """The write side of one subscriber connection: the hub's ``Subscriber`` buffer in, bytes
     on the socket out.
 
-    ``ready`` is the subscriber's ``on_ready``: it schedules ``flush`` with the ``Flusher``
-    (fast path) or wakes the writer task. ``flush`` writes the whole backlog in the flusher's
-    round if the socket takes it; ``run`` is the writer task, which finishes what the flusher
-    could not write (or, on the fallback path, sends every message through trio-websocket's
-    ``send_message``) and ends the connection when the hub closed the subscriber. The two paths
-    share that loop and differ only in their ``_Sender``.
+    ``ready`` is the subscriber's ``on_ready`` on the fallback path (it wakes the writer task);
+    on the fast path ``on_ready`` puts the connection in the ``Flusher``'s next round, which
+    writes the backlog if the socket takes it (``flush``). ``run`` is the writer task, which
+    finishes what the flusher could not write (or, on the fallback path, sends every message
+    through trio-websocket's ``send_message``) and ends the connection when the hub closed the
+    subscriber. The two paths share that loop and differ only in their ``_Sender``.
     """
 
     __slots__ = (
-        "close_timeout", "done", "flusher", "on_sent", "scheduled", "send_scope", "sender",
+        "close_timeout", "done", "flusher", "on_ready", "on_sent", "send_scope", "sender",
         "sending", "sub", "wakeup", "writer",
     )  # fmt: skip
 
@@ -95,25 +163,29 @@ class Delivery:
     ) -> None:
         """``writer``: the adopted connection (fast path), or None and ``ws`` for the
         ``send_message`` fallback. ``on_sent(n)``: ``n`` bytes were written by the writer task
-        (the flusher's writes are added to ``flusher.sent_bytes``, counted once per round)."""
+        (the flusher's writes are added to ``flusher.sent_bytes``, counted once per round).
+        On the fast path the hub must wake ``flusher`` (``Flusher.attach``)."""
         self.sub = sub
         self.writer = writer
         self.flusher = flusher if writer is not None else None
         self.close_timeout = close_timeout
         self.on_sent = on_sent
         self.sender: _Sender
+        # What the hub calls when the buffer becomes non-empty or the subscriber is closed.
+        self.on_ready: Callable[[], None]
         if writer is not None:
             self.sender = _FrameSender(self, writer)
+            self.on_ready = partial(flusher.pending.append, self)
         else:
             assert ws is not None
             self.sender = _MessageSender(self, ws)
+            self.on_ready = self.ready
         self.send_scope: trio.CancelScope | None = None
         # Fallback path: True while a write is under way: if it is interrupted, the WebSocket
         # framing is in an unknown state and the connection can only be dropped, not closed
         # cleanly. (The fast path knows it exactly: ``writer.mid_frame``.)
         self.sending = False
         self.wakeup = trio.Event()  # the writer task's
-        self.scheduled = False  # a flush is scheduled with the flusher
         self.done = False  # the connection's tasks are over: nothing more may be written
 
     @property
@@ -121,30 +193,31 @@ class Delivery:
         return self.writer.mid_frame if self.writer is not None else self.sending
 
     def ready(self) -> None:
-        """``sub.on_ready``: the buffer became non-empty, or the hub closed the subscriber."""
-        if not self.scheduled and self.flusher is not None:
-            self.scheduled = True
-            self.flusher.schedule(self.flush)
-        elif self.flusher is None:
-            self.wakeup.set()
-        sub = self.sub
-        if sub.close_code is not None:
-            self.wakeup.set()
-            if sub.close_code == CLOSE_SLOW and self.send_scope is not None:
-                # A subscriber too slow to keep its buffer gets a bounded time to take the
-                # frame being written (and the close frame), not forever.
-                self.send_scope.deadline = min(
-                    self.send_scope.deadline, trio.current_time() + self.close_timeout
-                )
+        """The fallback path's ``on_ready``: wake the writer task (and see ``closing``)."""
+        self.wakeup.set()
+        if self.sub.close_code is not None:
+            self.closing()
+
+    def closing(self) -> None:
+        """The hub closed the subscriber: the writer task ends the connection."""
+        self.wakeup.set()
+        if self.sub.close_code == CLOSE_SLOW and self.send_scope is not None:
+            # A subscriber too slow to keep its buffer gets a bounded time to take the
+            # frame being written (and the close frame), not forever.
+            self.send_scope.deadline = min(
+                self.send_scope.deadline, trio.current_time() + self.close_timeout
+            )
 
     def flush(self) -> None:
-        """Run by the flusher: write the whole backlog now if the socket takes it; anything
-        else (the socket is busy or full, an error, a close) is the writer task's."""
-        self.scheduled = False
+        """Run by the flusher (whatever its inline case does not take): write the whole
+        backlog now if the socket takes it; anything else (the socket is busy or full, an
+        error, a close) is the writer task's."""
         writer, flusher = self.writer, self.flusher
         if self.done or writer is None or flusher is None:
             return
         sub = self.sub
+        if sub.close_code is not None:
+            self.closing()
         if not writer.writable_now():
             self.wakeup.set()
             return
@@ -156,8 +229,6 @@ class Delivery:
                 return
             flusher.sent_bytes += sub.inflight_bytes
             sub.sent()
-        if sub.close_code is not None:
-            self.wakeup.set()
 
     async def run(self, end: Callable[[DisconnectReason, int, str], None]) -> None:
         """The writer task: sends what the flusher left (or everything, on the fallback path)
@@ -165,9 +236,11 @@ class Delivery:
         ``wakeup``; the state it looks at (tail, error, queue, close) is the truth, the event
         only a nudge."""
         sub, sender = self.sub, self.sender
-        sub.on_ready = self.ready
+        sub.on_ready = self.on_ready
         if sub.queue:  # hello and initial state, queued before the writer existed
-            self.ready()
+            self.on_ready()
+            if self.flusher is not None:
+                self.flusher.wake()
         try:
             while True:
                 sender.check()

@@ -110,6 +110,7 @@ class Server:
         self.pending = PendingBudget(settings.max_pending, settings.max_pending_per_ip)
         self._flusher = Flusher()
         self._flusher.after = self._count_flushed
+        self._flusher.attach(hub)
 
     def _count_flushed(self) -> None:
         flusher = self._flusher

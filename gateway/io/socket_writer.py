@@ -43,6 +43,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import socket
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _dist_version
 from typing import Any, Final, Protocol
@@ -139,11 +141,19 @@ class SocketWriter:
     ``send``. ``mid_frame`` is true while a taken chunk is not completely written: then only
     ``abort`` may follow, never another frame."""
 
-    __slots__ = ("_ws", "broken", "error", "lock", "sock", "tail")
+    __slots__ = ("broken", "error", "fileno", "lock", "sock", "tail", "ws")
 
     def __init__(self, ws: _Connection, sock: trio.socket.SocketType, lock: WriterLock) -> None:
-        self._ws = ws
+        self.ws = ws  # only its ``closed`` is looked at: None until the closing handshake
         self.sock = sock
+        # The descriptor is looked up for each write (``_write``), through the standard
+        # library socket under trio's when there is one: a C call instead of trio's Python
+        # ``fileno`` wrapper, on the path taken once per delivery. Either answers -1 once
+        # the socket is closed.
+        raw = getattr(sock, "_sock", None)
+        self.fileno: Callable[[], int] = (
+            raw.fileno if isinstance(raw, socket.socket) else sock.fileno
+        )
         self.lock = lock
         self.tail: memoryview | None = None
         self.error: Exception | None = None  # a failed synchronous write, for the writer task
@@ -158,12 +168,12 @@ class SocketWriter:
         return not self.lock.held and self.error is None and not self.broken
 
     def _write(self, data: bytes | memoryview) -> int:
-        if self._ws.closed is not None or self.broken:
+        if self.ws.closed is not None or self.broken:
             # trio-websocket has begun (or finished) the closing handshake: no data after it.
             raise trio.ClosedResourceError("the WebSocket is closing")
         # Looked up for each write: a closed socket's descriptor number may already belong to
         # another connection.
-        fd = self.sock.fileno()
+        fd = self.fileno()
         if fd < 0:
             raise trio.ClosedResourceError("the socket is closed")
         try:
@@ -181,15 +191,16 @@ class SocketWriter:
         (``error``); either way the writer task must be woken."""
         # The hot path (once per subscriber per tick), so ``_write`` is inlined for its common
         # case; anything unusual goes through ``_write`` for the error handling.
-        fd = self.sock.fileno()
         n = -1
-        if self._ws.closed is None and fd >= 0:
-            try:
-                n = os.write(fd, data)
-            except OSError:
-                n = -1
-        if n == len(data):
-            return True
+        if self.ws.closed is None:
+            fd = self.fileno()
+            if fd >= 0:
+                try:
+                    n = os.write(fd, data)
+                except OSError:
+                    n = -1
+                if n == len(data):
+                    return True
         if n < 0:
             try:
                 n = self._write(data)
@@ -198,9 +209,14 @@ class SocketWriter:
                 return False
             if n == len(data):
                 return True
-        self.lock.held = True  # the tail owns the stream until the writer task has sent it
-        self.tail = memoryview(data)[n:]
+        self.keep_tail(data, n)
         return False
+
+    def keep_tail(self, data: bytes, n: int) -> None:
+        """Only ``n`` bytes of ``data`` were written: the rest is the writer task's, and the
+        stream is its until then."""
+        self.lock.held = True
+        self.tail = memoryview(data)[n:]
 
     def take_error(self) -> None:
         """Raise the error of a failed synchronous write, if any."""

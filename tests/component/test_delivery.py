@@ -25,10 +25,11 @@ from websockets.exceptions import ConnectionClosed
 import gateway.io.socket_writer as socket_writer
 from bench.downstream_model import Model
 from gateway.config import ServerConfig
-from gateway.contract.protocol import CLOSE_SLOW
+from gateway.contract.protocol import CLOSE_GOING_AWAY, CLOSE_SLOW, Encoding, Error, Pong
 from gateway.fanout.hub import Hub
+from gateway.fanout.outbox import OutFrame
 from gateway.fanout.wsframe import OP_BINARY, OP_TEXT
-from gateway.io.delivery import Flusher
+from gateway.io.delivery import Delivery, Flusher
 from gateway.io.server import Server
 from gateway.io.socket_writer import FAST_PATH_AVAILABLE, SocketWriter, WriterLock, adopt
 from tests.support.clients import in_thread, open_client, read_until, recv_json
@@ -216,6 +217,54 @@ async def test_flusher_runs_each_scheduled_flush_once_per_round() -> None:
         await trio.testing.wait_all_tasks_blocked()
         nursery.cancel_scope.cancel()
     assert calls == ["a", "b", "c"] and rounds == [2, 3]
+
+
+async def test_flusher_inline_write_hands_a_partial_frame_to_the_writer_task() -> None:
+    """The flusher's inline case (one frame queued) over a socket that takes only part of it:
+    the rest goes to the writer task, a second entry of the same connection in ``pending`` is
+    harmless, and the peer receives every frame whole and in order."""
+    hub = Hub(EPOCH)
+    flusher = Flusher()
+    flusher.attach(hub)
+    sub = hub.connect(Encoding.JSON)
+    wire, peer = await _wire_pair(sndbuf=4096)
+    delivery = Delivery(
+        sub, writer=wire, ws=None, flusher=flusher, close_timeout=5.0, on_sent=lambda n: None
+    )
+    ended: list[tuple[str, int, str]] = []
+    big = Error(code="bad_request", message="x" * 300_000)
+    small = Pong(id=7)
+    expected = [OutFrame(m, None, 0).framed(Encoding.JSON) for m in (big, small)]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(flusher.run)
+        nursery.start_soon(delivery.run, lambda *why: ended.append(why))
+        await trio.testing.wait_all_tasks_blocked()
+        assert not sub.queue  # the hello, queued by connect, was written
+        head = await trio.to_thread.run_sync(_read_frame, peer)
+        assert json.loads(head)["type"] == "hello"
+        hub.reply(sub, big)
+        flusher.pending.append(delivery)  # twice in one round
+        await trio.testing.wait_all_tasks_blocked()
+        assert wire.mid_frame  # the socket took part of it; the writer task holds the rest
+        hub.reply(sub, small)
+        got = await trio.to_thread.run_sync(_read_all, peer, sum(map(len, expected)))
+        assert got == b"".join(expected)
+        assert sub.queued_bytes == 0 and not wire.mid_frame
+        hub.close(sub, CLOSE_GOING_AWAY, "bye")
+        await trio.testing.wait_all_tasks_blocked()
+        assert ended == [("shutdown", CLOSE_GOING_AWAY, "bye")]
+        nursery.cancel_scope.cancel()
+    peer.close()
+
+
+def _read_frame(sock: socket.socket) -> bytes:
+    head = _read_all(sock, 2)
+    n = head[1] & 0x7F
+    if n == 126:
+        n = int.from_bytes(_read_all(sock, 2), "big")
+    elif n == 127:
+        n = int.from_bytes(_read_all(sock, 8), "big")
+    return _read_all(sock, n)
 
 
 # -- over real sockets ------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import gateway.fanout.outbox as outbox_module
 from bench.downstream_model import Model
-from gateway.contract.protocol import CLOSE_GOING_AWAY, CLOSE_SLOW, Encoding, ResumeFrom
+from gateway.contract.protocol import CLOSE_GOING_AWAY, CLOSE_SLOW, Encoding, Pong, ResumeFrom
 from gateway.fanout.hub import Hub, Subscriber
 from gateway.io.metrics import HubStatsCollector, Metrics
 from tests.support.fake_feed import EPOCH, FakeFeed
@@ -673,3 +673,27 @@ def test_history_is_invisible_to_the_cyclic_garbage_collector() -> None:
     consume(Model(), sub)
     assert all(f is not oldest for st in hub._streams.values() for f in st.history)
     assert sys.getrefcount(oldest) == 2  # ``oldest`` and getrefcount's own argument
+
+
+def test_after_ready_once_per_operation_that_made_a_subscriber_ready() -> None:
+    hub = Hub(EPOCH)
+    feed = FakeFeed(hub)
+    woken: list[int] = []
+    hub.after_ready = lambda: woken.append(1)
+    subs = [hub.connect() for _ in range(3)]
+    for sub in subs:
+        hub.subscribe(sub, [feed.stream("trades")])
+        drain(sub)
+    ready: list[int] = []
+    for sub in subs:
+        sub.on_ready = lambda sub=sub: ready.append(sub.id)
+    hub.publish([feed.trade(), feed.trade()])
+    assert sorted(ready) == sorted(s.id for s in subs)  # once each: the queue was empty once
+    assert woken == [1]  # once for the whole publish
+    hub.publish([feed.trade()])  # buffers not drained: nobody becomes ready
+    assert woken == [1] and len(ready) == 3
+    drain(subs[0])
+    hub.reply(subs[0], Pong(id=1))  # a response to one subscriber
+    assert woken == [1, 1] and len(ready) == 4
+    hub.close(subs[1], CLOSE_GOING_AWAY, "bye")
+    assert woken == [1, 1, 1] and len(ready) == 5
