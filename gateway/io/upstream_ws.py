@@ -58,6 +58,9 @@ class UpstreamWebSocket:
         if raw is None:
             # bytes for the parser (SSLStream may hand out a bytearray).
             return bytes(await self.stream.receive_some(RECEIVE_BUFFER_SIZE))
+        if raw.fileno() < 0:  # closed under us: what trio's own recv would say
+            await trio.lowlevel.checkpoint()
+            raise trio.ClosedResourceError("this socket was already closed")
         if self._full:
             await trio.lowlevel.checkpoint()
         else:
