@@ -5,7 +5,8 @@ The fixed cost per upstream message, before any fan-out: the real ``gateway.app.
 ``bench.feeder`` in another process, which sends ``--messages`` Paxos executions at ``--rate``,
 each its own write, so that each is its own socket read, as at a paced live rate: the
 upstream read loop (trio's wait and ``recv``), the WebSocket parse, the normalizer, the hub's
-encode and sequencing, the metrics. It prints the CPU time of this process per message.
+sequencing and history, the metrics (no encode: that comes with the first subscriber). It
+prints the CPU time of this process per message.
 
 The figure to compare is user-space instructions under callgrind, which the load of a busy
 machine does not change. Two message counts in two runs; the difference of the totals divided
