@@ -19,7 +19,6 @@ from prometheus_client import (
     Counter,
     Gauge,
     GCCollector,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
 )
@@ -30,6 +29,7 @@ from gateway.contract.protocol import STREAM_KINDS, ErrorCode
 from gateway.fanout.stats import HubStats
 from gateway.ingest.backfill import BackfillStats
 from gateway.ingest.stats import FeedStats
+from gateway.io.plain_metrics import PlainCounter, PlainHistogram
 
 PREFIX = "paxos_gateway"
 
@@ -56,7 +56,8 @@ class Metrics:
             GCCollector(registry=r)
         d = _Declare(r)
         # -- upstream
-        self.upstream_lag = d.histogram(
+        # The per-message metrics are plain numbers exported at scrape time (plain_metrics).
+        self.upstream_lag = d.plain_histogram(
             "upstream_lag_seconds",
             "Gateway receive time minus the exchange timestamp, for feeds that carry one.",
             "feed", buckets=LAG_BUCKETS,
@@ -79,7 +80,7 @@ class Metrics:
             "Time the feed spent without an open upstream connection.",
             "feed",
         )
-        self.upstream_bytes = d.counter(
+        self.upstream_bytes = d.plain_counter(
             "upstream_received_bytes", "Bytes of upstream message payload received.", "feed"
         )
         # -- backfill (REST)
@@ -89,12 +90,12 @@ class Metrics:
             "endpoint", "outcome",
         )  # fmt: skip
         # -- fan-out
-        self.publish_latency = d.histogram(
+        self.publish_latency = d.plain_histogram(
             "publish_latency_seconds",
             "From the upstream frame's receipt to its records sitting in subscriber buffers.",
             buckets=LATENCY_BUCKETS,
         )
-        self.sent_bytes = d.counter("sent_bytes", "Bytes handed to subscriber sockets.")
+        self.sent_bytes = d.plain_counter("sent_bytes", "Bytes handed to subscriber sockets.")
         # -- subscribers
         self.subscribers = d.gauge("subscribers", "Connected subscriber WebSockets.")
         self.subscriber_disconnects = d.counter(
@@ -150,8 +151,13 @@ class _Declare:
     def gauge(self, name: str, doc: str, *labels: str) -> Gauge:
         return Gauge(f"{PREFIX}_{name}", doc, labels, registry=self._registry)
 
-    def histogram(self, name: str, doc: str, *labels: str, buckets: tuple[float, ...]) -> Histogram:
-        return Histogram(f"{PREFIX}_{name}", doc, labels, buckets=buckets, registry=self._registry)
+    def plain_counter(self, name: str, doc: str, *labels: str) -> PlainCounter:
+        return PlainCounter(f"{PREFIX}_{name}", doc, labels, self._registry)
+
+    def plain_histogram(
+        self, name: str, doc: str, *labels: str, buckets: tuple[float, ...]
+    ) -> PlainHistogram:
+        return PlainHistogram(f"{PREFIX}_{name}", doc, labels, self._registry, buckets)
 
 
 class _HookCollector(Collector):

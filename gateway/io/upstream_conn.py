@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import trio
-from prometheus_client import Histogram
 
 from gateway.config import UpstreamConfig
 from gateway.contract.records import Record
@@ -29,6 +28,7 @@ from gateway.ingest.lag import LagSampler
 from gateway.ingest.ws_handshake import Handshake, HandshakeError
 from gateway.ingest.wsclient import ClientProtocol
 from gateway.io.metrics import Metrics
+from gateway.io.plain_metrics import PlainHistogram
 from gateway.io.upstream_health import FeedState
 from gateway.io.upstream_reasons import (
     CANCELLED,
@@ -67,7 +67,7 @@ class UpstreamSession(Normalizer, Protocol):
     def disconnected(self, reason: str, now_ns: int) -> list[Record]: ...
 
 
-def observe_publish_latency(histogram: Histogram, received_mono: int) -> None:
+def observe_publish_latency(histogram: PlainHistogram, received_mono: int) -> None:
     """From the frame's receipt to its records sitting in subscriber buffers (``publish`` is
     synchronous, so it is over when it returns)."""
     latency = (time.monotonic_ns() - received_mono) / 1e9
@@ -241,8 +241,7 @@ class FeedConnection:
         while True:
             if not data:
                 try:
-                    # bytes for trio's streams (SSLStream may hand out a bytearray).
-                    data = bytes(await ws.stream.receive_some(RECEIVE_BUFFER_SIZE))
+                    data = await ws.receive()  # one recv per wakeup (see there)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     return self._ended(conn, CONNECTION_LOST, f"connection lost: {exc}")
                 if not data:
@@ -275,10 +274,11 @@ class FeedConnection:
                 return self._ended(conn, CROSSED_BOOK, f"resync requested: {verdict.reason}")
             if verdict.action == "upstream_error":
                 return self._ended(conn, ERROR_FRAME, f"upstream error frame: {verdict.reason}")
-            try:
-                await ws.send_pending()
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                return self._ended(conn, CONNECTION_LOST, f"connection lost: {exc}")
+            if protocol.outgoing:  # pongs, the close reply (rare: not a call per read)
+                try:
+                    await ws.send_pending()
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    return self._ended(conn, CONNECTION_LOST, f"connection lost: {exc}")
             closing = protocol.closing
             if closing is not None:
                 reason, detail = classify_close(closing)

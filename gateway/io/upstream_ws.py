@@ -5,7 +5,9 @@ side. Reading is the read loop's alone (``io.upstream_conn``).
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 from typing import Final
 
 import trio
@@ -26,11 +28,56 @@ class UpstreamWebSocket:
 
     def __init__(self, stream: trio.abc.Stream, protocol: ClientProtocol) -> None:
         self.stream = stream
+        # A plain TCP stream is read from the standard-library socket under trio's (see
+        # ``receive``); TLS goes through the stream.
+        if isinstance(stream, trio.SocketStream):
+            raw = getattr(stream.socket, "_sock", None)
+        else:
+            raw = None
+        self._raw: socket.socket | None = raw if isinstance(raw, socket.socket) else None
+        self._full = False  # the last read filled the buffer: more is probably waiting
         self.protocol = protocol
         self._send_lock = trio.Lock()
         self._pings: dict[bytes, trio.Event] = {}
         self.close_sent = False
         self.eof = False  # the peer's side of the TCP connection has ended
+
+    async def receive(self) -> bytes:
+        """One read of up to ``RECEIVE_BUFFER_SIZE`` bytes; ``b""`` at EOF. Raises what
+        ``receive_some`` raises (``trio.BrokenResourceError``, ``trio.ClosedResourceError``).
+
+        At a paced rate every message is its own read and the reader sleeps between them.
+        ``SocketStream.receive_some`` tries ``recv`` before it waits, so each message cost two
+        ``recv`` calls (the first one EAGAIN) and trio's socket wrapper around each. Here a
+        plain TCP stream waits for readiness first and reads once: one ``recv`` per wakeup,
+        and the same single checkpoint (the wait) per read, so cancellation and the other
+        tasks' turns are as before. After a read that filled the buffer it reads before waiting
+        (a burst: the data is there), behind a checkpoint all the same.
+        """
+        raw = self._raw
+        if raw is None:
+            # bytes for the parser (SSLStream may hand out a bytearray).
+            return bytes(await self.stream.receive_some(RECEIVE_BUFFER_SIZE))
+        if raw.fileno() < 0:  # closed under us: what trio's own recv would say
+            await trio.lowlevel.checkpoint()
+            raise trio.ClosedResourceError("this socket was already closed")
+        if self._full:
+            await trio.lowlevel.checkpoint()
+        else:
+            await trio.lowlevel.wait_readable(raw)
+        while True:
+            try:
+                data = raw.recv(RECEIVE_BUFFER_SIZE)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(raw)
+                continue
+            except OSError as exc:
+                # As trio's SocketStream translates them.
+                if exc.errno in (errno.EBADF, errno.ENOTSOCK):
+                    raise trio.ClosedResourceError("this socket was already closed") from None
+                raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+            self._full = len(data) == RECEIVE_BUFFER_SIZE
+            return data
 
     async def send(self, frame: bytes) -> None:
         async with self._send_lock:
@@ -70,8 +117,8 @@ class UpstreamWebSocket:
             self.close_sent = True
             await self.send(self.protocol.send_close(code, reason))
         while self.protocol.closing is None and not self.eof:
-            data = await self.stream.receive_some(RECEIVE_BUFFER_SIZE)
+            data = await self.receive()
             if not data:
                 self.eof = True
                 break
-            self.protocol.receive(bytes(data))
+            self.protocol.receive(data)
