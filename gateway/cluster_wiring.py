@@ -94,8 +94,9 @@ class ClusterWiring:
     def served_epoch(self) -> str:
         """The epoch of the records this process serves: an edge's, adopted from the stream
         (what Hello carries once it has one); an ingest-only process's, the current or last
-        term's. "" before there is one: the process's own start-time epoch is never served in
-        cluster mode, so it is never shown (the info metric, the "started" log line)."""
+        term's. "" before there is one: in cluster mode the process's own start-time epoch
+        stamps no record (only a Hello sent before an edge's first record carries it), so it
+        is not shown (the info metric, the "started" log line)."""
         if self.edge is not None:
             return self.edge.epoch or ""
         if self.ingest is not None and self.ingest.epoch is not None:
