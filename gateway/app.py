@@ -129,7 +129,14 @@ class Gateway:
         self.stopped = trio.Event()  # set when ``serve`` has finished, however it ended
         self.subscriber_url = ""
         self.metrics_url = ""
-        register_collectors(self.metrics, self.hub, self.feeds, config, self.readiness, self.epoch)
+        register_collectors(
+            self.metrics, self.hub, self.feeds, config, self.readiness, self.served_epoch
+        )
+
+    def served_epoch(self) -> str:
+        """The epoch on the records served: this process's own, or in cluster mode the
+        cluster's ("" until known; ``ClusterWiring.served_epoch``)."""
+        return self.epoch if self.cluster is None else self.cluster.served_epoch()
 
     def request_shutdown(self) -> None:
         """Begin the graceful shutdown; a second call cuts the subscriber drain short."""
@@ -165,7 +172,11 @@ class Gateway:
             log.info(
                 "gateway started: subscribers at %s, metrics at %s/metrics",
                 self.subscriber_url, self.metrics_url,
-                extra={"event": "started", "epoch": self.epoch, "version": __version__,
+                # In cluster mode the epoch is the cluster's, not known yet here: the
+                # "leading" (ingest) and "edge_epoch" (edge) lines give it when it is.
+                extra={"event": "started", "epoch": self.served_epoch() or None,
+                       "role": None if self.cluster is None else self.config.cluster.role,
+                       "version": __version__,
                        "subscriber_url": self.subscriber_url, "metrics_url": self.metrics_url,
                        "feeds": [f.spec.url for f in self.feeds]},
             )  # fmt: skip

@@ -20,6 +20,7 @@ the current term's feeds when leading), the edge's catch-up.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import socket
 from collections.abc import Iterator, Mapping
@@ -90,6 +91,18 @@ class ClusterWiring:
     async def run(self) -> None:
         await self.node.run()
 
+    def served_epoch(self) -> str:
+        """The epoch of the records this process serves: an edge's, adopted from the stream
+        (what Hello carries once it has one); an ingest-only process's, the current or last
+        term's. "" before there is one: in cluster mode the process's own start-time epoch
+        stamps no record (only a Hello sent before an edge's first record carries it), so it
+        is not shown (the info metric, the "started" log line)."""
+        if self.edge is not None:
+            return self.edge.epoch or ""
+        if self.ingest is not None and self.ingest.epoch is not None:
+            return self.ingest.epoch
+        return ""
+
     async def _start_upstream(
         self, nursery: trio.Nursery, epoch: str, heads: Mapping[str, int], sink: RecordSink
     ) -> None:
@@ -107,6 +120,7 @@ class ClusterWiring:
             for spec, feed_config in zip(config.feed_specs(), config.feeds, strict=True)
         ]  # fmt: skip
         await start_backfills(nursery, self.feeds, sink, config, self.metrics)
+        nursery.start_soon(self._forget_connections_at_term_end, [f.spec.name for f in self.feeds])
         for feed in self.feeds:
             await nursery.start(
                 functools.partial(
@@ -114,6 +128,18 @@ class ClusterWiring:
                     connect_gate=self._gate, state=feed.state,
                 )
             )  # fmt: skip
+
+    async def _forget_connections_at_term_end(self, names: list[str]) -> None:
+        """A standby holds no upstream connection, rather than a closed one: at the end of a
+        term the ``upstream_connected{feed}`` series go, so PaxosGatewayUpstreamDown (== 0 for
+        2 min) does not fire on every standby that once led. The next term's feeds make them
+        again (at 0 until connected)."""
+        try:
+            await trio.sleep_forever()
+        finally:
+            for name in names:
+                with contextlib.suppress(KeyError):
+                    self.metrics.upstream_connected.remove(name)
 
     def health(self) -> Iterator[FeedHealth]:
         node = self.node

@@ -5,7 +5,7 @@ the feeds' own counters when Prometheus scrapes, so the hot path never calls pro
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import get_args
 
 import trio
@@ -34,8 +34,10 @@ def register_collectors(
     feeds: Sequence[Feed],
     config: Config,
     readiness: Readiness,
-    epoch: str,
+    epoch: Callable[[], str],
 ) -> None:
+    """``epoch``: the epoch served, read at each scrape (in cluster mode it is the cluster's,
+    known only once a record has been read or a term begun)."""
     # Every value of a small fixed label set is exposed from the start (at 0): a series
     # that only appears on its first event breaks rate() and "absent" alerts.
     for reason in get_args(DisconnectReason):
@@ -74,9 +76,10 @@ def register_collectors(
     m.add_collector(
         GaugeCallbackCollector(
             f"{PREFIX}_info",
-            "Constant 1, labelled with the version and this process's epoch.",
+            "Constant 1, labelled with the version and the epoch served (in cluster mode "
+            "the cluster's; empty until known).",
             ["version", "epoch"],
-            lambda: [([__version__, epoch], 1.0)],
+            lambda: [([__version__, epoch()], 1.0)],
         )
     )
     m.add_collector(

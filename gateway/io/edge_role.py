@@ -59,6 +59,11 @@ class EdgeRole:
     def ready(self) -> bool:
         return self.stats.caught_up
 
+    @property
+    def epoch(self) -> str | None:
+        """The epoch this edge serves, adopted from the stream; None before its first record."""
+        return self._epoch
+
     async def run(
         self, bridge: NatsBridge, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
@@ -158,6 +163,7 @@ class EdgeRole:
         # (epochs are the leader's time_ns at a new epoch: digits that grow).
         if self._epoch is None or int(epoch) > int(self._epoch):
             self._epoch = self.hub.epoch = epoch
+            log.info("edge: serving epoch %s", epoch, extra={"event": "edge_epoch", "epoch": epoch})
 
     def deliver(self, batch: list[Delivery]) -> None:
         """One batch from the consumer, synchronously into the books and the hub."""

@@ -21,6 +21,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.io.metrics import PREFIX
+from tests.support.cluster_scrape import scrape_cluster
 from tests.support.metrics_traffic import EXPECTED_TYPES, drive_traffic, running_gateway
 
 DASHBOARD = (
@@ -30,6 +31,8 @@ DASHBOARD = (
     / "dashboards"
     / "paxos-gateway.json"
 )
+
+CLUSTER = f"{PREFIX}_cluster_"
 
 # PromQL words that look like metric names but are not.
 KEYWORDS = {
@@ -111,16 +114,59 @@ def test_the_scrape_has_every_metric_of_the_issue(exposition: dict[str, set[str]
     assert not missing, sorted(missing)
 
 
-def test_every_queried_metric_is_exposed(exposition: dict[str, set[str]]) -> None:
+@pytest.fixture(scope="module")
+def cluster_exposition(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
+    """Family name -> sample names, of the cluster series (``paxos_gateway_cluster_*``) a
+    real cluster-mode gateway of role ``all`` exposes (tests/support/cluster_scrape.py)."""
+    scraped = scrape_cluster(tmp_path_factory.mktemp("cluster-scrape")).all_role
+    return {
+        family.name: {sample.name for sample in family.samples}
+        for family in text_string_to_metric_families(scraped.text)
+        if family.name.startswith(CLUSTER)
+    }
+
+
+def test_every_queried_metric_is_exposed(
+    exposition: dict[str, set[str]], cluster_exposition: dict[str, set[str]]
+) -> None:
+    # The cluster series against the cluster-mode gateway, the rest against the single one.
     exposed = set().union(*exposition.values())
-    seen = 0
+    cluster_exposed = set().union(*cluster_exposition.values())
+    seen = cluster = 0
     for where, expr in queries(load_dashboard()):
         names = metric_names(expr)
         assert names, f"{where}: no metric in {expr!r}"
         seen += 1
-        missing = names - exposed
+        cluster += any(name.startswith(CLUSTER) for name in names)
+        missing = {n for n in names if not n.startswith(CLUSTER)} - exposed
+        missing |= {n for n in names if n.startswith(CLUSTER)} - cluster_exposed
         assert not missing, f"{where} queries {sorted(missing)}, not exposed by the gateway"
     assert seen > 10
+    assert cluster >= 10
+
+
+def test_every_cluster_metric_is_on_the_dashboard(
+    cluster_exposition: dict[str, set[str]],
+) -> None:
+    queried = set().union(*(metric_names(expr) for _, expr in queries(load_dashboard())))
+    missing = {
+        family
+        for family, samples in cluster_exposition.items()
+        if not family.endswith("_created") and not samples & queried
+    }
+    assert not missing, f"cluster metrics not graphed on the dashboard: {sorted(missing)}"
+    assert len(cluster_exposition) >= 15
+
+
+def test_the_cluster_row_and_the_role_variable() -> None:
+    dashboard = load_dashboard()
+    rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
+    assert "Cluster (NATS JetStream)" in rows
+    role = {v["name"]: v for v in dashboard["templating"]["list"]}["role"]
+    # The label the chart's ServiceMonitor puts on every series in cluster mode; "All" is .*,
+    # which also matches series without it (a single process).
+    assert "app_kubernetes_io_component)" in role["query"]["query"]
+    assert role["includeAll"] and role["allValue"] == ".*"
 
 
 def test_every_exposed_metric_is_on_the_dashboard(exposition: dict[str, set[str]]) -> None:
@@ -154,3 +200,4 @@ def test_dashboard_shape() -> None:
             assert target["datasource"]["uid"] == "${datasource}", panel["title"]
             # Every selector is scoped by the dashboard's job/instance variables.
             assert "$job" in target["expr"] and "$instance" in target["expr"], panel["title"]
+            assert 'app_kubernetes_io_component=~"$role"' in target["expr"], panel["title"]
