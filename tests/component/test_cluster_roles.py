@@ -15,13 +15,13 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import open_websocket_url
 
+from bench.nats_server import NatsServer, free_port, start_server
 from gateway.app import Gateway
 from gateway.cluster_wiring import layout_of
 from gateway.io.nats_bridge import PublishItem, open_bridge
 from gateway.io.resume_wait import ResumeWait
 from gateway.simulator import Simulator, SimulatorConfig
 from tests.support.cluster_rig import cluster_config, frames_until, subscribe, wait_for
-from tests.support.nats_server import NatsServer, free_port, start_server
 
 MARKETS = ["BTCUSD", "ETHUSD"]
 BOOK = "book.BTCUSD"

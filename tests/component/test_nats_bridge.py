@@ -9,6 +9,7 @@ import urllib.request
 import pytest
 import trio
 
+from bench.nats_server import NatsServer, free_port, start_server
 from gateway.cluster import subjects
 from gateway.cluster.codec import decode_record
 from gateway.cluster.fence import PublishStatus, SubjectFence
@@ -22,7 +23,6 @@ from gateway.io.nats_bridge import (
     open_bridge,
 )
 from tests.support.cluster_records import EPOCH, NEXT_EPOCH, items, trade
-from tests.support.nats_server import NatsServer, free_port, start_server
 
 # R1 for a single node; memory storage is not used: the file store is what production runs.
 LAYOUT = StreamLayout(replicas=1, max_age_seconds=600)

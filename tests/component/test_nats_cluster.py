@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 import trio
 
+from bench.nats_server import NatsServer
 from gateway.cluster import subjects
 from gateway.cluster.fence import PublishStatus, SubjectFence
 from gateway.cluster.ordered import OrderedApply, Verdict
 from gateway.cluster.subjects import StreamLayout
 from gateway.io.nats_bridge import NatsBridge, PublishItem, open_bridge
 from tests.support.cluster_records import EPOCH, items
-from tests.support.nats_server import NatsServer
 
 LAYOUT = StreamLayout(replicas=3, max_age_seconds=600)
 STREAMS = ("trades.BTCUSD", "trades.ETHUSD")

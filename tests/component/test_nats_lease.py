@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 import trio
 
+from bench.nats_server import NatsServer
 from gateway.cluster.lease import Lease, LeaseRole
 from gateway.io.nats_bridge import LeaseConflict, open_bridge
 from gateway.io.nats_lease import attempt_once, run_lease
-from tests.support.nats_server import NatsServer
 
 TTL = 1.0
 BUCKET = "pgw_lease_test"

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from tests.support.nats_server import NatsServer
+from bench.nats_server import NatsServer
 from tests.support.processes import STARTUP_TIMEOUT, Process, spawn, wait_for_event, wait_ready
 
 pytestmark = pytest.mark.slow

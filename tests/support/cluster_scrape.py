@@ -1,7 +1,7 @@
 """Scrapes of real cluster-mode gateways (no tests), for the checks that alert rules and the
 dashboard query only series the cluster roles really export: a gateway of role ``all`` (the
 ingest leader and an edge in one process) and a gateway of role ``edge``, in one trio run on a
-real nats-server (``tests.support.nats_server``) with the real simulator, each scraped over
+real nats-server (``bench.nats_server``) with the real simulator, each scraped over
 its ``/metrics`` socket once both serve the leader's epoch.
 """
 
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import trio
 
+from bench.nats_server import single_node
 from gateway.app import Gateway
 from gateway.simulator import Simulator, SimulatorConfig
 from tests.support.cluster_rig import cluster_config, wait_for
 from tests.support.metrics_traffic import Scrape, scrape
-from tests.support.nats_server import single_node
 
 __all__ = ["ClusterScrapes", "scrape_cluster"]
 

@@ -63,3 +63,15 @@ def test_module_loads_no_io_library(module: str) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [], f"{module} loads {done.stdout.strip()}"
+
+
+def test_the_bench_imports_nothing_from_tests() -> None:
+    """The benchmark stands on its own: tests may use bench helpers, never the reverse."""
+    bench = Path(gateway.__file__).parent.parent / "bench"
+    offenders = [
+        f"{path.relative_to(bench.parent)}:{n}"
+        for path in sorted(bench.rglob("*.py"))
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if line.lstrip().startswith(("from tests", "import tests"))
+    ]
+    assert offenders == []

@@ -10,6 +10,9 @@ and ``port`` finds its streams again); ``stop`` ends it by its PID,
 with a bounded wait. ``start_cluster`` starts three JetStream nodes routed to each other; their
 route ports are picked by binding port 0 (a route port is not offered as ``-1`` with explicit
 routes between peers).
+
+It lives in ``bench/`` because the benchmarks start servers too and import nothing from
+``tests/``; the test fixtures import it from here, as they import the checking subscriber.
 """
 
 from __future__ import annotations
