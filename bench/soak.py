@@ -29,7 +29,9 @@ means of the first and last fifth, and the least-squares slope per hour; the RSS
 MiB/hour is the leak figure. Exit 1 if gaps, mismatches or duplicates > 0, or RSS grew more
 than ``--rss-growth-mb`` between the first and last fifth, or its slope is over
 ``--rss-slope-mb-per-hour``, or fds or tasks grew by more than ``--fd-growth`` /
-``--task-growth`` between the first and last fifth (a leak of connections shows in both).
+``--task-growth`` between the first and last fifth at an equal number of connected
+subscribers (a leak of connections shows in both; the subscribers come and go with the churn,
+so ``soak_report`` fits value = a + b * connections + c * t and judges c).
 ``--json FILE`` writes the figures and the time series.
 
 Issue 18's run (30 minutes)::
