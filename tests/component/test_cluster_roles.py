@@ -40,6 +40,15 @@ async def start_gateway(nursery: trio.Nursery, sim: Simulator, url: str, role: s
     return gateway
 
 
+async def stop_gateways(*gateways: Gateway, timeout: float) -> None:
+    """The same shutdown as SIGTERM for each, then wait (bounded) until every one has stopped."""
+    for gateway in gateways:
+        gateway.request_shutdown()
+    with trio.fail_after(timeout):
+        for gateway in gateways:
+            await gateway.stopped.wait()
+
+
 def is_record_of(stream: str, seq: int) -> Any:
     return lambda o: o.get("stream") == stream and o.get("seq", 0) >= seq and "type" in o
 
@@ -81,9 +90,7 @@ async def test_role_all_serves_what_it_publishes(nursery: trio.Nursery,
     assert samples[(f"{p}_edge_records_total", ())] > 0
     assert (f"{p}_edge_lag_seconds", ()) in samples
     assert samples[(f"{p}_takeovers_total", (("kind", "new_epoch"),))] == 1
-    gateway.request_shutdown()
-    with trio.fail_after(20):
-        await gateway.stopped.wait()
+    await stop_gateways(gateway, timeout=20)
 
 
 async def test_every_edge_sends_the_same_bytes_and_a_resume_moves_between_edges(
@@ -122,11 +129,7 @@ async def test_every_edge_sends_the_same_bytes_and_a_resume_moves_between_edges(
         assert frames[-1][1]["type"] == "resumed", frames[-1][1]
         after = await frames_until(c, is_record_of(BOOK, last["seq"] + 1))
     assert after[0][1]["seq"] == last["seq"] + 1
-    for gateway in (*edges, ingest):
-        gateway.request_shutdown()
-    with trio.fail_after(30):
-        for gateway in (*edges, ingest):
-            await gateway.stopped.wait()
+    await stop_gateways(*edges, ingest, timeout=30)
 
 
 async def test_a_resume_ahead_of_a_lagging_edge_waits_for_the_seq(
@@ -161,11 +164,7 @@ async def test_a_resume_ahead_of_a_lagging_edge_waits_for_the_seq(
     assert frames[-1][1]["type"] == "resume_failed"
     assert frames[-1][1]["reason"] == "ahead_of_head"
     assert edge.hub.stats.resume_waits == 2
-    for gateway in (edge, ingest):
-        gateway.request_shutdown()
-    with trio.fail_after(30):
-        for gateway in (edge, ingest):
-            await gateway.stopped.wait()
+    await stop_gateways(edge, ingest, timeout=30)
 
 
 async def test_nats_unreachable_at_start_then_recovery(nursery: trio.Nursery,
@@ -207,9 +206,7 @@ async def test_nats_unreachable_at_start_then_recovery(nursery: trio.Nursery,
             while cluster.ingest.stats.takeovers["continued"] < 1:
                 await trio.sleep(0.05)
         assert cluster.ingest.epoch == epoch
-        gateway.request_shutdown()
-        with trio.fail_after(20):
-            await gateway.stopped.wait()
+        await stop_gateways(gateway, timeout=20)
     finally:
         await trio.to_thread.run_sync(server.stop)
 
@@ -264,11 +261,7 @@ async def test_a_standby_ingest_continues_the_epoch_when_the_leader_stops(
     assert b.ingest.stats.takeovers == {"continued": 1, "new_epoch": 0}
     takeover = [r for r in records if r.get("reason") == "takeover"]
     assert len(takeover) == 1 and takeover[0]["resync"] is True
-    for gateway in (edge, second):
-        gateway.request_shutdown()
-    with trio.fail_after(30):
-        for gateway in (edge, second):
-            await gateway.stopped.wait()
+    await stop_gateways(edge, second, timeout=30)
 
 
 async def test_an_edge_started_later_begins_at_the_checkpoints_and_catches_up(
@@ -296,11 +289,7 @@ async def test_an_edge_started_later_begins_at_the_checkpoints_and_catches_up(
         frames = await frames_until(ws, lambda o: o["type"] == "book_update")
     records = contiguous(frames, BOOK)
     assert records[0]["type"] == "book_snapshot"
-    for gateway in (edge, ingest):
-        gateway.request_shutdown()
-    with trio.fail_after(30):
-        for gateway in (edge, ingest):
-            await gateway.stopped.wait()
+    await stop_gateways(edge, ingest, timeout=30)
 
 
 @pytest.mark.slow
@@ -354,11 +343,7 @@ async def test_losing_a_jetstream_node_under_the_roles_breaks_no_seq(
         frames += await frames_until(ws, is_record_of(BOOK, target), timeout=120)
     contiguous(frames, BOOK)
     assert ingest.cluster.ingest.stats.publish_fenced == 0
-    for gateway in (edge, ingest):
-        gateway.request_shutdown()
-    with trio.fail_after(30):
-        for gateway in (edge, ingest):
-            await gateway.stopped.wait()
+    await stop_gateways(edge, ingest, timeout=30)
 
 
 async def test_a_leader_whose_subject_another_writer_took_is_fenced_and_stands_by(
@@ -390,9 +375,7 @@ async def test_a_leader_whose_subject_another_writer_took_is_fenced_and_stands_b
         while ingest.stats.takeovers["continued"] == 0 or not ingest.leading:
             await trio.sleep(0.05)
     assert ingest.epoch == epoch
-    gateway.request_shutdown()
-    with trio.fail_after(30):
-        await gateway.stopped.wait()
+    await stop_gateways(gateway, timeout=30)
 
 
 async def test_an_edge_without_checkpoints_reads_only_the_last_history_records(
@@ -417,8 +400,4 @@ async def test_an_edge_without_checkpoints_reads_only_the_last_history_records(
     assert edge.cluster is not None and edge.cluster.edge is not None
     stats = edge.cluster.edge.stats
     assert stats.first_stream_seq == stats.catchup_target - 20 + 1 > 1
-    for gateway in (edge, ingest):
-        gateway.request_shutdown()
-    with trio.fail_after(30):
-        for gateway in (edge, ingest):
-            await gateway.stopped.wait()
+    await stop_gateways(edge, ingest, timeout=30)

@@ -331,13 +331,19 @@ def test_promtool_unit_tests_fail_on_a_wrong_expectation(
     assert "PaxosGatewayUpstreamDown" in result.stdout + result.stderr
 
 
-def test_each_alert_has_a_firing_and_a_silent_case() -> None:
-    suite = yaml.safe_load(PROMTOOL_TESTS.read_text())
+def alert_cases(suite_path: Path) -> tuple[set[str], set[str]]:
+    """The alerts a promtool suite expects to fire somewhere, and to stay silent somewhere."""
+    suite = yaml.safe_load(suite_path.read_text())
     firing: set[str] = set()
     silent: set[str] = set()
     for case in suite["tests"]:
         for check in case["alert_rule_test"]:
             (firing if check["exp_alerts"] else silent).add(check["alertname"])
+    return firing, silent
+
+
+def test_each_alert_has_a_firing_and_a_silent_case() -> None:
+    firing, silent = alert_cases(PROMTOOL_TESTS)
     assert firing == ALERTS
     assert silent == ALERTS
 

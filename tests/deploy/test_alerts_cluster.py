@@ -25,6 +25,7 @@ from tests.deploy.test_alerts import (
     TESTS,
     _promtool,
     _runbook_anchors,
+    alert_cases,
     alerts,
     prometheus_rule,
     rules,
@@ -182,12 +183,7 @@ def test_promtool_unit_tests_of_the_cluster_alerts(
 
 
 def test_each_cluster_alert_has_a_firing_and_a_silent_case() -> None:
-    suite = yaml.safe_load(PROMTOOL_TESTS.read_text())
-    firing: set[str] = set()
-    silent: set[str] = set()
-    for case in suite["tests"]:
-        for check in case["alert_rule_test"]:
-            (firing if check["exp_alerts"] else silent).add(check["alertname"])
+    firing, silent = alert_cases(PROMTOOL_TESTS)
     assert firing == CLUSTER_ALERTS
     assert silent == CLUSTER_ALERTS
 
