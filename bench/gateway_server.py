@@ -99,6 +99,7 @@ def main() -> None:
         trio.run(run, args.upstream, args.max_seconds)
     if profiler is not None and profile_dir:
         profiler.disable()
+        os.makedirs(profile_dir, exist_ok=True)
         profiler.dump_stats(os.path.join(profile_dir, f"gateway-{os.getpid()}.prof"))
 
 

@@ -18,6 +18,10 @@ by the difference of the counts is instructions per message (start-up cancels ou
 The feeder is a child process (callgrind does not trace it). ``--rate 10`` keeps one message
 per read under callgrind's ~50x slow-down; the run prints how many socket reads the feed made,
 which must equal the message count for the figure to be per message.
+
+``--subscribers K`` connects K subscribers (``bench.subscribers``, one more child process) to
+``trades.BTCUSD`` first: the figure then includes the encode and K deliveries per message,
+and with two values of K at the same counts, the instructions per delivery.
 """
 
 from __future__ import annotations
@@ -33,11 +37,15 @@ from bench import data
 from bench.feeder import feeder_main
 from bench.gateway_server import SETTINGS
 from bench.harness import call
+from bench.servers import GATEWAY
+from bench.subscribers import subscriber_main
 
 WARM = 20  # messages before the count starts (first-use costs: imports, caches)
 
 
-async def _measure(port: int, conn: Any, messages: int, rate: float) -> tuple[float, int, int]:
+async def _measure(
+    port: int, conn: Any, messages: int, rate: float, subs: Any, k: int
+) -> tuple[float, int, int]:
     from gateway.app import Gateway
     from gateway.config import load_config
 
@@ -53,6 +61,13 @@ async def _measure(port: int, conn: Any, messages: int, rate: float) -> tuple[fl
     async with trio.open_nursery() as nursery:
         await nursery.start(gateway.serve)
         await trio.to_thread.run_sync(call, conn, ("wait_client", 30.0), 60.0)
+        if k:
+            server_port = gateway.server.port
+            connect = ("connect", "127.0.0.1", server_port, GATEWAY.stream_path)
+            command = (*connect, GATEWAY.trades_request, k, 600.0)
+            reply = await trio.to_thread.run_sync(call, subs, command, 700.0)
+            if reply[1] != k:
+                raise RuntimeError(f"subscribers: {reply!r}")
 
         async def published(target: int) -> None:
             with trio.fail_after(600):
@@ -79,16 +94,23 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--rate", type=float, default=100.0, help="messages per second")
+    parser.add_argument("--subscribers", type=int, default=0, help="connected subscribers")
     args = parser.parse_args()
     ctx = get_context("spawn")
     parent, child = ctx.Pipe()
     feeder = ctx.Process(
         target=feeder_main, args=(child, "paxos", WARM + args.messages), daemon=True
     )
+    subs, subs_child = ctx.Pipe()
+    clients = ctx.Process(target=subscriber_main, args=(subs_child,), daemon=True)
     feeder.start()
+    if args.subscribers:
+        clients.start()
     try:
         port = parent.recv()[1]
-        per_message, sent, reads = trio.run(_measure, port, parent, args.messages, args.rate)
+        per_message, sent, reads = trio.run(
+            _measure, port, parent, args.messages, args.rate, subs, args.subscribers
+        )
         print(
             f"{sent} messages in {reads} socket reads: "
             f"{per_message * 1e6:.1f} µs CPU per message (this process)"
@@ -96,8 +118,12 @@ def main() -> None:
     finally:
         parent.send(("stop",))
         feeder.join(10)
-        if feeder.is_alive():
-            feeder.kill()
+        if args.subscribers:
+            subs.send(("stop",))
+            clients.join(10)
+        for process in (feeder, clients):
+            if process.is_alive():
+                process.kill()
 
 
 if __name__ == "__main__":

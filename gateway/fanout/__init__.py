@@ -21,8 +21,9 @@ passed in), ``routes`` (``route``: what a connection's URL asks for, or the HTTP
 
 The data's way: ``io.upstream`` → ``ingest.batch.ingest_batch`` → ``Hub.publish(records)``
 (synchronous, same tick as the read) → ``Subscriber.queue`` (``outbox``) → ``io.delivery``
-writes it; requests go the other way, ``io.server`` → ``Hub.receive`` → the subscriber's
-``Conversation`` → replies queued like records.
+writes it before ``publish`` returns (``Hub.after_publish``); requests go the other way,
+``io.server`` → ``Hub.receive`` → the subscriber's ``Conversation`` → replies queued like
+records (written by the flusher task, one tick later).
 
 May import: the standard library, msgspec, ``gateway.contract`` and the pure value modules of
 ``gateway.ingest`` (``book``, ``decimals``, ``timestamps``, ``feeds``); ``access`` also raises

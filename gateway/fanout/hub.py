@@ -87,8 +87,11 @@ class Hub:
         self._conflation = Conflation(self, slow_policy)
         # Called once after any operation that called some subscriber's ``on_ready``: the I/O
         # side's ``on_ready`` may then be a bare list append (no Python frame per delivery,
-        # see ``io.delivery.Flusher``), woken here once per operation.
+        # see ``io.delivery.Flusher``), woken here once per operation. ``publish`` calls
+        # ``after_publish`` instead when it is set: its records are complete, the I/O side may
+        # write them at once; the other operations queue frame by frame.
         self.after_ready: Callable[[], None] | None = None
+        self.after_publish: Callable[[], None] | None = None
 
     @classmethod
     def from_config(cls, settings: HubSettings, epoch: str) -> Hub:
@@ -128,7 +131,8 @@ class Hub:
             st.snapshot_cache.clear()
 
     def publish(self, records: Sequence[Record]) -> None:
-        """Append records to their streams and to every subscriber's buffer."""
+        """Append records to their streams and to every subscriber's buffer, then tell the I/O
+        side once (``after_publish``, else ``after_ready``) if a subscriber became ready."""
         streams = self._streams
         deliveries = 0
         kinds = self.stats.records_published
@@ -171,8 +175,10 @@ class Hub:
         if self._conflation.pending:
             self._conflation.settle()
         self.stats.deliveries += deliveries
-        if woke and self.after_ready is not None:
-            self.after_ready()
+        if woke:
+            after = self.after_publish or self.after_ready
+            if after is not None:
+                after()
 
     # -- the subscriber side -------------------------------------------------------------
 

@@ -2,9 +2,9 @@
 
 The way of a record: ``Hub.publish`` appends its ``OutFrame`` to each subscriber's queue
 (``fanout.outbox``) → the queue's ``on_ready`` puts the connection in the ``Flusher``'s
-``pending`` list, and the hub wakes the flusher once (``Hub.after_ready``) → once per scheduling
-tick the flusher writes each pending connection's queue, already framed (one frame inline, a
-backlog joined by ``Delivery.flush``), with one non-blocking write
+``pending`` list → at the end of the publish (``Hub.after_publish``) the flusher writes each
+pending connection's queue, already framed (one frame inline, a backlog joined by
+``Delivery.flush``), with one non-blocking write
 (``socket_writer.SocketWriter``; why trio-websocket's send path is bypassed: see there) → only
 what the socket does not take at once is left to the connection's writer task
 (``Delivery.run``), which waits for the socket to become writable.
@@ -39,96 +39,106 @@ DisconnectReason = Literal["slow", "ping_timeout", "client_close", "error", "shu
 
 
 class Flusher:
-    """Once per scheduling tick, flushes every connection that became ready in the previous
-    one: a task switch for all of them together, never one per subscriber, and at most one tick
-    between a record's publication and its write.
+    """Writes every connection that became ready, in rounds: a round for all of them together,
+    never a task switch per subscriber.
+
+    Two kinds of round. A ``publish`` (one upstream read's records) is written at once, in the
+    publishing task (``Hub.after_publish`` is ``write_round``): no scheduler pass between an
+    upstream read and its writes. That pass was a second trip through trio's run loop per
+    upstream message (``epoll_wait``, this task's wake-up and its ``Event``): 259,700 against
+    218,400 user-space instructions per message with one subscriber, a sixth of the message's
+    cost (callgrind, ``bench.message_cost --subscribers 1``; docs/performance.md). The cold
+    paths (answers to requests, catch-up, closes) queue frame by frame, so they only wake the
+    flusher task (``Hub.after_ready`` is ``wake``), and its round, one tick later, writes each
+    connection's frames in one write. Several feeds' reads in one tick are therefore written
+    one read at a time, no longer merged into one write per subscriber.
 
     At live rates every message makes every subscriber ready and is written on its own, so the
-    work per delivery is what this module can make cheap (``bench.delivery_cost``,
-    docs/performance.md). A fast-path connection's ``on_ready`` is therefore a bare append to
-    ``pending`` (a C call: no Python frame per delivery), the hub wakes the flusher once per
-    operation (``Hub.after_ready``, hooked by ``attach``), and the round writes a connection's
-    single queued frame inline; anything else goes through ``Delivery.flush``. A connection may
-    be in ``pending`` twice (its queue emptied and refilled before the round): the second flush
-    finds nothing to do.
+    work per delivery is what this module can make cheap. A fast-path connection's ``on_ready``
+    is therefore a bare append to ``pending`` (a C call: no Python frame per delivery), the hub
+    calls the round once per operation, and the round writes a connection's single queued
+    frame inline; anything else goes through ``Delivery.flush``. A connection may be in
+    ``pending`` twice (its queue emptied and refilled before the round): the second flush finds
+    nothing to do.
     """
 
     __slots__ = ("_wakeup", "after", "pending", "sent_bytes")
 
     def __init__(self) -> None:
-        # What the next round flushes: ``Delivery``s, or callables from ``schedule``. The list
-        # object stays the same (``on_ready`` is bound to its ``append``).
-        self.pending: list[Delivery | Callable[[], None]] = []
+        # What the next round flushes. The list object stays the same (``on_ready`` is bound
+        # to its ``append``).
+        self.pending: list[Delivery] = []
         self._wakeup = trio.Event()
         # Called after each round (e.g. to update metrics in one go rather than per write).
         self.after: Callable[[], None] | None = None
         self.sent_bytes = 0  # written in the rounds, for ``after`` to count and reset
 
     def attach(self, hub: Hub) -> None:
-        """Be woken by ``hub`` after it made connections ready."""
+        """Write ``hub``'s publications at once, and be woken after its other operations."""
+        hub.after_publish = self.write_round
         hub.after_ready = self.wake
 
-    def schedule(self, flush: Callable[[], None]) -> None:
-        """Run ``flush`` in the next round."""
-        self.pending.append(flush)
-        self._wakeup.set()
-
     def wake(self) -> None:
-        """Run a round soon if anything is pending."""
+        """Run a round soon (in the flusher task) if anything is pending."""
         if self.pending:
             self._wakeup.set()
 
     async def run(self) -> None:
-        framed = FRAMED
-        write = os.write
-        pending = self.pending
+        """The flusher task: a round whenever ``wake`` asked for one."""
         while True:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
-            ready = pending[:]
-            pending.clear()
-            sent = 0
-            for d in ready:
-                if type(d) is not Delivery:
-                    d()  # type: ignore[operator]  # a callable from ``schedule``
-                    continue
-                # ``Delivery.flush`` for one whole frame, inlined: the per-delivery path.
-                writer, sub = d.writer, d.sub
-                queue = sub.queue
-                if (
-                    d.done
-                    or writer is None
-                    or len(queue) != 1
-                    or sub.inflight_bytes
-                    or writer.lock.held
-                    or writer.error is not None
-                    or writer.broken
-                    or writer.ws.closed is not None
-                    or sub.close_code is not None
-                ):
-                    d.flush()  # never raises: errors go to the connection's writer task
-                    continue
-                chunk = framed[sub.encoding](queue[0])
-                assert chunk
-                fd = writer.fileno()
-                try:
-                    n = write(fd, chunk) if fd >= 0 else -1
-                except OSError:
-                    n = -1  # nothing written: ``flush`` tries again and deals with it
-                if n < 0:
-                    d.flush()
-                    continue
-                queue.popleft()
-                if n == len(chunk):
-                    sub.queued_bytes -= n
-                    sent += n
-                else:  # the rest is the writer task's
-                    sub.inflight_bytes = len(chunk)
-                    writer.keep_tail(chunk, n)
-                    d.wakeup.set()
-            self.sent_bytes += sent
-            if self.after is not None:
-                self.after()
+            self.write_round()
+
+    def write_round(self) -> None:
+        """Write what every pending connection has queued, now. Never raises and never waits:
+        whatever a socket does not take goes to the connection's writer task."""
+        pending = self.pending
+        if not pending:
+            return
+        ready = pending[:]
+        pending.clear()
+        framed = FRAMED
+        write = os.write
+        sent = 0
+        for d in ready:
+            # ``Delivery.flush`` for one whole frame, inlined: the per-delivery path.
+            writer, sub = d.writer, d.sub
+            queue = sub.queue
+            if (
+                d.done
+                or writer is None
+                or len(queue) != 1
+                or sub.inflight_bytes
+                or writer.lock.held
+                or writer.error is not None
+                or writer.broken
+                or writer.ws.closed is not None
+                or sub.close_code is not None
+            ):
+                d.flush()  # never raises: errors go to the connection's writer task
+                continue
+            chunk = framed[sub.encoding](queue[0])
+            assert chunk
+            fd = writer.fileno()
+            try:
+                n = write(fd, chunk) if fd >= 0 else -1
+            except OSError:
+                n = -1  # nothing written: ``flush`` tries again and deals with it
+            if n < 0:
+                d.flush()
+                continue
+            queue.popleft()
+            if n == len(chunk):
+                sub.queued_bytes -= n
+                sent += n
+            else:  # the rest is the writer task's
+                sub.inflight_bytes = len(chunk)
+                writer.keep_tail(chunk, n)
+                d.wakeup.set()
+        self.sent_bytes += sent
+        if self.after is not None:
+            self.after()
 
 
 # -- one connection's delivery -----------------------------------------------------------------

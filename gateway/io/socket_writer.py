@@ -14,9 +14,10 @@ after trio-websocket's handshake, this module takes over the *data* path of a co
 
 * a record is encoded and framed once per encoding (``fanout.wsframe.build_frame``, cached on
   the hub's shared ``OutFrame``); every subscriber's buffer refers to those same bytes;
-* once per scheduling tick the ``Flusher`` task (``delivery``) writes what each ready
-  subscriber has queued, all of it joined into one non-blocking ``write`` (no task switch per
-  subscriber, and records published in the same tick are coalesced into one send);
+* at the end of each publish (one upstream read's records), in the publishing task, the
+  ``Flusher`` (``delivery``) writes what each ready subscriber has queued, all of it joined
+  into one non-blocking ``write`` (no task switch per subscriber, and the records of one read
+  are coalesced into one send);
 * only what the socket does not take at once (a backlog) is left to the subscriber's own writer
   task, which waits for the socket to become writable (``SocketWriter.send``).
 
@@ -189,7 +190,7 @@ class SocketWriter:
         """Write without waiting; the caller checked ``writable_now``. True: all written. False:
         the rest is in ``tail`` (the lock is then held for the writer task) or the write failed
         (``error``); either way the writer task must be woken."""
-        # The hot path (once per subscriber per tick), so ``_write`` is inlined for its common
+        # The hot path (once per subscriber per round), so ``_write`` is inlined for its common
         # case; anything unusual goes through ``_write`` for the error handling.
         n = -1
         if self.ws.closed is None:

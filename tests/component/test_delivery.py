@@ -203,20 +203,38 @@ async def test_abort_closes_the_socket_and_passes_the_lock_on() -> None:
     peer.close()
 
 
-async def test_flusher_runs_each_scheduled_flush_once_per_round() -> None:
+async def test_a_publish_is_written_before_it_returns_without_waking_the_flusher() -> None:
+    """``Hub.after_publish`` is the flusher's round: an upstream read's records are on the
+    subscribers' sockets when ``publish`` returns, no task switch between; an answer to a
+    request (a cold path) waits for the flusher task's round."""
+    hub = Hub(EPOCH)
+    feed = FakeFeed(hub)
     flusher = Flusher()
-    calls: list[str] = []
+    flusher.attach(hub)
     rounds: list[int] = []
-    flusher.after = lambda: rounds.append(len(calls))
+    flusher.after = lambda: rounds.append(flusher.sent_bytes)
+    sub = hub.connect(Encoding.JSON)
+    hub.subscribe(sub, [feed.stream("trades")])
+    wire, peer = await _wire_pair(sndbuf=65536)
+    delivery = Delivery(
+        sub, writer=wire, ws=None, flusher=flusher, close_timeout=5.0, on_sent=lambda n: None
+    )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(flusher.run)
-        flusher.schedule(lambda: calls.append("a"))
-        flusher.schedule(lambda: calls.append("b"))
+        nursery.start_soon(delivery.run, lambda *why: None)
         await trio.testing.wait_all_tasks_blocked()
-        flusher.schedule(lambda: calls.append("c"))
+        assert not sub.queue  # hello and subscribed, written by the flusher task's round
+        before = len(rounds)
+        feed.publish(feed.trade())
+        assert not sub.queue and len(rounds) == before + 1  # written inside ``publish``
+        hub.reply(sub, Pong(id=3))
+        assert len(sub.queue) == 1  # queued; the flusher task writes it
         await trio.testing.wait_all_tasks_blocked()
+        assert not sub.queue and len(rounds) == before + 2
         nursery.cancel_scope.cancel()
-    assert calls == ["a", "b", "c"] and rounds == [2, 3]
+    frames = [json.loads(await trio.to_thread.run_sync(_read_frame, peer)) for _ in range(4)]
+    assert [f["type"] for f in frames] == ["hello", "subscribed", "trade", "pong"]
+    peer.close()
 
 
 async def test_flusher_inline_write_hands_a_partial_frame_to_the_writer_task() -> None:
@@ -400,7 +418,7 @@ async def test_exact_frames_in_order_across_backlog_coalescing_and_pings() -> No
             await client.stream.aclose()
 
 
-async def test_one_write_per_subscriber_for_the_records_of_one_tick(
+async def test_one_write_per_subscriber_for_the_records_of_one_publish(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     writes: list[int] = []
@@ -423,8 +441,8 @@ async def test_one_write_per_subscriber_for_the_records_of_one_tick(
 
             def publish_burst() -> None:
                 monkeypatch.setattr(socket_writer.os, "write", counting_write)
-                for _ in range(20):  # all in one tick: no checkpoint in between
-                    feed.publish(feed.trade())
+                # One upstream read's records: one publish (``ingest.batch``).
+                feed.publish(*(feed.trade() for _ in range(20)))
 
             msgs = await in_thread(client)
             assert [m["seq"] for m in msgs[2:]] == list(range(1, 22))

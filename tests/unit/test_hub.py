@@ -697,3 +697,22 @@ def test_after_ready_once_per_operation_that_made_a_subscriber_ready() -> None:
     assert woken == [1, 1] and len(ready) == 4
     hub.close(subs[1], CLOSE_GOING_AWAY, "bye")
     assert woken == [1, 1, 1] and len(ready) == 5
+
+
+def test_publish_calls_after_publish_instead_of_after_ready() -> None:
+    """A publish's records are complete when it returns (the I/O side writes them at once);
+    the cold paths queue frame by frame and only wake the I/O side."""
+    hub = Hub(EPOCH)
+    feed = FakeFeed(hub)
+    calls: list[str] = []
+    hub.after_ready = lambda: calls.append("ready")
+    hub.after_publish = lambda: calls.append("publish")
+    sub = hub.connect()
+    hub.subscribe(sub, [feed.stream("trades")])
+    drain(sub)
+    sub.on_ready = lambda: None
+    hub.publish([feed.trade(), feed.trade()])
+    assert calls == ["publish"]
+    drain(sub)
+    hub.reply(sub, Pong(id=1))
+    assert calls == ["publish", "ready"]
