@@ -56,8 +56,8 @@ class Flusher:
     At live rates every message makes every subscriber ready and is written on its own, so the
     work per delivery is what this module can make cheap. A fast-path connection's ``on_ready``
     is therefore a bare append to ``pending`` (a C call: no Python frame per delivery), the hub
-    calls the round once per operation, and the round writes a connection's single queued
-    frame inline; anything else goes through ``Delivery.flush``. A connection may be in
+    calls the round once per publish, and the round writes a connection's single queued frame
+    inline; anything else goes through ``Delivery.flush``. A connection may be in
     ``pending`` twice (its queue emptied and refilled before the round): the second flush finds
     nothing to do.
     """

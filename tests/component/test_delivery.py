@@ -203,7 +203,7 @@ async def test_abort_closes_the_socket_and_passes_the_lock_on() -> None:
     peer.close()
 
 
-async def test_a_publish_is_written_before_it_returns_without_waking_the_flusher() -> None:
+async def test_a_publish_is_written_before_it_returns() -> None:
     """``Hub.after_publish`` is the flusher's round: an upstream read's records are on the
     subscribers' sockets when ``publish`` returns, no task switch between; an answer to a
     request (a cold path) waits for the flusher task's round."""
