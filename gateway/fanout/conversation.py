@@ -74,17 +74,23 @@ class Conversation:
         return self.handle(request)
 
     def handle(self, request: Request) -> Error | None:
+        error: Error | None = None
         match request:
             case SubscribeRequest():
-                return self.subscribe(request.streams, resume=request.resume, request_id=request.id)
+                error = self.subscribe(
+                    request.streams, resume=request.resume, request_id=request.id
+                )
             case UnsubscribeRequest():
-                return self.unsubscribe(request.streams, request_id=request.id)
+                error = self.unsubscribe(request.streams, request_id=request.id)
             case PingRequest():
                 self.hub.reply(self.sub, Pong(id=request.id))
             case ListRequest():
                 streams = self.hub.stream_list(self.sub)
                 self.hub.reply(self.sub, StreamList(id=request.id, streams=streams))
-        return None
+        # Any answer may have taken the buffer over its bound: the request is an operation,
+        # and its conflations end with it (``fanout.conflation``), not at some later publish.
+        self.hub.settle()
+        return error
 
     def subscribe(
         self,

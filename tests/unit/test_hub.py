@@ -716,3 +716,28 @@ def test_publish_calls_after_publish_instead_of_after_ready() -> None:
     drain(sub)
     hub.reply(sub, Pong(id=1))
     assert calls == ["publish", "ready"]
+
+
+@pytest.mark.parametrize("op", ["ping", "list", "unsubscribe"])
+def test_an_answer_that_overflows_is_settled_within_its_request(op: str) -> None:
+    """Every request ends with its conflations settled, not only a subscribe: an answer that
+    takes a book subscriber over its buffer leaves it conflated (within the bound) or closed
+    when ``receive`` returns, never over the bound until some later publish."""
+    hub = Hub(EPOCH, buffer_bytes=4096, slow_policy="conflate")
+    btc, eth = FakeFeed(hub, "BTCUSD"), FakeFeed(hub, "ETHUSD", seed=2)
+    btc.publish(btc.snapshot())
+    eth.publish(eth.snapshot())
+    sub = hub.connect()
+    request(hub, sub, op="subscribe", streams=["book.BTCUSD", "book.ETHUSD"])
+    drain(sub)
+    for _ in range(5):
+        btc.publish(btc.update())
+    sub.buffer_bytes = sub.queued_bytes + 5  # any answer takes it over
+    before = hub.stats.conflations
+    if op == "unsubscribe":
+        request(hub, sub, op="unsubscribe", streams=["book.ETHUSD"])
+    else:
+        request(hub, sub, op=op)
+    assert sub.conflating is None
+    assert sub.close_code is not None or sub.queued_bytes <= sub.buffer_bytes
+    assert hub.stats.conflations == before + 1
