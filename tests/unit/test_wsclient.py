@@ -174,6 +174,10 @@ def test_too_big_is_decided_from_the_header_before_the_payload_arrives() -> None
     proto = ClientProtocol(4096)
     proto.receive(frame(0x1, b"x" * 3000, fin=False) + frame(0x0, b"x" * 3000)[:4])
     assert proto.closing is not None and proto.closing.code == CLOSE_MESSAGE_TOO_BIG
+    # A 16-bit length too: 60,000 bytes announced against a 4,096-byte limit.
+    proto = ClientProtocol(4096)
+    assert proto.receive(bytes((0x81, 126)) + struct.pack(">H", 60_000) + b"x" * 10) == []
+    assert proto.closing is not None and proto.closing.code == CLOSE_MESSAGE_TOO_BIG
     # At the limit exactly: fine.
     proto = ClientProtocol(4096)
     assert proto.receive(frame(0x2, b"x" * 4096)) == [b"x" * 4096]
