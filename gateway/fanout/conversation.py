@@ -211,6 +211,7 @@ class Conversation:
                 id=request_id, streams=[st.name for st in gone], patterns=removed_patterns
             ),
         )
+        hub.settle()
         return None
 
     def forget(self) -> None:

@@ -718,7 +718,7 @@ def test_publish_calls_after_publish_instead_of_after_ready() -> None:
     assert calls == ["publish", "ready"]
 
 
-@pytest.mark.parametrize("op", ["ping", "list", "unsubscribe"])
+@pytest.mark.parametrize("op", ["ping", "list", "unsubscribe", "Hub.unsubscribe"])
 def test_an_answer_that_overflows_is_settled_within_its_request(op: str) -> None:
     """Every request ends with its conflations settled, not only a subscribe: an answer that
     takes a book subscriber over its buffer leaves it conflated (within the bound) or closed
@@ -734,7 +734,9 @@ def test_an_answer_that_overflows_is_settled_within_its_request(op: str) -> None
         btc.publish(btc.update())
     sub.buffer_bytes = sub.queued_bytes + 5  # any answer takes it over
     before = hub.stats.conflations
-    if op == "unsubscribe":
+    if op == "Hub.unsubscribe":
+        hub.unsubscribe(sub, ["book.ETHUSD"])
+    elif op == "unsubscribe":
         request(hub, sub, op="unsubscribe", streams=["book.ETHUSD"])
     else:
         request(hub, sub, op=op)
