@@ -132,7 +132,11 @@ async def test_drop_under_heavy_update_flow() -> None:
         subs = make_subs(24)
         since = await rig.start(subs, MARKETS)
         before = connections(rig.gateway)
-        for _ in range(5):
+        for k in range(5):
+            # The gateway's side too must have the connection (and have said "connected"):
+            # under load the simulator may see it streaming while the gateway has not read
+            # its 101 yet, and a drop then is a failed attempt, with no status pair to count.
+            await wait_connections(rig.gateway, {"marketdata": before["marketdata"] + k})
             with trio.fail_after(20):
                 await rig.sim.wait_until(lambda: bool(live(rig.sim, "/marketdata")))
                 await rig.sim.wait_for_events(rig.sim.events_generated + 1500)
