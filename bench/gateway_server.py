@@ -23,7 +23,6 @@ of the whole process to ``DIR/gateway-<pid>.prof`` on exit.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import cProfile
 import logging
@@ -33,7 +32,7 @@ from urllib.parse import urlsplit
 
 import trio
 
-from bench.procs import die_with_parent
+from bench.procs import server_arguments
 
 SETTINGS = (
     'server.host="127.0.0.1"',
@@ -80,11 +79,7 @@ async def run(upstream: str, max_seconds: float) -> None:
 
 
 def main() -> None:
-    die_with_parent()
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--upstream", required=True)
-    parser.add_argument("--max-seconds", type=float, default=900.0)
-    args = parser.parse_args()
+    args = server_arguments()
     from gateway.logs import setup_logging
     from gateway.run_command import freeze_startup_heap
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import os
@@ -23,6 +24,16 @@ def die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() == 1:  # the parent is already gone
         os._exit(1)
+
+
+def server_arguments(parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """The command line of every server under test (``servers.ServerSpec.command``): dies with
+    the harness, reads ``--upstream URL`` and ``--max-seconds S`` (and what ``parser`` adds)."""
+    die_with_parent()
+    parser = parser or argparse.ArgumentParser()
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--max-seconds", type=float, default=900.0)
+    return parser.parse_args()
 
 
 def free_port() -> int:

@@ -11,7 +11,6 @@ the per-delivery Python left is one loop step and one C call. The upstream is re
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 
@@ -26,7 +25,7 @@ from picows import (
     ws_create_server,
 )
 
-from bench.procs import die_with_parent
+from bench.procs import server_arguments
 
 RETRY = 0.05
 
@@ -88,11 +87,7 @@ async def run(upstream: str, max_seconds: float) -> None:
 
 
 def main() -> None:
-    die_with_parent()
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--upstream", required=True)
-    parser.add_argument("--max-seconds", type=float, default=900.0)
-    args = parser.parse_args()
+    args = server_arguments()
     with contextlib.suppress(KeyboardInterrupt):
         uvloop.run(run(args.upstream, args.max_seconds))
 

@@ -24,7 +24,7 @@ from typing import cast
 import uvloop
 
 from bench import wsframes
-from bench.procs import die_with_parent
+from bench.procs import server_arguments
 
 RETRY = 0.05
 
@@ -141,12 +141,9 @@ async def run(upstream: str, max_seconds: float, batched: bool) -> None:
 
 
 def main() -> None:
-    die_with_parent()
     parser = argparse.ArgumentParser()
-    parser.add_argument("--upstream", required=True)
-    parser.add_argument("--max-seconds", type=float, default=900.0)
     parser.add_argument("--mode", choices=("floor", "batched"), default="floor")
-    args = parser.parse_args()
+    args = server_arguments(parser)
     with contextlib.suppress(KeyboardInterrupt):
         uvloop.run(run(args.upstream, args.max_seconds, args.mode == "batched"))
 

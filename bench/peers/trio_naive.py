@@ -9,7 +9,6 @@ after ``--max-seconds``.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 
 import trio
@@ -23,7 +22,7 @@ from trio_websocket import (
 )
 
 from bench.peers.book import DictBook
-from bench.procs import die_with_parent
+from bench.procs import server_arguments
 
 # Deep enough that a burst never blocks the upstream task in practice, like broadcast().
 QUEUE = 1_000_000
@@ -71,11 +70,7 @@ async def run(upstream: str, max_seconds: float) -> None:
 
 
 def main() -> None:
-    die_with_parent()
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--upstream", required=True)
-    parser.add_argument("--max-seconds", type=float, default=900.0)
-    args = parser.parse_args()
+    args = server_arguments()
     with contextlib.suppress(KeyboardInterrupt):
         trio.run(run, args.upstream, args.max_seconds)
 

@@ -10,7 +10,6 @@ ready; exits after ``--max-seconds``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 
@@ -20,7 +19,7 @@ from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from bench.peers.book import DictBook
-from bench.procs import die_with_parent
+from bench.procs import server_arguments
 
 
 async def run(upstream: str, max_seconds: float) -> None:
@@ -64,11 +63,7 @@ async def run(upstream: str, max_seconds: float) -> None:
 
 
 def main() -> None:
-    die_with_parent()
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--upstream", required=True)
-    parser.add_argument("--max-seconds", type=float, default=900.0)
-    args = parser.parse_args()
+    args = server_arguments()
     with contextlib.suppress(KeyboardInterrupt, TimeoutError):
         uvloop.run(run(args.upstream, args.max_seconds))
 

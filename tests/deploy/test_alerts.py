@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,17 +88,6 @@ def _promtool() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return found
-
-
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    return _promtool()
-
-
-@pytest.fixture(scope="module")
-def chart() -> Iterator[Any]:
-    with helm.Chart.load(CHART_DIR) as loaded:
-        yield loaded
 
 
 def prometheus_rule(chart: Any, values: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,6 @@ from tests.deploy.test_alerts import (
     ALERTS,
     RUNBOOK_URL,
     TESTS,
-    _promtool,
     _runbook_anchors,
     alert_cases,
     alerts,
@@ -63,17 +61,6 @@ CLUSTER_TUNED: dict[str, Any] = {
         },
     },
 }
-
-
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    return _promtool()
-
-
-@pytest.fixture(scope="module")
-def chart() -> Iterator[Any]:
-    with helm.Chart.load(CHART_DIR) as loaded:
-        yield loaded
 
 
 def _cluster_keys() -> list[str]:
