@@ -85,11 +85,9 @@ class Hub:
         self._subscribers: set[Subscriber] = set()
         self._ids = itertools.count(1)
         self._conflation = Conflation(self, slow_policy)
-        # Called once after any operation that called some subscriber's ``on_ready``: the I/O
-        # side's ``on_ready`` may then be a bare list append (no Python frame per delivery,
-        # see ``io.delivery.Flusher``), woken here once per operation. ``publish`` calls
-        # ``after_publish`` instead when it is set: its records are complete, the I/O side may
-        # write them at once; the other operations queue frame by frame.
+        # Called once after an operation that called some subscriber's ``on_ready`` (which may
+        # then be a bare list append: see ``io.delivery.Flusher``); ``publish`` calls
+        # ``after_publish`` instead when set: its records are complete, to be written at once.
         self.after_ready: Callable[[], None] | None = None
         self.after_publish: Callable[[], None] | None = None
 
@@ -131,8 +129,7 @@ class Hub:
             st.snapshot_cache.clear()
 
     def publish(self, records: Sequence[Record]) -> None:
-        """Append records to their streams and to every subscriber's buffer, then tell the I/O
-        side once (``after_publish``, else ``after_ready``) if a subscriber became ready."""
+        """Append records to their streams and subscribers' buffers; then ``after_publish``."""
         streams = self._streams
         deliveries = 0
         kinds = self.stats.records_published
@@ -175,10 +172,9 @@ class Hub:
         if self._conflation.pending:
             self._conflation.settle()
         self.stats.deliveries += deliveries
-        if woke:
-            after = self.after_publish or self.after_ready
-            if after is not None:
-                after()
+        after = self.after_publish or self.after_ready
+        if woke and after is not None:
+            after()
 
     # -- the subscriber side -------------------------------------------------------------
 
