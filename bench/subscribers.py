@@ -4,11 +4,16 @@ They count only what they verified: every connection walks its byte stream frame
 checks each record's ``seq`` against the last one of its stream (``bench.verify``: one header
 decode and one regular expression search per frame, no copy). A violation is reported with the
 stats and fails the benchmark. In latency mode the ``exchange_time`` stamp of each record is
-compared with the wall clock at the moment the bytes were handed over by the kernel. uvloop
-rather than the
-standard loop because these processes share the 2 cores with the server under test: at N = 100
-and 1,000 msg/s they took ~78% of a core on the standard loop and ~56% on uvloop, and whatever
-they take shows up in every server's tail latency.
+compared with the wall clock at the moment the bytes were handed over by the kernel.
+
+These processes share the 2 cores with the server under test, so whatever they take while a
+server delivers shows up in every server's tail latency. Hence uvloop rather than the standard
+loop (at N = 100 and 1,000 msg/s: ~78% of a core on the standard loop, ~56% on uvloop, when
+they only counted), and, in latency mode, the check deferred: a read then only keeps its bytes
+and its arrival time, and the frames are walked when the harness next asks for the counts
+(``stats``: after the feeder's last send) or when ``DEFER_LIMIT`` bytes are waiting. Walking
+every frame at once on arrival took the two processes from ~56% to ~100% of a core at
+N = 100 and 1,000 msg/s, and the p99 of every server with it (docs/performance.md).
 
 Driven over a ``multiprocessing`` pipe by ``bench.run``; every wait has a deadline.
 """
@@ -30,6 +35,8 @@ from bench.procs import die_with_parent
 from bench.verify import FrameChecker
 
 RECEIVE_BUFFER = 256 * 1024
+# In latency mode, the bytes a process keeps unchecked before it checks them on arrival again.
+DEFER_LIMIT = 256 * 1024 * 1024
 
 
 class Shared:
@@ -42,6 +49,7 @@ class Shared:
         self.samples = array("q")
         self.closed = 0
         self.violations: list[str] = []
+        self.deferred_bytes = 0  # latency mode: received, not yet checked (all connections)
         # One receive buffer for all connections: a read is consumed before the next one.
         self.buffer = bytearray(RECEIVE_BUFFER)
         self.view = memoryview(self.buffer)
@@ -62,6 +70,7 @@ class Subscriber(asyncio.BufferedProtocol):
         self.head = b""
         self.streaming = False
         self.checker = FrameChecker()
+        self.deferred: list[tuple[int, bytes | bytearray]] = []  # latency mode: (arrival ns, chunk)
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -99,17 +108,35 @@ class Subscriber(asyncio.BufferedProtocol):
             if not chunk:
                 return
         shared = self.shared
-        checker = self.checker
-        bad = len(checker.violations)
-        if shared.latency_on:
-            n = checker.feed(chunk, time.time_ns(), shared.samples)
-        else:
-            n = checker.feed(chunk)
-        if n:
-            shared.count += n
+        if shared.latency_on and shared.deferred_bytes < DEFER_LIMIT:
+            self.deferred.append((time.time_ns(), chunk))
+            shared.deferred_bytes += len(chunk)
+            return
+        self.check_deferred()
+        if self.check(chunk, time.time_ns() if shared.latency_on else None):
             shared.last_recv_ns = time.monotonic_ns()
+
+    def check(self, chunk: bytes | bytearray, arrived_ns: int | None = None) -> int:
+        """Walk ``chunk``'s frames (``arrived_ns``: take each record's latency) and count
+        them; returns how many records it held."""
+        shared, checker = self.shared, self.checker
+        bad = len(checker.violations)
+        if arrived_ns is None:
+            n = checker.feed(chunk)
+        else:
+            n = checker.feed(chunk, arrived_ns, shared.samples)
+        shared.count += n
         if len(checker.violations) > bad and len(shared.violations) < 5:
             shared.violations.extend(checker.violations[bad:])
+        return n
+
+    def check_deferred(self) -> None:
+        """Check what latency mode kept, in the order it arrived."""
+        if self.deferred:
+            deferred, self.deferred = self.deferred, []
+            for arrived_ns, chunk in deferred:
+                self.check(chunk, arrived_ns)
+                self.shared.deferred_bytes -= len(chunk)
 
     @property
     def count(self) -> int:
@@ -191,7 +218,12 @@ class Host:
             errors.append(f"timeout after {limit}s")
         return ("connected", len(self.subs), errors[:3])
 
+    def check_deferred(self) -> None:
+        for sub in self.subs:
+            sub.check_deferred()
+
     def stats(self) -> tuple[Any, ...]:
+        self.check_deferred()
         counts = [s.count for s in self.subs]
         return (
             "stats",
@@ -241,6 +273,7 @@ class Host:
                 self.shared.latency_on = True
                 reply = ("latency_on",)
             else:
+                self.check_deferred()
                 self.shared.latency_on = False
                 reply = ("samples", self.shared.samples.tobytes())
         elif op == "probe":

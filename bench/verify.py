@@ -55,7 +55,9 @@ class FrameChecker:
         if len(self.violations) < MAX_VIOLATIONS:
             self.violations.append(text)
 
-    def feed(self, chunk: bytes, now_ns: int = 0, samples: array[int] | None = None) -> int:
+    def feed(
+        self, chunk: bytes | bytearray, now_ns: int = 0, samples: array[int] | None = None
+    ) -> int:
         """Check the frames completed by ``chunk``; returns how many records they held. With
         ``samples``, append ``now_ns - exchange_time`` of every record to it."""
         buf = self.carry + chunk if self.carry else chunk
@@ -120,7 +122,7 @@ class FrameChecker:
         self.count += records
         return records
 
-    def _subscribed(self, buf: bytes, start: int, stop: int) -> None:
+    def _subscribed(self, buf: bytes | bytearray, start: int, stop: int) -> None:
         for m in HEAD.finditer(buf, start, stop):
             stream, head = m.group(1), int(m.group(2))
             self.last[stream] = head

@@ -3,10 +3,13 @@ what it cannot verify would count torn frames and lost records as deliveries."""
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from array import array
 
-from bench import wsframes
+import pytest
+
+from bench import subscribers, wsframes
 from bench.verify import FrameChecker
 
 STAMP = 1_700_000_000_000_000_000
@@ -115,3 +118,54 @@ def test_the_gateways_initial_state_then_live_records_from_the_head() -> None:
     unordered = FrameChecker()
     unordered.feed(subscribed + record(9) + record(3) + record(11))
     assert unordered.violations == ["trades.BTCUSD: catch-up seq 3 out of order"]
+
+
+def _streaming_subscriber() -> tuple[subscribers.Shared, subscribers.Subscriber]:
+    shared = subscribers.Shared()
+    sub = subscribers.Subscriber(shared, "127.0.0.1", 1, "/", None)
+    sub.streaming = True  # past the handshake
+    return shared, sub
+
+
+def _receive(shared: subscribers.Shared, sub: subscribers.Subscriber, chunk: bytes) -> None:
+    shared.buffer[: len(chunk)] = chunk
+    sub.buffer_updated(len(chunk))
+
+
+def test_latency_mode_checks_later_in_arrival_order_and_counts_only_then() -> None:
+    async def main() -> None:
+        shared, sub = _streaming_subscriber()
+        shared.latency_on = True
+        first = record(1, stamp=STAMP)
+        _receive(shared, sub, first[:9])  # a frame torn across two reads
+        _receive(shared, sub, first[9:] + record(2, stamp=STAMP + 10))
+        _receive(shared, sub, record(4, stamp=STAMP + 20))  # 3 is missing
+        assert shared.count == 0 and list(shared.samples) == []  # kept, not checked yet
+        sub.check_deferred()
+        assert shared.count == 3
+        assert len(shared.samples) == 3 and all(s > 0 for s in shared.samples)
+        assert shared.violations == ["trades.BTCUSD: seq 4 after 2"]
+        assert shared.deferred_bytes == 0 and sub.deferred == []
+
+    asyncio.run(main())
+
+
+def test_over_the_limit_a_read_is_checked_at_once_after_what_was_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def main() -> None:
+        shared, sub = _streaming_subscriber()
+        shared.latency_on = True
+        monkeypatch.setattr(subscribers, "DEFER_LIMIT", len(record(1)) + 1)
+        _receive(shared, sub, record(1))
+        _receive(shared, sub, record(2))  # still under the limit when it arrived: kept
+        assert shared.count == 0
+        _receive(shared, sub, record(3))  # over it: everything checked, in order
+        assert shared.count == 3 and shared.violations == []
+        assert shared.deferred_bytes == 0
+        shared.latency_on = False
+        _receive(shared, sub, record(5))  # outside latency mode: checked on arrival
+        assert shared.count == 4
+        assert shared.violations == ["trades.BTCUSD: seq 5 after 3"]
+
+    asyncio.run(main())
