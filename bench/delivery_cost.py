@@ -47,7 +47,7 @@ STREAM = "trades.BTCUSD"
 class _Ws:
     """What ``SocketWriter`` looks at of a trio-websocket connection: not closing."""
 
-    closed = None
+    _close_reason = None
 
 
 class _DevNull:

@@ -51,13 +51,21 @@ def test_installed_trio_websocket_is_one_the_fast_path_was_tested_with() -> None
     impl = inspect.getsource(trio_websocket.WebSocketConnection)
     assert impl.count("self._stream.send_all") == 1
     assert impl.count("async with self._stream_lock") == 1
+    # The writers read _close_reason for ``closed`` (no call per delivery).
+    closed = trio_websocket.WebSocketConnection.closed
+    assert isinstance(closed, property) and closed.fget is not None
+    assert inspect.getsource(closed.fget).strip().endswith("return self._close_reason")
 
 
 class _FakeWs:
     def __init__(self, stream: trio.abc.Stream, lock: Any) -> None:
         self._stream = stream
         self._stream_lock = lock
-        self.closed: object = None
+        self._close_reason: object = None
+
+    @property
+    def closed(self) -> object:
+        return self._close_reason
 
 
 async def test_adopt_waits_for_writes_under_way_on_the_old_lock() -> None:
@@ -271,6 +279,62 @@ async def test_flusher_inline_write_hands_a_partial_frame_to_the_writer_task() -
         hub.close(sub, CLOSE_GOING_AWAY, "bye")
         await trio.testing.wait_all_tasks_blocked()
         assert ended == [("shutdown", CLOSE_GOING_AWAY, "bye")]
+        nursery.cancel_scope.cancel()
+    peer.close()
+
+
+async def test_the_records_of_one_publish_are_joined_into_one_write_even_when_cut_short(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Several frames queued (one read of several messages): the round joins them into one
+    write itself; a socket that takes only part of it leaves the rest to the writer task, and a
+    backlog over one batch (``DEFAULT_BATCH_BYTES``) goes through ``Delivery.flush`` in
+    batches. The peer gets every frame whole and in order."""
+    hub = Hub(EPOCH)
+    feed = FakeFeed(hub)
+    flusher = Flusher()
+    flusher.attach(hub)
+    sub = hub.connect(Encoding.JSON)
+    hub.subscribe(sub, [feed.stream("trades")])
+    wire, peer = await _wire_pair(sndbuf=4096)
+    delivery = Delivery(
+        sub, writer=wire, ws=None, flusher=flusher, close_timeout=5.0, on_sent=lambda n: None
+    )
+    writes: list[int] = []
+    flushes: list[int] = []
+    real_write, real_flush = os.write, Delivery.flush
+
+    def counting_write(fd: int, data: Any) -> int:
+        writes.append(len(data))
+        return real_write(fd, data)
+
+    def counting_flush(self: Delivery) -> None:
+        flushes.append(len(self.sub.queue))
+        real_flush(self)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(flusher.run)
+        nursery.start_soon(delivery.run, lambda *why: None)
+        await trio.testing.wait_all_tasks_blocked()
+        head = [await trio.to_thread.run_sync(_read_frame, peer) for _ in range(2)]
+        assert [json.loads(f)["type"] for f in head] == ["hello", "subscribed"]
+        monkeypatch.setattr(os, "write", counting_write)
+        monkeypatch.setattr(Delivery, "flush", counting_flush)
+        feed.publish(*(feed.trade() for _ in range(300)))  # ~60 KB, a 4 KB socket buffer
+        assert len(writes) == 1 and not flushes  # joined in the round, one write
+        assert wire.mid_frame and not sub.queue  # cut short: the rest is the writer task's
+        monkeypatch.setattr(os, "write", real_write)
+        frames = [json.loads(await trio.to_thread.run_sync(_read_frame, peer)) for _ in range(300)]
+        await trio.testing.wait_all_tasks_blocked()
+        assert sub.queued_bytes == 0 and not wire.mid_frame  # the writer task finished it
+        backlog = 1500  # ~310 KB in one publish, to a connection with nothing in flight
+        feed.publish(*(feed.trade() for _ in range(backlog)))
+        assert flushes == [backlog]  # over one batch: ``Delivery.flush``
+        for _ in range(backlog):
+            frames.append(json.loads(await trio.to_thread.run_sync(_read_frame, peer)))
+        assert [f["seq"] for f in frames] == list(range(1, 301 + backlog))
+        await trio.testing.wait_all_tasks_blocked()
+        assert sub.queued_bytes == 0 and not wire.mid_frame
         nursery.cancel_scope.cancel()
     peer.close()
 
