@@ -3,8 +3,8 @@
 The way of a record: ``Hub.publish`` appends its ``OutFrame`` to each subscriber's queue
 (``fanout.outbox``) → the queue's ``on_ready`` puts the connection in the ``Flusher``'s
 ``pending`` list → at the end of the publish (``Hub.after_publish``) the flusher writes each
-pending connection's queue, already framed (one frame inline, a backlog joined by
-``Delivery.flush``), with one non-blocking write
+pending connection's queue, already framed and joined (a backlog over one batch by
+``Delivery.flush``, in batches), with one non-blocking write
 (``socket_writer.SocketWriter``; why trio-websocket's send path is bypassed: see there) → only
 what the socket does not take at once is left to the connection's writer task
 (``Delivery.run``), which waits for the socket to become writable.
@@ -56,8 +56,11 @@ class Flusher:
     At live rates every message makes every subscriber ready and is written on its own, so the
     work per delivery is what this module can make cheap. A fast-path connection's ``on_ready``
     is therefore a bare append to ``pending`` (a C call: no Python frame per delivery), the hub
-    calls the round once per publish, and the round writes a connection's single queued frame
-    inline; anything else goes through ``Delivery.flush``. A connection may be in
+    calls the round once per publish, and the round writes a connection's queued frames
+    itself, joined (one read of several messages: 9,941 user-space instructions per subscriber
+    for two records, against 13,274 through ``Delivery.flush``); anything unusual (a write in
+    flight, a lock held, a close, more than one batch) goes through ``Delivery.flush``.
+    A connection may be in
     ``pending`` twice (its queue emptied and refilled before the round): the second flush finds
     nothing to do.
     """
