@@ -62,6 +62,17 @@ def test_a_dear_floor_tightens_the_floor_target_to_1_2x() -> None:
     assert v["capacity at SLO vs websockets >= 3x"] == "**no**"
 
 
+def test_targets_show_how_far_the_runs_scattered() -> None:
+    r = results({"gateway": 6.0, "websockets": 10.0}, {"gateway": 0.0, "websockets": 0.0})
+    r["operating"]["paced"] += [paced("gateway", 8.0, 3.0, 1), paced("websockets", 10.0, 1.0, 1)]
+    lines = report_operating.targets(r)
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in lines if line.startswith("| ")}
+    ws = rows["CPU / delivery vs websockets <= 0.7x"]
+    assert ws[1:] == ["0.70x", "yes", "0.60x to 0.80x (2 runs) |"]
+    assert rows["p99 <= 2 ms"][1:] == ["2.00 ms", "yes", "1.00 ms to 3.00 ms (2 runs) |"]
+    assert rows["CPU / delivery vs picows <= 1.0x"][1:] == ["n/a", "n/a", "n/a |"]
+
+
 def test_ratios_pair_runs_and_saturation_is_infinite() -> None:
     rows = [paced("gateway", 4.0, 1.0, 0), paced("websockets", 8.0, None, 0),
             paced("gateway", 6.0, 2.0, 1), paced("websockets", 6.0, 1.0, 1)]  # fmt: skip
