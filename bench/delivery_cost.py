@@ -139,9 +139,12 @@ def _ticks(count: int, interval: float) -> tuple[socket.socket, Callable[[], Non
     return mine, stop
 
 
-async def _gateway_path(sinks: list[object], rounds: int, interval: float) -> float:
+async def _gateway_path(
+    sinks: list[object], rounds: int, interval: float, per_publish: int = 1
+) -> float:
     """CPU seconds per delivery of the gateway's delivery path into ``sinks``, one record per
-    wake-up of a trio socket read (as the upstream task publishes one read's records)."""
+    wake-up of a trio socket read (as the upstream task publishes one read's records); back to
+    back, ``per_publish`` records per publish (one read of several messages)."""
     hub = Hub("1")
     hub.declare_stream(STREAM)
     flusher = Flusher()
@@ -157,17 +160,19 @@ async def _gateway_path(sinks: list[object], rounds: int, interval: float) -> fl
         sub.on_ready = delivery.on_ready
         delivery.on_ready()  # hello and subscribed are queued already
         flusher.wake()
-    records = [_trade(i + 1) for i in range(rounds + 20)]
+    k = per_publish
+    records = [_trade(i + 1) for i in range((rounds + 20) * k)]
     warm = 20
     if not interval:  # back to back, no wake-ups: the per-delivery path alone
         async with trio.open_nursery() as nursery:
             nursery.start_soon(flusher.run)
-            for record in records[:warm]:
-                hub.publish([record])
+            for i in range(warm):
+                hub.publish(records[i * k : (i + 1) * k])
                 await trio.sleep(0.001)
             t0 = time.process_time()
-            for record in records[warm:]:
-                hub.publish([record])  # the flusher's round runs inside (``after_publish``)
+            for i in range(warm, warm + rounds):
+                # The flusher's round runs inside (``after_publish``).
+                hub.publish(records[i * k : (i + 1) * k])
             t1 = time.process_time()
             nursery.cancel_scope.cancel()
     else:
@@ -273,11 +278,20 @@ def main() -> None:
         help="run that path once into /dev/null and print nothing (for callgrind: the"
         " difference of two --n at the same --rounds is the instructions per delivery)",
     )
+    parser.add_argument(
+        "--per-publish",
+        type=int,
+        default=1,
+        help="with --only gateway --interval 0: records per publish (a read of several"
+        " messages, written to each subscriber in one write)",
+    )
     args = parser.parse_args()
+    if args.per_publish != 1 and (args.only != "gateway" or args.interval):
+        parser.error("--per-publish goes with --only gateway --interval 0")
     if args.only:
         nulls = [_DevNull() for _ in range(args.n)]
         if args.only == "gateway":
-            trio.run(_gateway_path, nulls, args.rounds, args.interval)
+            trio.run(_gateway_path, nulls, args.rounds, args.interval, args.per_publish)
         else:
             _floor([s.fd for s in nulls], args.rounds, args.interval)
         return
