@@ -109,6 +109,7 @@ class Hub:
         so subscribers can name it at once."""
         if name not in self._streams:
             self._create_stream(name)
+            self.settle()
 
     def register_book(self, stream: str, book: OrderBook) -> None:
         """The normalizer's book of a book stream: late joiners get snapshots built from it.
@@ -117,16 +118,20 @@ class Hub:
         st = self._streams.get(stream) or self._create_stream(stream)
         st.book = book
         st.snapshot_cache.clear()
+        self.settle()
 
     def seed_stream(self, name: str, epoch: str, seq: int) -> None:
         """Where a stream stands before its first record here: an edge (docs/cluster.md) that
         starts from a book's checkpoint or in the middle of a stream. The next record is
         ``seq + 1`` of ``epoch``, with no sequence break counted. A stream that already has
         history is left alone."""
-        st = self._streams.get(name) or self._create_stream(name)
-        if not st.history:
+        st = self._streams.get(name)
+        if st is None:  # seeded before it is announced: the announcement names this head
+            self._create_stream(name, epoch, seq)
+        elif not st.history:
             st.epoch, st.seq = epoch, seq
             st.snapshot_cache.clear()
+        self.settle()
 
     def publish(self, records: Sequence[Record]) -> None:
         """Append records to their streams and subscribers' buffers; then ``after_publish``."""
@@ -340,8 +345,12 @@ class Hub:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _create_stream(self, name: str) -> Stream:
-        st = self._streams[name] = Stream(name, self.epoch, self.history)
+    def _create_stream(self, name: str, epoch: str | None = None, seq: int = 0) -> Stream:
+        """A new stream (its next record is ``seq + 1`` of ``epoch``, by default this hub's),
+        announced to the subscribers whose patterns match it: an answer that can take one over
+        its buffer, so the public caller settles."""
+        st = self._streams[name] = Stream(name, epoch or self.epoch, self.history)
+        st.seq = seq
         for parsed, subs in list(self._patterns.values()):
             if parsed.matches(name):
                 for sub in sorted(subs, key=lambda s: s.id):

@@ -16,6 +16,7 @@ import gateway.fanout.outbox as outbox_module
 from bench.downstream_model import Model
 from gateway.contract.protocol import CLOSE_GOING_AWAY, CLOSE_SLOW, Encoding, Pong, ResumeFrom
 from gateway.fanout.hub import Hub, Subscriber
+from gateway.ingest.book import OrderBook
 from gateway.io.metrics import HubStatsCollector, Metrics
 from tests.support.fake_feed import EPOCH, FakeFeed
 
@@ -743,3 +744,42 @@ def test_an_answer_that_overflows_is_settled_within_its_request(op: str) -> None
     assert sub.conflating is None
     assert sub.close_code is not None or sub.queued_bytes <= sub.buffer_bytes
     assert hub.stats.conflations == before + 1
+
+
+@pytest.mark.parametrize("entry", ["declare_stream", "register_book", "seed_stream"])
+def test_a_new_stream_announced_over_the_buffer_is_settled_at_once(entry: str) -> None:
+    """A stream created outside a publish is announced (``subscribed``) to the matching pattern
+    subscribers; an announcement that takes one over its buffer is settled before the call
+    returns, not at some later publish."""
+    hub = Hub(EPOCH, buffer_bytes=4096, slow_policy="conflate")
+    btc = FakeFeed(hub, "BTCUSD")
+    btc.publish(btc.snapshot())
+    sub = hub.connect()
+    request(hub, sub, op="subscribe", streams=["book.*"])
+    drain(sub)
+    for _ in range(5):
+        btc.publish(btc.update())
+    sub.buffer_bytes = sub.queued_bytes + 5  # the announcement takes it over
+    before = hub.stats.conflations
+    if entry == "declare_stream":
+        hub.declare_stream("book.ETHUSD")
+    elif entry == "register_book":
+        hub.register_book("book.ETHUSD", OrderBook("ETHUSD"))
+    else:
+        hub.seed_stream("book.ETHUSD", EPOCH, 41)
+    assert sub.conflating is None
+    assert sub.close_code is not None or sub.queued_bytes <= sub.buffer_bytes
+    assert hub.stats.conflations == before + 1
+
+
+def test_a_seeded_stream_is_announced_at_its_seeded_head() -> None:
+    """An edge seeds a stream mid-way (``seed_stream``): a pattern subscriber is told the
+    seeded head, so the first record (head + 1) follows it without a gap."""
+    hub = Hub(EPOCH)
+    sub = hub.connect()
+    request(hub, sub, op="subscribe", streams=["trades.*"])
+    drain(sub)
+    hub.seed_stream("trades.ETHUSD", "7", 41)
+    announced = drain(sub)
+    assert announced[0]["type"] == "subscribed"
+    assert announced[0]["streams"] == [{"stream": "trades.ETHUSD", "epoch": "7", "seq": 41}]
