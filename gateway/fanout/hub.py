@@ -349,7 +349,9 @@ class Hub:
         """A new stream (its next record is ``seq + 1`` of ``epoch``, by default this hub's),
         announced to the subscribers whose patterns match it: an answer that can take one over
         its buffer, so the public caller settles."""
-        st = self._streams[name] = Stream(name, epoch or self.epoch, self.history)
+        st = self._streams[name] = Stream(
+            name, self.epoch if epoch is None else epoch, self.history
+        )
         st.seq = seq
         for parsed, subs in list(self._patterns.values()):
             if parsed.matches(name):

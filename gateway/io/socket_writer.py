@@ -37,8 +37,9 @@ tested: ``tests/component/test_delivery.py`` checks that ``_send`` still writes 
 ``_stream_lock``), and only over a plain ``trio.SocketStream``. Otherwise ``adopt`` returns
 None and ``delivery`` falls back to ``send_message`` (correct, slower). One more is read, never
 written: ``_close_reason``, which the public ``closed`` property returns (the same test checks
-that), looked at before every write: an attribute load instead of a Python call per delivery,
-566 of 6,745 user-space instructions per delivery (callgrind). Extensions: trio-websocket's
+that), looked at before every write: an attribute load instead of a Python call per delivery
+(with the flusher's joined round, the real gateway's user-space instructions per delivery went
+from 6,544 to 5,678: ``bench.message_cost``, docs/performance.md). Extensions: trio-websocket's
 server accepts none (no permessage-deflate), so the payload of a frame is the message itself.
 """
 
@@ -257,7 +258,8 @@ class SocketWriter:
 async def adopt(ws: Any) -> SocketWriter | None:
     """Take over the data path of an accepted trio-websocket server connection, or None if
     this trio-websocket version or this kind of stream is not supported (use
-    ``send_message`` then). The ONE place that touches trio-websocket's private state."""
+    ``send_message`` then). The ONE place that changes trio-websocket's private state (its
+    ``_close_reason`` is read elsewhere, checked here)."""
     if not FAST_PATH_AVAILABLE:
         return None  # pragma: no cover - depends on the installed version
     stream = getattr(ws, "_stream", None)
