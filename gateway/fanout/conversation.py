@@ -156,7 +156,7 @@ class Conversation:
         for name, parsed in patterns.items():
             if name not in self.patterns:
                 self.patterns[name] = parsed
-                hub.watch_pattern(name, parsed, sub)
+                hub.patterns.watch(name, parsed, sub)
         new = [st for st in targets.values() if st.name not in sub.streams]
         for st in new:
             hub.attach(sub, st)
@@ -196,7 +196,7 @@ class Conversation:
                 self.exact.discard(name)
             else:
                 del self.patterns[name]
-                hub.forget_pattern(sub, name)
+                hub.patterns.forget(sub, name)
                 removed_patterns.append(name)
         gone = [
             st
@@ -217,7 +217,7 @@ class Conversation:
     def forget(self) -> None:
         """Drop every subscription (the subscriber is closed or gone)."""
         for name in self.patterns:
-            self.hub.forget_pattern(self.sub, name)
+            self.hub.patterns.forget(self.sub, name)
         self.patterns.clear()
         self.exact.clear()
 

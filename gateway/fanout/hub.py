@@ -30,7 +30,6 @@ from gateway.contract.protocol import (
     Response,
     ResumeFrom,
     StreamInfo,
-    StreamName,
     StreamState,
     Subscribed,
 )
@@ -38,6 +37,7 @@ from gateway.contract.records import BookSnapshot, Record, Status
 from gateway.fanout.conflation import Conflation, SlowPolicy
 from gateway.fanout.conversation import Conversation
 from gateway.fanout.outbox import OutFrame, Subscriber
+from gateway.fanout.patterns import PatternWatches
 from gateway.fanout.stats import HubStats
 from gateway.fanout.streams import Stream
 from gateway.ingest.book import OrderBook
@@ -81,7 +81,7 @@ class Hub:
         self.max_request_bytes = max_request_bytes
         self.stats = HubStats()
         self._streams: dict[str, Stream] = {}
-        self._patterns: dict[str, tuple[StreamName, set[Subscriber]]] = {}
+        self.patterns = PatternWatches()  # ``Conversation`` keeps it
         self._subscribers: set[Subscriber] = set()
         self._ids = itertools.count(1)
         self._conflation = Conflation(self, slow_policy)
@@ -292,18 +292,6 @@ class Hub:
             return None
         return st.snapshot(reason)
 
-    def watch_pattern(self, name: str, parsed: StreamName, sub: Subscriber) -> None:
-        """``sub`` subscribed to a pattern (or a stream not there yet): new streams that match
-        are attached to it as they appear."""
-        self._patterns.setdefault(name, (parsed, set()))[1].add(sub)
-
-    def forget_pattern(self, sub: Subscriber, name: str) -> None:
-        entry = self._patterns.get(name)
-        if entry is not None:
-            entry[1].discard(sub)
-            if not entry[1]:
-                del self._patterns[name]
-
     # -- the outbox, for the fan-out's own modules ------------------------------------------
 
     def attach(self, sub: Subscriber, st: Stream) -> None:
@@ -346,26 +334,22 @@ class Hub:
     # -- internals -----------------------------------------------------------------------
 
     def _create_stream(self, name: str, epoch: str | None = None, seq: int = 0) -> Stream:
-        """A new stream (its next record is ``seq + 1`` of ``epoch``, by default this hub's),
-        announced to the subscribers whose patterns match it: an answer that can take one over
-        its buffer, so the public caller settles."""
-        st = self._streams[name] = Stream(
-            name, self.epoch if epoch is None else epoch, self.history
-        )
-        st.seq = seq
-        for parsed, subs in list(self._patterns.values()):
-            if parsed.matches(name):
-                for sub in sorted(subs, key=lambda s: s.id):
-                    if name not in sub.streams:
-                        self.attach(sub, st)
-                        # A new stream starts at its first record: nothing to catch up on.
-                        self.reply(
-                            sub,
-                            Subscribed(
-                                streams=[StreamState(stream=name, epoch=st.epoch, seq=st.seq)],
-                                patterns=[],
-                            ),
-                        )
+        """A new stream at ``seq`` of ``epoch`` (default: this hub's), announced to matching
+        pattern subscribers: an answer that can overflow one, so the public caller settles."""
+        st = self._streams[name] = Stream(name, self.epoch, self.history)
+        st.epoch, st.seq = (self.epoch if epoch is None else epoch), seq
+        for sub in self.patterns.matching(name):
+            # Once per subscriber; one closed by an earlier announcement is left alone.
+            if name not in sub.streams and not sub.closed:
+                self.attach(sub, st)
+                # A new stream starts at its first record: nothing to catch up on.
+                self.reply(
+                    sub,
+                    Subscribed(
+                        streams=[StreamState(stream=name, epoch=st.epoch, seq=st.seq)],
+                        patterns=[],
+                    ),
+                )
         return st
 
     def _detach_all(self, sub: Subscriber) -> None:

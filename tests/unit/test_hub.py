@@ -730,17 +730,28 @@ def test_an_answer_that_overflows_is_settled_within_its_request(op: str) -> None
     eth.publish(eth.snapshot())
     sub = hub.connect()
     request(hub, sub, op="subscribe", streams=["book.BTCUSD", "book.ETHUSD"])
-    drain(sub)
-    for _ in range(5):
-        btc.publish(btc.update())
-    sub.buffer_bytes = sub.queued_bytes + 5  # any answer takes it over
-    before = hub.stats.conflations
+    before = _to_the_brim(hub, sub, btc)
     if op == "Hub.unsubscribe":
         hub.unsubscribe(sub, ["book.ETHUSD"])
     elif op == "unsubscribe":
         request(hub, sub, op="unsubscribe", streams=["book.ETHUSD"])
     else:
         request(hub, sub, op=op)
+    _assert_settled(hub, sub, before)
+
+
+def _to_the_brim(hub: Hub, sub: Subscriber, feed: FakeFeed) -> int:
+    """Queue book updates for ``sub`` and leave its buffer 5 bytes of room, so that any answer
+    takes it over; returns the hub's conflation count before that answer."""
+    drain(sub)
+    for _ in range(5):
+        feed.publish(feed.update())
+    sub.buffer_bytes = sub.queued_bytes + 5
+    return hub.stats.conflations
+
+
+def _assert_settled(hub: Hub, sub: Subscriber, before: int) -> None:
+    """One conflation, finished: ``sub`` conflated within its bound, or closed."""
     assert sub.conflating is None
     assert sub.close_code is not None or sub.queued_bytes <= sub.buffer_bytes
     assert hub.stats.conflations == before + 1
@@ -756,20 +767,14 @@ def test_a_new_stream_announced_over_the_buffer_is_settled_at_once(entry: str) -
     btc.publish(btc.snapshot())
     sub = hub.connect()
     request(hub, sub, op="subscribe", streams=["book.*"])
-    drain(sub)
-    for _ in range(5):
-        btc.publish(btc.update())
-    sub.buffer_bytes = sub.queued_bytes + 5  # the announcement takes it over
-    before = hub.stats.conflations
+    before = _to_the_brim(hub, sub, btc)  # the announcement takes it over
     if entry == "declare_stream":
         hub.declare_stream("book.ETHUSD")
     elif entry == "register_book":
         hub.register_book("book.ETHUSD", OrderBook("ETHUSD"))
     else:
         hub.seed_stream("book.ETHUSD", EPOCH, 41)
-    assert sub.conflating is None
-    assert sub.close_code is not None or sub.queued_bytes <= sub.buffer_bytes
-    assert hub.stats.conflations == before + 1
+    _assert_settled(hub, sub, before)
 
 
 def test_a_seeded_stream_is_announced_at_its_seeded_head() -> None:
@@ -783,3 +788,18 @@ def test_a_seeded_stream_is_announced_at_its_seeded_head() -> None:
     announced = drain(sub)
     assert announced[0]["type"] == "subscribed"
     assert announced[0]["streams"] == [{"stream": "trades.ETHUSD", "epoch": "7", "seq": 41}]
+
+
+def test_a_subscriber_closed_by_one_pattern_s_announcement_is_not_attached_by_another() -> None:
+    """Two of its patterns match a new stream: the first announcement overflows it and, under
+    the disconnect policy, closes it; the second pattern attaches nothing to it."""
+    hub = Hub(EPOCH, buffer_bytes=4096, slow_policy="disconnect")
+    btc = FakeFeed(hub, "BTCUSD")
+    btc.publish(btc.snapshot())
+    sub = hub.connect()
+    request(hub, sub, op="subscribe", streams=["book.*", "*.ETHUSD"])
+    _to_the_brim(hub, sub, btc)
+    hub.declare_stream("book.ETHUSD")
+    assert sub.close_code == CLOSE_SLOW
+    assert sub.streams == {}
+    assert all(not st.subscribers for st in hub.streams_by_name())
