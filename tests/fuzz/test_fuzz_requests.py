@@ -389,7 +389,7 @@ def new_hub() -> tuple[Hub, Subscriber]:
 def hub_state(hub: Hub) -> Json:
     return (
         {n: (st.seq, frozenset(s.id for s in st.subscribers)) for n, st in hub._streams.items()},
-        {n: frozenset(s.id for s in subs) for n, (_, subs) in hub._patterns.items()},
+        {n: frozenset(s.id for s in subs) for n, (_, subs) in hub.patterns._by_pattern.items()},
         {
             s.id: (
                 frozenset(s.streams),

@@ -78,7 +78,8 @@ def leaked_subscribers(gateway: Gateway) -> list[str]:
         leaks.append(f"server connections: {gateway.server.subscriber_count}")
     leaks += [f"{name}: {len(st.subscribers)} attached" for name, st in hub._streams.items()
               if st.subscribers]  # fmt: skip
-    leaks += [f"pattern {p}: {len(subs)}" for p, (_, subs) in hub._patterns.items() if subs]
+    watches = hub.patterns._by_pattern
+    leaks += [f"pattern {p}: {len(subs)}" for p, (_, subs) in watches.items() if subs]
     return leaks
 
 
