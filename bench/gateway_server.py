@@ -16,6 +16,8 @@ Settings differing from the defaults, and why:
 * per-IP connection rate and burst far above N: every subscriber connects from 127.0.0.1;
 * ``shutdown.drain_timeout = 0`` and log level ``warning``.
 
+``--set KEY=VALUE`` adds a setting after these (a variant of the gateway, ``bench.servers``).
+
 Prints ``LISTENING <port>`` once the subscriber server is bound; exits on SIGTERM or after
 ``--max-seconds``. With ``BENCH_GATEWAY_PROFILE=DIR`` in the environment it writes a cProfile
 of the whole process to ``DIR/gateway-<pid>.prof`` on exit.
@@ -23,6 +25,7 @@ of the whole process to ``DIR/gateway-<pid>.prof`` on exit.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import cProfile
 import logging
@@ -62,11 +65,11 @@ async def _exit_on_sigterm(scope: trio.CancelScope) -> None:
             return
 
 
-async def run(upstream: str, max_seconds: float) -> None:
+async def run(upstream: str, max_seconds: float, settings: list[str]) -> None:
     from gateway.app import Gateway
     from gateway.config import load_config
 
-    config = load_config(None, {}, list(SETTINGS), feeds=[upstream])
+    config = load_config(None, {}, [*SETTINGS, *settings], feeds=[upstream])
     gateway = Gateway(config, handle_signals=False)
     with trio.move_on_after(max_seconds):
         async with trio.open_nursery() as nursery:
@@ -79,7 +82,11 @@ async def run(upstream: str, max_seconds: float) -> None:
 
 
 def main() -> None:
-    args = server_arguments()
+    parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a further setting"
+    )
+    args = server_arguments(parser)
     from gateway.logs import setup_logging
     from gateway.run_command import freeze_startup_heap
 
@@ -91,7 +98,7 @@ def main() -> None:
     if profiler is not None:
         profiler.enable()
     with contextlib.suppress(KeyboardInterrupt):
-        trio.run(run, args.upstream, args.max_seconds)
+        trio.run(run, args.upstream, args.max_seconds, args.set)
     if profiler is not None and profile_dir:
         profiler.disable()
         os.makedirs(profile_dir, exist_ok=True)

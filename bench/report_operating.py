@@ -11,6 +11,8 @@ from typing import Any
 Row = dict[str, Any]
 
 SUBJECT = "gateway"
+# The gateway's configurations under test (``bench.servers``): each is compared with the peers.
+SUBJECTS = (SUBJECT, "gateway-2ms")
 TARGET_RATE = 1000.0
 TARGET_N = 100
 
@@ -57,36 +59,42 @@ def paced_median(rows: list[Row], server: str, n: int, rate: float, metric: str)
     return _median([v for v in values if v is not None])
 
 
-def paced_ratio(rows: list[Row], peer: str, n: int, rate: float, metric: str) -> float | None:
-    """Median over runs of gateway / peer, pairing the figures of the same run."""
-    return _median(paced_ratios(rows, peer, n, rate, metric))
+def paced_ratio(
+    rows: list[Row], peer: str, n: int, rate: float, metric: str, subject: str = SUBJECT
+) -> float | None:
+    """Median over runs of subject / peer, pairing the figures of the same run."""
+    return _median(paced_ratios(rows, peer, n, rate, metric, subject))
 
 
-def paced_ratios(rows: list[Row], peer: str, n: int, rate: float, metric: str) -> list[float]:
-    """gateway / peer of each run that has both figures."""
+def paced_ratios(
+    rows: list[Row], peer: str, n: int, rate: float, metric: str, subject: str = SUBJECT
+) -> list[float]:
+    """subject / peer of each run that has both figures."""
     f = PACED[metric]
     by_run: dict[int, dict[str, float | None]] = defaultdict(dict)
     for r in rows:
-        if r["n"] == n and r["rate"] == rate and r["server"] in (SUBJECT, peer):
+        if r["n"] == n and r["rate"] == rate and r["server"] in (subject, peer):
             by_run[r["run"]][r["server"]] = f(r)
     pairs = []
     for figures in by_run.values():
-        a, b = figures.get(SUBJECT), figures.get(peer)
+        a, b = figures.get(subject), figures.get(peer)
         if a is None or b is None or b == 0 or (math.isinf(a) and math.isinf(b)):
             continue
         pairs.append(0.0 if math.isinf(b) else math.inf if math.isinf(a) else a / b)
     return pairs
 
 
-def _by_run_ratios(rows: list[Row], peer: str, n: int, key: str) -> list[float]:
+def _by_run_ratios(
+    rows: list[Row], peer: str, n: int, key: str, subject: str = SUBJECT
+) -> list[float]:
     by_run: dict[int, dict[str, float | None]] = defaultdict(dict)
     for r in rows:
-        if r["n"] == n and r["server"] in (SUBJECT, peer):
+        if r["n"] == n and r["server"] in (subject, peer):
             by_run[r["run"]][r["server"]] = r[key]
     return [
-        f[SUBJECT] / f[peer]  # type: ignore[operator]
+        f[subject] / f[peer]  # type: ignore[operator]
         for f in by_run.values()
-        if f.get(SUBJECT) is not None and f.get(peer)
+        if f.get(subject) is not None and f.get(peer)
     ]
 
 
@@ -107,7 +115,8 @@ def markdown(results: Row) -> list[str]:
     settings = results["meta"]["settings"]
     paced: list[Row] = op["paced"]
     servers = _servers(paced, settings)
-    peers = [s for s in servers if s != SUBJECT]
+    subjects = [s for s in SUBJECTS if s in servers]
+    peers = [s for s in servers if s not in SUBJECTS]
     rates = sorted({r["rate"] for r in paced})
     ns = sorted({r["n"] for r in paced})
     lines = [
@@ -140,27 +149,33 @@ def markdown(results: Row) -> list[str]:
                     f"| {_fmt(m('harness_cpu'), '.0%')} | {_fmt(m('delivered'), '.1f')} "
                     f"| {_fmt(m('load'), '.1f')} |"
                 )
-    if SUBJECT in servers and peers:
+    if subjects and peers:
         lines += [
             "",
             "### Ratios at the operating point: gateway / peer (median of per-run ratios)",
             "",
             "Lower is better. `0.00x`: only the peer was saturated.",
             "",
-            "| rate msg/s | N | peer | CPU / delivery | p50 | p99 | p99.9 |",
-            "|---:|---:|---|---:|---:|---:|---:|",
+            "| rate msg/s | N | gateway | peer | CPU / delivery | p50 | p99 | p99.9 |",
+            "|---:|---:|---|---|---:|---:|---:|---:|",
         ]
         for rate in rates:
             for n in ns:
-                for peer in peers:
-                    cells = [
-                        _fmt(paced_ratio(paced, peer, n, rate, k), ".2f", "x")
-                        for k in ("cpu", "p50", "p99", "p999")
-                    ]
-                    lines.append(f"| {rate:,.0f} | {n} | {peer} | " + " | ".join(cells) + " |")
+                for subject in subjects:
+                    for peer in peers:
+                        cells = [
+                            _fmt(paced_ratio(paced, peer, n, rate, k, subject), ".2f", "x")
+                            for k in ("cpu", "p50", "p99", "p999")
+                        ]
+                        lines.append(
+                            f"| {rate:,.0f} | {n} | {subject} | {peer} | "
+                            + " | ".join(cells)
+                            + " |"
+                        )
     lines += _capacity(op["capacity"], settings)
     lines += _drain(op["drain"], settings)
-    lines += ["", *targets(results)]
+    for subject in subjects:
+        lines += ["", *targets(results, subject)]
     return lines
 
 
@@ -186,7 +201,9 @@ def _capacity(rows: list[Row], settings: Row) -> list[str]:
             if not mine:
                 continue
             rate = _median([r["rate"] for r in mine])
-            ratio = _median(_by_run_ratios(rows, server, n, "rate")) if server != SUBJECT else None
+            ratio = (
+                _median(_by_run_ratios(rows, server, n, "rate")) if server not in SUBJECTS else None
+            )
             last = mine[-1]
             probes = ", ".join(
                 f"{p[0]:,.0f}: {_fmt(p[2])}" + ("" if p[1] >= 0.9 * p[0] else f" (fed {p[1]:,.0f})")
@@ -226,7 +243,9 @@ def _drain(rows: list[Row], settings: Row) -> list[str]:
             drain = _median(secs)
             shown = f"> {limit:g}" if drain is not None and math.isinf(drain) else _fmt(drain)
             ratio = (
-                _median(_by_run_ratios(rows, server, n, "seconds")) if server != SUBJECT else None
+                _median(_by_run_ratios(rows, server, n, "seconds"))
+                if server not in SUBJECTS
+                else None
             )
             delivered = _median([100 * r["deliveries"] / r["expected"] for r in mine])
             cpu = _median([r["cpu_per_million"] for r in mine if r["cpu_per_million"]])
@@ -239,8 +258,8 @@ def _drain(rows: list[Row], settings: Row) -> list[str]:
     return lines
 
 
-def targets(results: Row) -> list[str]:
-    """Issue 16's targets at 1,000 msg/s paced, N = 100."""
+def targets(results: Row, subject: str = SUBJECT) -> list[str]:
+    """Issue 16's targets at 1,000 msg/s paced, N = 100, for one configuration of the gateway."""
     op: Row = results["operating"]
     paced: list[Row] = op["paced"]
     rate, n = TARGET_RATE, TARGET_N
@@ -251,9 +270,9 @@ def targets(results: Row) -> list[str]:
     ) -> None:
         rows.append((label, _fmt(_median(runs), spec, suffix), ok, _spread(runs, spec, suffix)))
 
-    ws_runs = paced_ratios(paced, "websockets", n, rate, "cpu")
-    picows_runs = paced_ratios(paced, "picows", n, rate, "cpu")
-    floor_runs = paced_ratios(paced, "floor", n, rate, "cpu")
+    ws_runs = paced_ratios(paced, "websockets", n, rate, "cpu", subject)
+    picows_runs = paced_ratios(paced, "picows", n, rate, "cpu", subject)
+    floor_runs = paced_ratios(paced, "floor", n, rate, "cpu", subject)
     vs_ws, vs_picows, vs_floor = _median(ws_runs), _median(picows_runs), _median(floor_runs)
     floor_vs_ws = _pair_ratio(paced, "floor", "websockets", n, rate)
     check("CPU / delivery vs websockets <= 0.7x", ws_runs, None if vs_ws is None else vs_ws <= 0.7)
@@ -272,15 +291,15 @@ def targets(results: Row) -> list[str]:
         None if vs_floor is None else vs_floor <= floor_bound,
     )
     p99_runs = [
-        _lat(r["lat_p99"]) for r in paced if (r["server"], r["n"], r["rate"]) == (SUBJECT, n, rate)
+        _lat(r["lat_p99"]) for r in paced if (r["server"], r["n"], r["rate"]) == (subject, n, rate)
     ]
     p99 = _median(p99_runs)
     check("p99 <= 2 ms", p99_runs, None if p99 is None else p99 <= 2.0, " ms")
-    cap_runs = _by_run_ratios(op["capacity"], "websockets", n, "rate")
+    cap_runs = _by_run_ratios(op["capacity"], "websockets", n, "rate", subject)
     cap = _median(cap_runs)
     check("capacity at SLO vs websockets >= 3x", cap_runs, None if cap is None else cap >= 3.0)
     out = [
-        f"### Targets at {rate:,.0f} msg/s paced, N = {n} (issue 16)",
+        f"### Targets at {rate:,.0f} msg/s paced, N = {n} (issue 16): {subject}",
         "",
         "The value is the median of the runs; the runs column shows how far they scattered.",
         "",

@@ -54,6 +54,15 @@ GATEWAY = ServerSpec(
     book_request=_subscribe(f"book.{data.MARKET}"),
 )
 
+# The same gateway reading each feed at most every 2 ms (``upstream.coalesce_window``): what
+# arrives in between is normalized, published and written together (io.upstream_ws).
+GATEWAY_2MS = replace(
+    GATEWAY,
+    name="gateway-2ms",
+    description="paxos-gateway with upstream.coalesce_window = 2 ms (reads at most every 2 ms)",
+    extra_args=("--set", "upstream.coalesce_window=0.002"),
+)
+
 WEBSOCKETS = ServerSpec(
     name="websockets",
     description="asyncio websockets server, broadcast() of every record (bench/peers)",
@@ -97,5 +106,5 @@ FLOOR = replace(
     extra_args=("--mode", "floor"),
 )
 
-ALL = {s.name: s for s in (GATEWAY, WEBSOCKETS, TRIO_NAIVE, PICOWS, BATCHED, FLOOR)}
+ALL = {s.name: s for s in (GATEWAY, GATEWAY_2MS, WEBSOCKETS, TRIO_NAIVE, PICOWS, BATCHED, FLOOR)}
 PEERS = ("websockets", "trio-naive", "picows", "uvloop-batched", "floor")

@@ -31,7 +31,7 @@ CAPACITY_MAX = 16_000.0
 DRAIN_FEED_SECONDS = 10.0
 DRAIN_LIVE_RATE = 1000.0
 # trio-naive is in the saturation table only: it is far behind everything else already.
-OP_SERVERS = ("gateway", "websockets", "picows", "uvloop-batched", "floor")
+OP_SERVERS = ("gateway", "gateway-2ms", "websockets", "picows", "uvloop-batched", "floor")
 
 
 @dataclass(frozen=True)

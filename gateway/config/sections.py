@@ -41,6 +41,9 @@ class UpstreamConfig(Section, frozen=True, forbid_unknown_fields=True, kw_only=T
     ping_timeout: Positive = 10.0
     connect_timeout: Positive = 10.0
     connect_interval: NonNegative = 1.0
+    # Reads of one feed at least this far apart (io.upstream_ws): fewer wake-ups and writes
+    # per message at high rates, at most this much (plus the 1 ms timer tick) added latency.
+    coalesce_window: Annotated[float, msgspec.Meta(ge=0, le=0.1)] = 0.0
     dedup_capacity: Count = 65536
     max_message_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 16 * 1024 * 1024
     allow_fast_retry: bool = False

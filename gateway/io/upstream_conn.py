@@ -194,7 +194,7 @@ class FeedConnection:
         if handshake.rejected is not None:
             raise ConnectFailed(HANDSHAKE_REJECTED, describe_rejection(handshake.rejected))
         protocol = ClientProtocol(self.settings.max_message_bytes)
-        conn.ws = UpstreamWebSocket(stream, protocol)
+        conn.ws = UpstreamWebSocket(stream, protocol, coalesce_window=self.settings.coalesce_window)
         conn.established = True
         conn.opened_at = trio.current_time()
         # Frames that came with the 101 response (Paxos starts with the snapshot at once) are

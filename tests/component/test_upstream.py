@@ -8,6 +8,7 @@ bounded in virtual time by ``trio.fail_after``.
 
 from __future__ import annotations
 
+import itertools
 import random
 import socket
 import ssl
@@ -270,6 +271,34 @@ async def test_connects_and_publishes_records(clock: trio.testing.MockClock) -> 
         ]
         assert trades.sample("upstream_lag_seconds_count") == len(live) >= len(published) - 1
         assert book.sample("upstream_lag_seconds_count") == 0.0
+
+
+async def test_a_coalesce_window_publishes_the_same_records_in_fewer_batches(
+    clock: trio.testing.MockClock,
+) -> None:
+    times: dict[str, list[float]] = {"plain": [], "windowed": []}
+    books: dict[str, Any] = {}
+    trades: dict[str, list[int]] = {}
+    for name, window in (("plain", 0.0), ("windowed", 0.05)):
+        async with rig(sim_config(rate=100.0, max_events=40)) as r:  # over 0.4 virtual s
+            feed = await r.start_feed(
+                "/marketdata/BTCUSD",
+                settings=make_settings(coalesce_window=window),
+                before_publish=lambda _, t=times[name]: t.append(trio.current_time()),
+            )
+            execs = await r.start_feed(
+                "/executiondata/BTCUSD", settings=make_settings(coalesce_window=window)
+            )
+            await generate(r, feed, execs)
+            assert book_of(feed, "BTCUSD") == r.sim.truth("BTCUSD")
+            books[name] = book_of(feed, "BTCUSD")
+            trades[name] = [x.match_number for x in execs.records if isinstance(x, Trade)]
+    # The same simulation, the same records; the windowed reads at least 0.05 s apart.
+    assert books["windowed"] == books["plain"] and trades["windowed"] == trades["plain"]
+    windowed = times["windowed"]
+    assert len(windowed) <= len(times["plain"]) / 3  # 40 messages, 0.4 s: about 9 reads
+    # (The first two publishes are the connection's status and its first read.)
+    assert all(b - a >= 0.05 - 1e-9 for a, b in itertools.pairwise(windowed[1:]))
 
 
 # -- reconnecting -------------------------------------------------------------------------

@@ -208,6 +208,14 @@ def test_section_that_is_not_a_table(tmp_path: Path) -> None:
         ("shutdown.drain_timeout=-1", "shutdown.drain_timeout: expected number >= 0, got -1"),
         ("metrics.ready_grace=-0.5", "metrics.ready_grace: expected number >= 0, got -0.5"),
         ("upstream.dedup_capacity=0", "upstream.dedup_capacity: expected int >= 1, got 0"),
+        (
+            "upstream.coalesce_window=0.5",
+            "upstream.coalesce_window: expected number >= 0 <= 0.1, got 0.5",
+        ),
+        (
+            "upstream.coalesce_window=-0.001",
+            "upstream.coalesce_window: expected number >= 0 <= 0.1, got -0.001",
+        ),
         ("server.max_subscribers=0", "server.max_subscribers: expected int >= 1, got 0"),
         (
             "server.buffer_bytes=10",

@@ -178,6 +178,7 @@ upstream:
   ping_timeout: float
   connect_timeout: float
   connect_interval: float
+  coalesce_window: float
   dedup_capacity: int
   max_message_bytes: int
 backfill:
