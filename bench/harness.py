@@ -30,12 +30,13 @@ def call(conn: Connection, command: tuple[Any, ...], timeout: float) -> tuple[An
 @dataclass
 class Clients:
     conns: list[Connection]
-    lost: str | None = None  # why the pipes are out of step (then every command fails)
+    lost: str | None = None  # why the pipes are out of step for good (every command fails)
     # The processes that still owe the answer to a command that timed out. Before the next
     # command the harness waits up to ``LATE_GRACE`` for those answers and drops them: a
     # subscriber process checking a long deferred backlog (N = 500 at 5,000 msg/s) can take
     # longer than one command's timeout, and every later measurement failed because of it.
     late: list[Connection] = field(default_factory=list)
+    late_why: str = ""
 
     LATE_GRACE: ClassVar[float] = 120.0
 
@@ -43,12 +44,14 @@ class Clients:
         deadline = time.monotonic() + self.LATE_GRACE
         for conn in self.late:
             if not conn.poll(max(0.0, deadline - time.monotonic())):
+                self.lost = self.late_why
                 raise BenchError(f"subscriber processes out of step since: {self.lost}")
             conn.recv()  # the late answer, to a command that has already failed
         self.late = []
-        self.lost = None
 
     def broadcast(self, commands: list[tuple[Any, ...]], timeout: float) -> list[tuple[Any, ...]]:
+        if self.lost is not None:
+            raise BenchError(f"subscriber processes out of step since: {self.lost}")
         if self.late:
             self._catch_up()
         for conn, command in zip(self.conns, commands, strict=True):
@@ -58,9 +61,9 @@ class Clients:
         for i, conn in enumerate(self.conns):
             if not conn.poll(max(0.0, deadline - time.monotonic())):
                 # A late answer would be taken for the answer to the next command.
-                self.lost = f"no answer to {commands[0][0]!r} within {timeout:g} s"
+                self.late_why = f"no answer to {commands[0][0]!r} within {timeout:g} s"
                 self.late = self.conns[i:]
-                raise BenchError(f"subscriber process: {self.lost}")
+                raise BenchError(f"subscriber process: {self.late_why}")
             replies.append(conn.recv())
         return replies
 
