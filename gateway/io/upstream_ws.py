@@ -67,10 +67,10 @@ class UpstreamWebSocket:
         send, ~6.5 µs); two messages per read pay it once. At 1,000 msg/s, N = 100, a 2 ms
         window took the gateway from 8.5-8.7 to 6.2-6.9 CPU s per million deliveries (the
         floor server, one write per delivery: 7.7-8.3) and its p50 from 0.9-1.6 to 2.3-3.0 ms
-        (three runs each, ``bench.run``'s ``gateway`` and ``gateway-2ms``; docs/upstream.md). Messages further apart than the window are read as they arrive:
-        at low rates it adds nothing. trio sleeps in whole milliseconds (``epoll_wait``), so a
-        wait is up to one tick longer than the window; a backlog (a read that filled the
-        buffer) is read at once.
+        (three runs each, ``bench.run``'s ``gateway`` and ``gateway-2ms``; docs/upstream.md).
+        Messages further apart than the window are read as they arrive: at low rates it adds
+        nothing. trio sleeps in whole milliseconds (``epoll_wait``), so a wait is up to one
+        tick longer than the window; a backlog (a read that filled the buffer) is read at once.
         """
         window = self.coalesce_window
         paced = False
