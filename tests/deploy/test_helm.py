@@ -364,6 +364,11 @@ BAD_VALUES = [
     pytest.param(
         {"lifecycle": {"preStopSleepSeconds": -1}}, "/lifecycle/preStopSleepSeconds", id="prestop"
     ),
+    pytest.param(
+        {"config": {"upstream": {"coalesce_window": 0.5}}},
+        "/config/upstream/coalesce_window",
+        id="coalesce-window",
+    ),
 ]
 
 
