@@ -16,7 +16,7 @@ import trio
 import trio.testing
 
 from gateway.ingest.wsclient import ClientProtocol
-from gateway.io.upstream_ws import RECEIVE_BUFFER_SIZE, UpstreamWebSocket
+from gateway.io.upstream_ws import BACKLOG_BYTES, RECEIVE_BUFFER_SIZE, UpstreamWebSocket
 
 
 @asynccontextmanager
@@ -179,6 +179,22 @@ async def test_a_window_does_not_hold_a_backlog(mock_clock: trio.testing.MockClo
                 got += await ws.receive()  # full reads follow each other at once
         assert got == burst
         assert trio.current_time() == start + WINDOW
+
+
+async def test_a_window_does_not_hold_the_read_after_a_large_one(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    mock_clock.autojump_threshold = 0.5  # a held read would move the clock: a failure, no hang
+    async with _connected(WINDOW) as (ws, peer):
+        start = trio.current_time()
+        await peer.send_all(b"x" * BACKLOG_BYTES)
+        assert len(await ws.receive()) == BACKLOG_BYTES
+        await peer.send_all(b"a")
+        assert await ws.receive() == b"a"
+        assert trio.current_time() == start  # not held: the read before was a backlog
+        await peer.send_all(b"b")
+        assert await ws.receive() == b"b"
+        assert trio.current_time() == start + WINDOW  # held: the read before was small
 
 
 async def test_a_held_read_is_cancellable(mock_clock: trio.testing.MockClock) -> None:
