@@ -8,11 +8,12 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+from bench.servers import GATEWAYS
+
 Row = dict[str, Any]
 
-SUBJECT = "gateway"
-# The gateway's configurations under test (``bench.servers``): each is compared with the peers.
-SUBJECTS = (SUBJECT, "gateway-2ms")
+SUBJECT = GATEWAYS[0]  # the default configuration
+SUBJECTS = GATEWAYS
 TARGET_RATE = 1000.0
 TARGET_N = 100
 

@@ -107,4 +107,6 @@ FLOOR = replace(
 )
 
 ALL = {s.name: s for s in (GATEWAY, GATEWAY_2MS, WEBSOCKETS, TRIO_NAIVE, PICOWS, BATCHED, FLOOR)}
+# The gateway's configurations under test: the reports compare each with the peers.
+GATEWAYS = (GATEWAY.name, GATEWAY_2MS.name)
 PEERS = ("websockets", "trio-naive", "picows", "uvloop-batched", "floor")

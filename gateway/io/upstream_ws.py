@@ -42,10 +42,11 @@ class UpstreamWebSocket:
         else:
             raw = None
         self._raw: socket.socket | None = raw if isinstance(raw, socket.socket) else None
-        self._full = False  # the last read filled the buffer: more is probably waiting
+        # Bytes of the last read: a full buffer means more is probably waiting, and from
+        # BACKLOG_BYTES on the coalesce window does not hold the next read.
+        self._last_size = 0
         self.coalesce_window = coalesce_window  # reads at least this far apart (``receive``)
         self._last_read = -math.inf  # trio time of the last read, kept while pacing
-        self._backlog = False  # the last read was at least BACKLOG_BYTES: the window is off
         self.protocol = protocol
         self._send_lock = trio.Lock()
         self._pings: dict[bytes, trio.Event] = {}
@@ -79,8 +80,9 @@ class UpstreamWebSocket:
         on at once.
         """
         window = self.coalesce_window
+        last_size = self._last_size
         paced = False
-        if window and not self._backlog:
+        if window and last_size < BACKLOG_BYTES:
             due = self._last_read + window
             if trio.current_time() < due:
                 await trio.sleep_until(due)
@@ -90,38 +92,30 @@ class UpstreamWebSocket:
             # bytes for the parser (SSLStream may hand out a bytearray).
             data = bytes(await self.stream.receive_some(RECEIVE_BUFFER_SIZE))
         else:
-            data = await self._recv(raw, checkpointed=paced)
+            if raw.fileno() < 0:  # closed under us: what trio's own recv would say
+                await trio.lowlevel.checkpoint()
+                raise trio.ClosedResourceError("this socket was already closed")
+            if paced:
+                pass  # after the window's sleep the data is probably there: try first
+            elif last_size == RECEIVE_BUFFER_SIZE:
+                await trio.lowlevel.checkpoint()
+            else:
+                await trio.lowlevel.wait_readable(raw)
+            while True:
+                try:
+                    data = raw.recv(RECEIVE_BUFFER_SIZE)
+                    break
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(raw)
+                except OSError as exc:
+                    # As trio's SocketStream translates them.
+                    if exc.errno in (errno.EBADF, errno.ENOTSOCK):
+                        raise trio.ClosedResourceError("this socket was already closed") from None
+                    raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+        self._last_size = len(data)
         if window:
             self._last_read = trio.current_time()
-            self._backlog = len(data) >= BACKLOG_BYTES
         return data
-
-    async def _recv(self, raw: socket.socket, *, checkpointed: bool) -> bytes:
-        """One ``recv`` of the plain TCP stream, waiting for readiness first unless the read
-        has already passed a checkpoint (the window's sleep) or the last read filled the
-        buffer."""
-        if raw.fileno() < 0:  # closed under us: what trio's own recv would say
-            await trio.lowlevel.checkpoint()
-            raise trio.ClosedResourceError("this socket was already closed")
-        if checkpointed:
-            pass  # after the window's sleep the data is probably there: try first
-        elif self._full:
-            await trio.lowlevel.checkpoint()
-        else:
-            await trio.lowlevel.wait_readable(raw)
-        while True:
-            try:
-                data = raw.recv(RECEIVE_BUFFER_SIZE)
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(raw)
-                continue
-            except OSError as exc:
-                # As trio's SocketStream translates them.
-                if exc.errno in (errno.EBADF, errno.ENOTSOCK):
-                    raise trio.ClosedResourceError("this socket was already closed") from None
-                raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
-            self._full = len(data) == RECEIVE_BUFFER_SIZE
-            return data
 
     async def send(self, frame: bytes) -> None:
         async with self._send_lock:

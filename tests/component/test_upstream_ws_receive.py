@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
@@ -60,17 +60,31 @@ async def test_a_reset_is_a_broken_resource() -> None:
                 pass
 
 
+async def _interrupt_a_waiting_read(
+    ws: UpstreamWebSocket,
+    raises: type[BaseException],
+    interrupt: Callable[[trio.Nursery], Awaitable[None]],
+) -> None:
+    """Start a read, let it wait, then ``interrupt``: the read must raise ``raises``."""
+    async with trio.open_nursery() as nursery:
+
+        async def read() -> None:
+            with pytest.raises(raises):
+                await ws.receive()
+
+        nursery.start_soon(read)
+        await trio.testing.wait_all_tasks_blocked()
+        await interrupt(nursery)
+
+
+async def _cancel(nursery: trio.Nursery) -> None:
+    nursery.cancel_scope.cancel()
+
+
 async def test_closed_under_the_reader_and_after() -> None:
     async with _connected() as (ws, _peer):
-        async with trio.open_nursery() as nursery:
-
-            async def read() -> None:
-                with pytest.raises(trio.ClosedResourceError):
-                    await ws.receive()
-
-            nursery.start_soon(read)
-            await trio.testing.wait_all_tasks_blocked()
-            await ws.stream.aclose()  # wakes the waiting reader
+        # Closing the stream wakes the waiting reader.
+        await _interrupt_a_waiting_read(ws, trio.ClosedResourceError, lambda _: ws.stream.aclose())
         with pytest.raises(trio.ClosedResourceError):
             await ws.receive()
 
@@ -201,15 +215,8 @@ async def test_a_held_read_is_cancellable(mock_clock: trio.testing.MockClock) ->
     async with _connected(WINDOW) as (ws, peer):
         await peer.send_all(b"a")
         assert await ws.receive() == b"a"
-        async with trio.open_nursery() as nursery:
-
-            async def read() -> None:
-                with pytest.raises(trio.Cancelled):
-                    await ws.receive()
-
-            nursery.start_soon(read)
-            await trio.testing.wait_all_tasks_blocked()
-            nursery.cancel_scope.cancel()  # while it sleeps out the window
+        # Cancelled while it sleeps out the window.
+        await _interrupt_a_waiting_read(ws, trio.Cancelled, _cancel)
         await peer.send_all(b"b")
         mock_clock.jump(WINDOW)
         assert await ws.receive() == b"b"  # nothing was lost to the cancelled read
